@@ -1,0 +1,66 @@
+# Preboot — see README.md. `make run` and `make test` install what they need
+# on a Debian machine (as root) before they build.
+
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/preboot/preboot/server.Version=$(VERSION)
+GO = $(shell scripts/go.sh)
+
+# Debian packages: what the server hands out, and what the tests drive.
+RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip
+TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio \
+	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev
+
+APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
+
+.PHONY: all build run test test-unit test-e2e fuzz bench deps-run deps-test vet clean
+
+all: build
+
+define install_debs
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		$(APT) update && $(APT) install --no-install-recommends $$missing; \
+	fi
+endef
+
+deps-run:
+	$(call install_debs,$(RUN_DEBS))
+
+deps-test:
+	$(call install_debs,$(TEST_DEBS))
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/preboot ./cmd/preboot
+
+# Runs the server with its embedded defaults: data in ./var, proxyDHCP on
+# UDP 67 and 4011, TFTP on 69, HTTP on 8080, on every interface.
+run: deps-run build
+	./bin/preboot serve --data-dir ./var
+
+vet:
+	@out=$$($(dir $(GO))gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+test: deps-test vet test-unit test-e2e
+
+# Unit, real-client protocol tests and fuzz seed corpora, with the race detector.
+test-unit:
+	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v /e2e)
+
+# The VM lab: network namespaces + QEMU (see e2e/README.md).
+test-e2e:
+	$(GO) test -count=1 -timeout 40m -v ./e2e/
+
+# Short fuzzing runs of every network-facing parser.
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParsePacket -fuzztime 30s ./tftp/
+	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxydhcp/
+
+bench: deps-test build
+	bench/tftp/run.sh
+	bench/dhcp/run.sh
+
+clean:
+	rm -rf bin

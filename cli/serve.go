@@ -1,0 +1,76 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/server"
+)
+
+// serveFlags binds every configuration key to a flag. A flag given on the
+// command line wins over the file, the file over the embedded default.
+func serveFlags(fs *pflag.FlagSet, c *config.Config) {
+	d := config.Default()
+	fs.StringVar(&c.DataDir, "data-dir", d.DataDir, "data directory (database, TFTP root, images)")
+	fs.StringVar(&c.Interface, "interface", d.Interface, "serve proxyDHCP on this interface only (default: all)")
+	fs.StringVar(&c.ServerIP, "server-ip", d.ServerIP, "IPv4 address clients use to reach this server (default: the receiving interface's)")
+	fs.StringVar(&c.Log.Level, "log-level", d.Log.Level, "log level: debug, info, warn, error")
+	fs.StringVar(&c.Log.Format, "log-format", d.Log.Format, "log format: auto (text on a terminal, else JSON), text, json")
+	fs.StringVar(&c.Store.Path, "db", d.Store.Path, "SQLite database file (default DATA_DIR/preboot.db)")
+	fs.BoolVar(&c.TFTP.Enabled, "tftp", d.TFTP.Enabled, "run the TFTP server")
+	fs.StringVar(&c.TFTP.Listen, "tftp-listen", d.TFTP.Listen, "TFTP listen address HOST:PORT")
+	fs.StringVar(&c.TFTP.Root, "tftp-root", d.TFTP.Root, "TFTP root directory (default DATA_DIR/tftp)")
+	fs.IntVar(&c.TFTP.MaxBlockSize, "tftp-max-blksize", d.TFTP.MaxBlockSize, "largest TFTP block size offered (512..65464)")
+	fs.IntVar(&c.TFTP.MaxWindow, "tftp-max-windowsize", d.TFTP.MaxWindow, "largest TFTP window size offered (1..64)")
+	fs.StringVar(&c.HTTP.Listen, "http-listen", d.HTTP.Listen, "HTTP listen address HOST:PORT (boot policy, files, API, metrics)")
+	fs.BoolVar(&c.HTTP.AdminFromAnywhere, "admin-from-anywhere", d.HTTP.AdminFromAnywhere, "let the admin API answer non-loopback clients")
+	fs.BoolVar(&c.ProxyDHCP.Enabled, "proxydhcp", d.ProxyDHCP.Enabled, "run the proxyDHCP server")
+	fs.StringVar(&c.ProxyDHCP.DHCPListen, "proxydhcp-dhcp-listen", d.ProxyDHCP.DHCPListen, `proxyDHCP address on the DHCP port; "" when the site DHCP server runs on this host`)
+	fs.StringVar(&c.ProxyDHCP.PXEListen, "proxydhcp-pxe-listen", d.ProxyDHCP.PXEListen, "proxyDHCP address on the PXE port (4011)")
+	fs.StringVar(&c.Boot.BIOS, "bios-boot-file", d.Boot.BIOS, "boot program for BIOS PXE clients")
+	fs.StringVar(&c.Boot.UEFI, "uefi-boot-file", d.Boot.UEFI, "boot program for UEFI x64 PXE clients (ipxe.efi or snponly.efi)")
+	fs.StringVar(&c.Boot.UEFIHTTP, "uefi-http-boot-file", d.Boot.UEFIHTTP, "boot program for UEFI HTTP boot clients")
+	fs.StringVar(&c.Boot.ARM64, "arm64-boot-file", d.Boot.ARM64, "boot program for UEFI ARM64 clients (if present in the TFTP root)")
+	fs.StringVar(&c.Boot.LocalBootBIOS, "local-boot-bios", d.Boot.LocalBootBIOS, "how BIOS machines boot their disk: sanboot or exit")
+	fs.BoolVar(&c.Boot.CopyDebianFiles, "copy-debian-files", d.Boot.CopyDebianFiles, "copy iPXE/pxelinux from Debian's packages into the TFTP root at start")
+	fs.StringVar(&c.Menu.Mode, "menu-mode", d.Menu.Mode, "Preboot menu: always, hotkey or never")
+	fs.StringVar(&c.Menu.Hotkey, "menu-hotkey", d.Menu.Hotkey, `menu hotkey: a letter, "ctrl-X", "esc"`)
+	fs.DurationVar(&c.Menu.Timeout, "menu-timeout", d.Menu.Timeout, "hotkey wait / menu auto-choice delay")
+}
+
+func newServe(g *globals) *cobra.Command {
+	var flags config.Config
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the server: proxyDHCP, TFTP and HTTP",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			applyChanged(cmd.Flags(), &cfg)
+			log, err := newLogger(g.stderr, cfg.Log.Format, cfg.Log.Level)
+			if err != nil {
+				return err
+			}
+			return server.Run(cmd.Context(), cfg, log)
+		},
+	}
+	serveFlags(cmd.Flags(), &flags)
+	return cmd
+}
+
+// applyChanged copies into cfg the values of the flags set on the command
+// line. Binding a scratch flag set to cfg (which resets cfg to the defaults,
+// hence the copy) keeps a single list of flags.
+func applyChanged(fs *pflag.FlagSet, cfg *config.Config) {
+	loaded := *cfg
+	tmp := pflag.NewFlagSet("apply", pflag.ContinueOnError)
+	serveFlags(tmp, cfg)
+	*cfg = loaded
+	fs.Visit(func(f *pflag.Flag) {
+		_ = tmp.Set(f.Name, f.Value.String())
+	})
+}

@@ -1,0 +1,203 @@
+// Package config holds Preboot's settings: embedded defaults, overridden by
+// a YAML file, overridden by command-line flags.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration. Every field has a YAML key and
+// a command-line flag (see cli).
+type Config struct {
+	// DataDir holds the database, the TFTP root (by default) and images.
+	DataDir string `yaml:"data_dir"`
+	// Interface restricts proxyDHCP to one network interface and picks the
+	// address advertised to clients. Empty: all interfaces.
+	Interface string `yaml:"interface"`
+	// ServerIP is the IPv4 address clients should use to reach this
+	// server. Empty: the address of the interface each request came in on.
+	ServerIP string `yaml:"server_ip"`
+	// ServerURL is where admin commands reach the API.
+	ServerURL string `yaml:"server_url"`
+
+	Log       Log       `yaml:"log"`
+	Store     Store     `yaml:"store"`
+	TFTP      TFTP      `yaml:"tftp"`
+	HTTP      HTTP      `yaml:"http"`
+	ProxyDHCP ProxyDHCP `yaml:"proxydhcp"`
+	Boot      Boot      `yaml:"boot"`
+	Menu      Menu      `yaml:"menu"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // auto (text on a terminal, JSON otherwise), text, json
+}
+
+// Store selects the database.
+type Store struct {
+	Driver string `yaml:"driver"` // sqlite
+	Path   string `yaml:"path"`   // SQLite file; default DATA_DIR/preboot.db
+}
+
+// TFTP configures the TFTP server.
+type TFTP struct {
+	Enabled      bool   `yaml:"enabled"`
+	Listen       string `yaml:"listen"`
+	Root         string `yaml:"root"` // default DATA_DIR/tftp
+	MaxBlockSize int    `yaml:"max_blksize"`
+	MaxWindow    int    `yaml:"max_windowsize"`
+}
+
+// HTTP configures the HTTP server (boot policy, boot files, API, metrics).
+type HTTP struct {
+	Listen string `yaml:"listen"`
+	// AdminFromAnywhere lets the admin API answer other hosts than
+	// loopback. Off until the API has authentication.
+	AdminFromAnywhere bool `yaml:"admin_from_anywhere"`
+}
+
+// ProxyDHCP configures the proxyDHCP server.
+type ProxyDHCP struct {
+	Enabled bool `yaml:"enabled"`
+	// DHCPListen is the DHCP port address (":67"); empty switches it off,
+	// as when the site's DHCP server runs on this host (it owns port 67 and
+	// sends clients to 4011 with option 60 "PXEClient").
+	DHCPListen string `yaml:"dhcp_listen"`
+	// PXEListen is the PXE boot-server port address (":4011").
+	PXEListen string `yaml:"pxe_listen"`
+}
+
+// Boot names the boot programs handed out per firmware, relative to the
+// TFTP root.
+type Boot struct {
+	BIOS     string `yaml:"bios"`      // BIOS PXE: undionly.kpxe
+	UEFI     string `yaml:"uefi"`      // UEFI x64 PXE: ipxe.efi or snponly.efi
+	UEFIHTTP string `yaml:"uefi_http"` // UEFI HTTP boot (fetched over HTTP): ipxe.efi
+	ARM64    string `yaml:"arm64"`     // UEFI ARM64: only if the file exists
+	PXELinux string `yaml:"pxelinux"`  // pxelinux.0 for devices whose work uses pxelinux
+	// LocalBootBIOS is how a BIOS machine leaves iPXE for its own disk:
+	// "sanboot" (boot drive 0x80 through iPXE) or "exit" (return to the BIOS
+	// boot order).
+	LocalBootBIOS string `yaml:"local_boot_bios"`
+	// CopyDebianFiles copies iPXE/pxelinux binaries from Debian's packages
+	// into the TFTP root at start.
+	CopyDebianFiles bool `yaml:"copy_debian_files"`
+}
+
+// Menu configures the Preboot menu (the seed's pxemenu).
+type Menu struct {
+	Mode    string        `yaml:"mode"`    // always, hotkey, never
+	Hotkey  string        `yaml:"hotkey"`  // e.g. "ctrl-p", "m", "esc", "f8"
+	Timeout time.Duration `yaml:"timeout"` // hotkey wait, or menu auto-choice delay
+	Title   string        `yaml:"title"`
+}
+
+// Default returns the embedded defaults.
+func Default() Config {
+	return Config{
+		DataDir:   "./var",
+		ServerURL: "http://127.0.0.1:8080",
+		Log:       Log{Level: "info", Format: "auto"},
+		Store:     Store{Driver: "sqlite"},
+		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64},
+		HTTP:      HTTP{Listen: ":8080"},
+		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
+		Boot: Boot{
+			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
+			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
+		},
+		Menu: Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are an error, so a
+// typo does not silently fall back to a default.
+func Load(path string) (Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Finish fills derived defaults (paths under DataDir) and validates.
+func (c *Config) Finish() error {
+	if c.DataDir == "" {
+		return errors.New("data_dir must not be empty")
+	}
+	if c.TFTP.Root == "" {
+		c.TFTP.Root = filepath.Join(c.DataDir, "tftp")
+	}
+	if c.Store.Path == "" {
+		c.Store.Path = filepath.Join(c.DataDir, "preboot.db")
+	}
+	var errs []error
+	switch c.Store.Driver {
+	case "sqlite":
+	default:
+		errs = append(errs, fmt.Errorf("store.driver %q: only \"sqlite\" is supported", c.Store.Driver))
+	}
+	switch strings.ToLower(c.Menu.Mode) {
+	case "always", "hotkey", "never":
+		c.Menu.Mode = strings.ToLower(c.Menu.Mode)
+	default:
+		errs = append(errs, fmt.Errorf("menu.mode %q: want always, hotkey or never", c.Menu.Mode))
+	}
+	if c.Menu.Timeout < 0 || c.Menu.Timeout > time.Hour {
+		errs = append(errs, fmt.Errorf("menu.timeout %s: want between 0 and 1h", c.Menu.Timeout))
+	}
+	switch c.Boot.LocalBootBIOS {
+	case "sanboot", "exit":
+	default:
+		errs = append(errs, fmt.Errorf("boot.local_boot_bios %q: want sanboot or exit", c.Boot.LocalBootBIOS))
+	}
+	if c.ServerIP != "" {
+		a, err := netip.ParseAddr(c.ServerIP)
+		if err != nil || !a.Is4() {
+			errs = append(errs, fmt.Errorf("server_ip %q: want an IPv4 address", c.ServerIP))
+		}
+	}
+	if c.Interface != "" {
+		if _, err := net.InterfaceByName(c.Interface); err != nil {
+			errs = append(errs, fmt.Errorf("interface %q: %w", c.Interface, err))
+		}
+	}
+	for name, addr := range map[string]string{"tftp.listen": c.TFTP.Listen, "http.listen": c.HTTP.Listen,
+		"proxydhcp.dhcp_listen": c.ProxyDHCP.DHCPListen, "proxydhcp.pxe_listen": c.ProxyDHCP.PXEListen} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT (%w)", name, addr, err))
+		}
+	}
+	if c.TFTP.MaxBlockSize < 512 || c.TFTP.MaxBlockSize > 65464 {
+		errs = append(errs, fmt.Errorf("tftp.max_blksize %d: want 512..65464", c.TFTP.MaxBlockSize))
+	}
+	if c.TFTP.MaxWindow < 1 || c.TFTP.MaxWindow > 64 {
+		errs = append(errs, fmt.Errorf("tftp.max_windowsize %d: want 1..64", c.TFTP.MaxWindow))
+	}
+	return errors.Join(errs...)
+}

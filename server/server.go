@@ -1,0 +1,239 @@
+// Package server assembles Preboot's daemons — proxyDHCP, TFTP and HTTP
+// (boot policy, boot files, admin API, metrics) — around one store and one
+// boot policy, and runs them until the context ends.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/bootfiles"
+	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/policy"
+	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/store/sqlite"
+	"github.com/preboot/preboot/tftp"
+)
+
+// Version is set by the build (-ldflags "-X ...server.Version=...").
+var Version = "dev"
+
+// Run starts every enabled daemon and blocks until ctx is done or one of
+// them fails.
+func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if err := cfg.Finish(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	if cfg.Boot.CopyDebianFiles {
+		if _, err := bootfiles.Stage(ctx, cfg.TFTP.Root, bootfiles.Debian, log); err != nil {
+			return err
+		}
+	} else if err := os.MkdirAll(cfg.TFTP.Root, 0o755); err != nil {
+		return fmt.Errorf("create TFTP root: %w", err)
+	}
+
+	serverIP, err := advertisedIP(cfg)
+	if err != nil {
+		return err
+	}
+	_, httpPort, _ := net.SplitHostPort(cfg.HTTP.Listen)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pol := &policy.Engine{
+		Store:    st,
+		Boot:     cfg.Boot,
+		Menu:     cfg.Menu,
+		Logger:   log.With("component", "policy"),
+		TFTPRoot: cfg.TFTP.Root,
+		HTTPPort: httpPort,
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	if cfg.TFTP.Enabled {
+		ts := &tftp.Server{
+			Root:         cfg.TFTP.Root,
+			Generator:    pol,
+			Logger:       log.With("component", "tftp"),
+			Metrics:      tftp.NewMetrics(reg),
+			MaxBlockSize: cfg.TFTP.MaxBlockSize,
+			MaxWindow:    cfg.TFTP.MaxWindow,
+		}
+		conn, err := net.ListenPacket("udp4", cfg.TFTP.Listen)
+		if err != nil {
+			return fmt.Errorf("tftp: listen %s: %w", cfg.TFTP.Listen, err)
+		}
+		log.Info("tftp listening", "addr", conn.LocalAddr().String(), "root", cfg.TFTP.Root)
+		g.Go(func() error { return ts.Serve(ctx, conn) })
+	}
+	if cfg.ProxyDHCP.Enabled {
+		ps := &proxydhcp.Server{
+			Booter:    pol,
+			Interface: cfg.Interface,
+			ServerIP:  serverIP,
+			Logger:    log.With("component", "proxydhcp"),
+			Metrics:   proxydhcp.NewMetrics(reg),
+			DHCPAddr:  cfg.ProxyDHCP.DHCPListen,
+			PXEAddr:   cfg.ProxyDHCP.PXEListen,
+			PXEOnly:   cfg.ProxyDHCP.DHCPListen == "",
+		}
+		log.Info("proxydhcp listening", "dhcp", cfg.ProxyDHCP.DHCPListen, "pxe", cfg.ProxyDHCP.PXEListen, "interface", cfg.Interface)
+		g.Go(func() error { return ps.ListenAndServe(ctx) })
+	}
+
+	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	hs := &http.Server{
+		Handler:           Handler(st, pol, cfg, reg, log),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("http listening", "addr", ln.Addr().String(), "version", Version)
+	g.Go(func() error {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return hs.Shutdown(sctx)
+	})
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Handler is the HTTP side of Preboot.
+func Handler(st store.Store, pol *policy.Engine, cfg config.Config, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /boot.ipxe", pol)
+	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
+	mux.Handle("/api/v1/", api.New(st, log.With("component", "api"), cfg.HTTP.AdminFromAnywhere))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "Preboot %s\n\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/devices\nmetrics:     /metrics\n", Version)
+	})
+	return accessLog(mux, log.With("component", "http"))
+}
+
+// fileServer serves the TFTP root over HTTP, confined to it (os.Root
+// refuses symlinks that leave it) and without directory listings.
+func fileServer(root string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt, err := os.OpenRoot(root)
+		if err != nil {
+			http.Error(w, "boot files unavailable", http.StatusServiceUnavailable)
+			return
+		}
+		defer rt.Close()
+		name := filepath.Clean("/" + r.URL.Path)[1:]
+		if name == "" {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := rt.Open(name)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				http.NotFound(w, r)
+				return
+			}
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil || !fi.Mode().IsRegular() {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (s *statusWriter) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	n, err := s.ResponseWriter.Write(b)
+	s.bytes += int64(n)
+	return n, err
+}
+
+func accessLog(next http.Handler, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		log.InfoContext(r.Context(), "http request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+			"bytes", sw.bytes, "duration", time.Since(start), "remote", r.RemoteAddr)
+	})
+}
+
+// advertisedIP is the configured server address, or the interface's
+// first IPv4 address when an interface is set; nil lets proxyDHCP use the
+// address each request arrived on.
+func advertisedIP(cfg config.Config) (net.IP, error) {
+	if cfg.ServerIP != "" {
+		return net.ParseIP(cfg.ServerIP).To4(), nil
+	}
+	if cfg.Interface == "" {
+		return nil, nil
+	}
+	ifi, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", cfg.Interface, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("interface %s: %w", cfg.Interface, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			return n.IP.To4(), nil
+		}
+	}
+	return nil, fmt.Errorf("interface %s has no IPv4 address", cfg.Interface)
+}
