@@ -99,11 +99,11 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 		// The seed's phases 5–7: pxelinux.0 over TFTP, then a generated
 		// config. BIOS only: pxelinux.0 is a BIOS program.
 		b.Filename = e.Boot.PXELinux
-	case isIPXE(c):
+	case c.IsIPXE():
 		// Already iPXE (QEMU's ROM, or the iPXE we handed out): go to the
 		// HTTP policy, never chain-load iPXE again.
 		b.Filename = e.scriptURL(c)
-	case c.Arch == iana.EFI_X86_64_HTTP || strings.HasPrefix(c.VendorClass, "HTTPClient"):
+	case c.Arch == iana.EFI_X86_64_HTTP || c.IsHTTPClient():
 		if c.Arch != iana.EFI_X86_64_HTTP {
 			return proxydhcp.Boot{}, fmt.Errorf("%s: HTTP boot for %s: %w", mac, arch, proxydhcp.ErrIgnore)
 		}
@@ -133,10 +133,8 @@ func archIfFirmware(c proxydhcp.Client) string {
 	return ArchName(c.Arch)
 }
 
-func isIPXE(c proxydhcp.Client) bool { return c.UserClass == "iPXE" }
-
 func clientKind(c proxydhcp.Client) string {
-	if isIPXE(c) {
+	if c.IsIPXE() {
 		return "iPXE"
 	}
 	if c.VendorClass != "" {

@@ -38,6 +38,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := cfg.Finish(); err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	if cfg.Menu.Mode == "hotkey" && !policy.ValidHotkey(cfg.Menu.Hotkey) {
+		return fmt.Errorf("invalid configuration: menu.hotkey %q: want a letter, a digit, ctrl-X, esc or space", cfg.Menu.Hotkey)
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
