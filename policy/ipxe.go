@@ -19,7 +19,7 @@ import (
 // Actions an iPXE client can ask for with ?action=. Every choice made at the
 // machine comes back to the server, so each one is recorded as an event.
 const (
-	actionAuto  = ""      // first request: apply the menu mode
+	actionAuto  = "" // first request: apply the menu mode
 	actionDef   = "default"
 	actionMenu  = "menu"
 	actionWork  = "work"

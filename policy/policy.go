@@ -161,7 +161,7 @@ func (e *Engine) exists(name string) bool {
 	if name == "" || e.TFTPRoot == "" {
 		return false
 	}
-	fi, err := os.Stat(filepath.Join(e.TFTPRoot, filepath.FromSlash(path.Clean("/" + name))))
+	fi, err := os.Stat(filepath.Join(e.TFTPRoot, filepath.FromSlash(path.Clean("/"+name))))
 	return err == nil && fi.Mode().IsRegular()
 }
 
