@@ -24,7 +24,7 @@ import (
 	"github.com/preboot/preboot/tftp"
 )
 
-func newEngine(t *testing.T, mode string) *Engine {
+func newEngine(t testing.TB, mode string) *Engine {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
