@@ -30,6 +30,8 @@ deps-run:
 
 deps-test:
 	$(call install_debs,$(TEST_DEBS))
+	@# The VM lab fetches Debian's kernel with apt-get download: it needs package lists.
+	@ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || $(APT) update
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/preboot ./cmd/preboot
