@@ -22,6 +22,9 @@ type Handler struct {
 	Store       store.Store
 	Logger      *slog.Logger
 	AllowRemote bool
+	// ImageExists, when set, lets restore work be refused for an image
+	// that does not exist.
+	ImageExists func(name string) bool
 	mux         *http.ServeMux
 }
 
@@ -34,6 +37,9 @@ func New(st store.Store, log *slog.Logger, allowRemote bool) *Handler {
 	h.mux.HandleFunc("PUT /api/v1/devices/{mac}/work", h.putWork)
 	h.mux.HandleFunc("DELETE /api/v1/devices/{mac}/work", h.deleteWork)
 	h.mux.HandleFunc("GET /api/v1/events", h.listEvents)
+	h.mux.HandleFunc("GET /api/v1/jobs", h.listJobs)
+	h.mux.HandleFunc("GET /api/v1/jobs/{id}", h.getJob)
+	h.mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", h.cancelJob)
 	h.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -159,20 +165,54 @@ func (h *Handler) getWork(w http.ResponseWriter, r *http.Request) {
 
 // WorkRequest is the body of PUT /api/v1/devices/{mac}/work.
 type WorkRequest struct {
-	Kernel  string   `json:"kernel"`
-	Initrd  []string `json:"initrd"`
-	Cmdline string   `json:"cmdline"`
-	Loader  string   `json:"loader"`
-	Once    bool     `json:"once"`
+	Kind        string   `json:"kind"` // boot (default), capture, restore
+	Image       string   `json:"image"`
+	After       string   `json:"after"`
+	Compression int      `json:"compression"`
+	Device      string   `json:"device"`
+	Kernel      string   `json:"kernel"`
+	Initrd      []string `json:"initrd"`
+	Cmdline     string   `json:"cmdline"`
+	Loader      string   `json:"loader"`
+	Once        bool     `json:"once"`
 }
 
 // Validate says what is wrong with a request, field by field.
 func (wr WorkRequest) Validate() error {
 	var errs []error
-	if strings.TrimSpace(wr.Kernel) == "" {
-		errs = append(errs, errors.New("kernel: required (a path under the TFTP root or an http(s) URL)"))
+	switch wr.Kind {
+	case "", store.WorkBoot:
+		if strings.TrimSpace(wr.Kernel) == "" {
+			errs = append(errs, errors.New("kernel: required (a path under the TFTP root or an http(s) URL)"))
+		}
+		if wr.Image != "" {
+			errs = append(errs, errors.New("image: only for capture and restore work"))
+		}
+	case store.WorkCapture, store.WorkRestore:
+		if err := ValidImageName(wr.Image); err != nil {
+			errs = append(errs, err)
+		}
+		if wr.Kernel != "" || len(wr.Initrd) > 0 || wr.Cmdline != "" {
+			errs = append(errs, errors.New("kernel, initrd, cmdline: not for capture and restore work (they boot the imaging environment)"))
+		}
+		if wr.Compression < 0 || wr.Compression > 19 {
+			errs = append(errs, fmt.Errorf("compression %d: want 0 (default) to 19", wr.Compression))
+		}
+		if wr.Device != "" && !strings.HasPrefix(wr.Device, "/dev/") {
+			errs = append(errs, fmt.Errorf("device %q: want a /dev path or nothing (the first fixed disk)", wr.Device))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("kind %q: want boot, capture or restore", wr.Kind))
+	}
+	switch wr.After {
+	case "", store.AfterReboot, store.AfterPoweroff:
+	default:
+		errs = append(errs, fmt.Errorf("after %q: want reboot or poweroff", wr.After))
 	}
 	for _, p := range append([]string{wr.Kernel}, wr.Initrd...) {
+		if p == "" {
+			continue
+		}
 		if strings.ContainsAny(p, " \t\r\n") {
 			errs = append(errs, fmt.Errorf("%q: paths must not contain white space", p))
 		}
@@ -207,12 +247,20 @@ func (h *Handler) putWork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	wk := store.Work{MAC: mac, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline, Loader: req.Loader, Once: req.Once, CreatedAt: time.Now()}
+	if req.Kind == store.WorkRestore && h.ImageExists != nil && !h.ImageExists(req.Image) {
+		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("image %q does not exist (see preboot image list)", req.Image))
+		return
+	}
+	wk := store.Work{MAC: mac, Kind: req.Kind, Image: req.Image, After: req.After, Compression: req.Compression, Device: req.Device, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline, Loader: req.Loader, Once: req.Once, CreatedAt: time.Now()}
 	if err := h.Store.SetWork(r.Context(), wk); err != nil {
 		h.storeError(w, r, err)
 		return
 	}
-	h.audit(r, mac, fmt.Sprintf("work assigned: kernel %s, initrd %s, loader %s, once %t", wk.Kernel, strings.Join(wk.Initrd, ","), wk.Loader, wk.Once))
+	if wk.Kind == store.WorkCapture || wk.Kind == store.WorkRestore {
+		h.audit(r, mac, fmt.Sprintf("work assigned: %s image %s", wk.Kind, wk.Image))
+	} else {
+		h.audit(r, mac, fmt.Sprintf("work assigned: kernel %s, initrd %s, loader %s, once %t", wk.Kernel, strings.Join(wk.Initrd, ","), wk.Loader, wk.Once))
+	}
 	got, err := h.Store.Work(r.Context(), mac)
 	if err != nil {
 		h.storeError(w, r, err)

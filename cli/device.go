@@ -79,9 +79,12 @@ func newDevice(g *globals) *cobra.Command {
 				{"First seen", d.FirstSeen.Local().Format(time.RFC3339)}, {"Last seen", d.LastSeen.Local().Format(time.RFC3339)}} {
 				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], dash(kv[1]))
 			}
-			if d.Work != nil {
+			switch {
+			case d.Work != nil && (d.Work.Kind == store.WorkCapture || d.Work.Kind == store.WorkRestore):
+				fmt.Fprintf(tw, "Work:\t%s image %s, then %s (until its job succeeds)\n", d.Work.Kind, d.Work.Image, d.Work.After)
+			case d.Work != nil:
 				fmt.Fprintf(tw, "Work:\tboot %s (initrd %s) %q via %s%s\n", d.Work.Kernel, strings.Join(d.Work.Initrd, ","), d.Work.Cmdline, d.Work.Loader, onceText(d.Work.Once))
-			} else {
+			default:
 				fmt.Fprintf(tw, "Work:\tnone (boots its local disk)\n")
 			}
 			if err := tw.Flush(); err != nil {
@@ -132,6 +135,51 @@ func newDevice(g *globals) *cobra.Command {
 	boot.Flags().StringVar(&wr.Loader, "loader", store.LoaderIPXE, "ipxe (HTTP script) or pxelinux (TFTP, BIOS only)")
 	boot.Flags().BoolVar(&wr.Once, "once", false, "clear the work once handed out")
 	cmd.AddCommand(boot)
+
+	for _, kind := range []string{store.WorkCapture, store.WorkRestore} {
+		var iw api.WorkRequest
+		short := map[string]string{
+			store.WorkCapture: "Assign work: at its next network boot the device captures its disk to image NAME",
+			store.WorkRestore: "Assign work: at its next network boot the device restores image NAME onto its disk",
+		}[kind]
+		c := &cobra.Command{
+			Use:   kind + " MAC --image NAME",
+			Short: short,
+			Long: short + ".\nThe device boots the imaging environment (see `preboot env build`); the work stays assigned until\n" +
+				"its job succeeds, so a failed or interrupted job runs again at the next boot. Follow it with `preboot job list`.",
+			Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := af.client(g)
+				if err != nil {
+					return err
+				}
+				mac, err := store.NormalizeMAC(args[0])
+				if err != nil {
+					return err
+				}
+				iw.Kind = kind
+				if err := iw.Validate(); err != nil {
+					return err
+				}
+				var got store.Work
+				if err := c.do(cmd.Context(), "PUT", "/api/v1/devices/"+url.PathEscape(mac)+"/work", iw, &got); err != nil {
+					return err
+				}
+				if af.output == "json" {
+					return printJSON(g.stdout, got)
+				}
+				fmt.Fprintf(g.stdout, "%s: next network boot runs %s of image %s, then %s\n", mac, got.Kind, got.Image, got.After)
+				return nil
+			},
+		}
+		c.Flags().StringVar(&iw.Image, "image", "", "image name (required)")
+		c.Flags().StringVar(&iw.After, "after", store.AfterReboot, "when done: reboot or poweroff")
+		c.Flags().StringVar(&iw.Device, "disk", "", "disk to image, e.g. /dev/sda (default: the first fixed disk)")
+		if kind == store.WorkCapture {
+			c.Flags().IntVar(&iw.Compression, "compression", 0, "zstd level 1-19 (default 3)")
+		}
+		cmd.AddCommand(c)
+	}
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "clear MAC",

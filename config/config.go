@@ -38,6 +38,20 @@ type Config struct {
 	ProxyDHCP ProxyDHCP `yaml:"proxydhcp"`
 	Boot      Boot      `yaml:"boot"`
 	Menu      Menu      `yaml:"menu"`
+	Imaging   Imaging   `yaml:"imaging"`
+}
+
+// Imaging configures disk imaging: where images are kept and the imaging
+// environment (built by `preboot env build`) that devices boot for jobs.
+type Imaging struct {
+	// Repo is the image repository directory (default DATA_DIR/images).
+	Repo string `yaml:"repo"`
+	// Kernel and Initrd are the imaging environment, relative to the TFTP
+	// root (the seed's /boot/kernel and /boot/initrd).
+	Kernel string `yaml:"kernel"`
+	Initrd string `yaml:"initrd"`
+	// Cmdline is put before the per-job parameters on the kernel command line.
+	Cmdline string `yaml:"cmdline"`
 }
 
 // Log configures logging.
@@ -119,7 +133,8 @@ func Default() Config {
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
 		},
-		Menu: Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
+		Menu:    Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
+		Imaging: Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet"},
 	}
 }
 
@@ -149,6 +164,9 @@ func (c *Config) Finish() error {
 	}
 	if c.TFTP.Root == "" {
 		c.TFTP.Root = filepath.Join(c.DataDir, "tftp")
+	}
+	if c.Imaging.Repo == "" {
+		c.Imaging.Repo = filepath.Join(c.DataDir, "images")
 	}
 	if c.Store.Path == "" {
 		c.Store.Path = filepath.Join(c.DataDir, "preboot.db")

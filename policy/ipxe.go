@@ -248,7 +248,16 @@ func (e *Engine) workScript(ctx context.Context, base, mac string, w store.Work,
 	}
 	var b strings.Builder
 	b.WriteString("#!ipxe\n")
-	fmt.Fprintf(&b, "echo Preboot: %s work for %s: %s\n", why, mac, path.Base(w.Kernel))
+	if IsImaging(w) {
+		boot, err := e.imagingBoot(ctx, base, w)
+		if err != nil {
+			return e.localScript(ctx, mac, err.Error())
+		}
+		w.Kernel, w.Initrd, w.Cmdline = boot.Kernel, boot.Initrd, boot.Cmdline
+		fmt.Fprintf(&b, "echo Preboot: job %d: %s %s\n", boot.Job, w.Kind, w.Image)
+	} else {
+		fmt.Fprintf(&b, "echo Preboot: %s work for %s: %s\n", why, mac, path.Base(w.Kernel))
+	}
 	names := make([]string, len(w.Initrd))
 	cmdline := w.Cmdline
 	for i := range w.Initrd {
@@ -264,6 +273,9 @@ func (e *Engine) workScript(ctx context.Context, base, mac string, w store.Work,
 	b.WriteString("boot || goto failed\n")
 	b.WriteString(":failed\necho Preboot: the assigned work could not be started, booting the local disk\nsleep 5\n")
 	b.WriteString(e.localBoot())
+	if IsImaging(w) {
+		return b.String(), nil // the job records itself
+	}
 	msg := fmt.Sprintf("%s: kernel %s, initrd %s, cmdline %q", why, w.Kernel, strings.Join(w.Initrd, ","), w.Cmdline)
 	if err := e.handOut(ctx, mac, w, msg); err != nil {
 		return "", err

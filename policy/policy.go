@@ -19,6 +19,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/store"
 )
@@ -36,6 +37,9 @@ type Engine struct {
 	// HTTPPort is the port of the HTTP server, used to build the boot URL
 	// handed to iPXE over DHCP.
 	HTTPPort string
+	// Jobs runs imaging jobs; Imaging says where the imaging environment is.
+	Jobs    *jobs.Service
+	Imaging config.Imaging
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlite"
@@ -295,5 +296,53 @@ func TestPXELinuxConfigs(t *testing.T) {
 	evs, _ := e.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventWork})
 	if len(evs) != 1 || !strings.Contains(evs[0].Message, "pxelinux config") {
 		t.Fatalf("events: %+v", evs)
+	}
+}
+
+func TestImagingWorkBootsTheEnvironmentWithAJobToken(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	e.Jobs = &jobs.Service{Store: e.Store}
+	e.Imaging = config.Default().Imaging
+	w := store.Work{MAC: mac, Kind: store.WorkCapture, Image: "base", After: store.AfterReboot}
+	if err := e.Store.SetWork(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	// No environment built: the job fails at once with a message, the device boots local.
+	body := get(t, e, first)
+	mustContain(t, body, "imaging environment is missing", "preboot env build", "sanboot")
+	js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac})
+	if len(js) != 1 || js[0].State != store.JobFailed {
+		t.Fatalf("jobs: %+v", js)
+	}
+	for _, f := range []string{"boot/kernel", "boot/initrd"} {
+		if err := os.MkdirAll(filepath.Join(e.TFTPRoot, "boot"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.TFTPRoot, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	body = get(t, e, first)
+	mustContain(t, body, "echo Preboot: job 2: capture base", "kernel http://10.0.0.1:8080/files/boot/kernel console=tty0",
+		"preboot.server=http://10.0.0.1:8080 preboot.token=pbj_", "preboot.job=2", "initrd --name initrd0 http://10.0.0.1:8080/files/boot/initrd")
+	// The work stays until the job succeeds.
+	if _, err := e.Store.Work(ctx, mac); err != nil {
+		t.Fatalf("imaging work cleared at hand-out: %v", err)
+	}
+	// pxelinux path: the generated config carries the same kind of boot.
+	w.Loader = store.LoaderPXELinux
+	if err := e.Store.SetWork(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := e.Generate(ctx, tftp.Request{Peer: netip.MustParseAddrPort("10.0.0.9:2000"), Local: netip.MustParseAddr("10.0.0.1"), Filename: "pxelinux.cfg/01-52-54-00-12-34-56"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := io.ReadAll(r)
+	for _, want := range []string{"KERNEL /boot/kernel", "INITRD /boot/initrd", "preboot.server=http://10.0.0.1:8080", "preboot.job=3"} {
+		if !strings.Contains(string(cfg), want) {
+			t.Fatalf("pxelinux imaging config lacks %q:\n%s", want, cfg)
+		}
 	}
 }

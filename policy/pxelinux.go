@@ -41,6 +41,21 @@ func (e *Engine) Generate(ctx context.Context, req tftp.Request) (io.ReadSeeker,
 		if _, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, IP: req.Peer.Addr().String(), Time: e.now()}); err != nil {
 			return nil, 0, fmt.Errorf("pxelinux config for %s: %w", mac, err)
 		}
+		if IsImaging(w) {
+			// The seed's z_auto.cfg: the imaging environment, with the
+			// job's parameters on the command line.
+			local := req.Local
+			if !local.IsValid() {
+				return nil, 0, fmt.Errorf("pxelinux config for %s: imaging needs the server address the request came to", mac)
+			}
+			boot, err := e.imagingBoot(ctx, "http://"+hostPort(local.String(), e.HTTPPort), w)
+			if err != nil {
+				return nil, 0, fmt.Errorf("pxelinux config for %s: %w", mac, err)
+			}
+			w.Kernel, w.Initrd, w.Cmdline = boot.Kernel, boot.Initrd, boot.Cmdline
+			cfg = pxelinuxWork(mac, w)
+			break
+		}
 		cfg = pxelinuxWork(mac, w)
 		msg := fmt.Sprintf("pxelinux config %s: kernel %s, initrd %s, cmdline %q", name, w.Kernel, strings.Join(w.Initrd, ","), w.Cmdline)
 		if err := e.handOut(ctx, mac, w, msg); err != nil {

@@ -22,6 +22,9 @@ import (
 	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/bootfiles"
 	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/store"
@@ -64,6 +67,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	_, httpPort, _ := net.SplitHostPort(cfg.HTTP.Listen)
 
+	repo, err := image.OpenRepo(cfg.Imaging.Repo, image.RepoOptions{})
+	if err != nil {
+		return fmt.Errorf("image repository: %w", err)
+	}
+	js := &jobs.Service{Store: st, Logger: log.With("component", "jobs")}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pol := &policy.Engine{
@@ -73,6 +82,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Logger:   log.With("component", "policy"),
 		TFTPRoot: cfg.TFTP.Root,
 		HTTPPort: httpPort,
+		Jobs:     js,
+		Imaging:  cfg.Imaging,
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -112,7 +123,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	hs := &http.Server{
-		Handler:           Handler(st, pol, cfg, reg, log),
+		Handler:           Handler(st, pol, js, repo, cfg, reg, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -138,11 +149,18 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 }
 
 // Handler is the HTTP side of Preboot.
-func Handler(st store.Store, pol *policy.Engine, cfg config.Config, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot.ipxe", pol)
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
-	mux.Handle("/api/v1/", api.New(st, log.With("component", "api"), cfg.HTTP.AdminFromAnywhere))
+	admin := api.New(st, log.With("component", "api"), cfg.HTTP.AdminFromAnywhere)
+	admin.ImageExists = func(name string) bool { _, err := repo.Manifest(name); return err == nil }
+	mux.Handle("/api/v1/", admin)
+	mux.Handle("/api/v1/agent/", js.AgentHandler())
+	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Allow: allowImage}
+	for _, p := range images.Prefixes() {
+		mux.Handle(p, imageAuth(images, js, cfg.HTTP.AdminFromAnywhere))
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")

@@ -5,6 +5,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -31,6 +32,9 @@ type Device struct {
 	FirstSeen    time.Time `json:"first_seen"`
 	LastSeen     time.Time `json:"last_seen"`
 	LastEvent    *Event    `json:"last_event,omitempty"`
+	// Info is what the agent last reported from the imaging environment:
+	// hardware, disks, image-safe data (JSON, see agent.Info).
+	Info json.RawMessage `json:"info,omitempty"`
 }
 
 // Sighting is what a boot-time request told us about a device. Empty fields
@@ -83,16 +87,38 @@ const (
 	LoaderPXELinux = "pxelinux" // pxelinux.0 over TFTP with a generated config
 )
 
-// Work is a boot of a given kernel, initrd and command line assigned to one
-// device. Kernel and Initrd are paths under the TFTP root or http(s) URLs.
+// Kinds of work.
+const (
+	WorkBoot    = "boot"    // boot Kernel + Initrd with Cmdline
+	WorkCapture = "capture" // boot the imaging environment, capture the disk to Image
+	WorkRestore = "restore" // boot the imaging environment, restore Image to the disk
+)
+
+// What the imaging environment does when its job is over.
+const (
+	AfterReboot   = "reboot"
+	AfterPoweroff = "poweroff"
+)
+
+// Work is what a device does at its next network boot: boot a given
+// kernel, initrd and command line (Kernel and Initrd are paths under the
+// TFTP root or http(s) URLs), or run an imaging job (capture, restore).
+// Boot work with Once is cleared when handed out; imaging work is cleared
+// only when its job succeeds, so a failed or interrupted job runs again at
+// the next boot.
 type Work struct {
-	MAC       string    `json:"mac"`
-	Kernel    string    `json:"kernel"`
-	Initrd    []string  `json:"initrd,omitempty"`
-	Cmdline   string    `json:"cmdline,omitempty"`
-	Loader    string    `json:"loader"`
-	Once      bool      `json:"once"`
-	CreatedAt time.Time `json:"created_at"`
+	MAC         string    `json:"mac"`
+	Kind        string    `json:"kind"`
+	Image       string    `json:"image,omitempty"`
+	After       string    `json:"after,omitempty"`
+	Compression int       `json:"compression,omitempty"`
+	Device      string    `json:"device,omitempty"` // disk for the job; "" = the first fixed disk
+	Kernel      string    `json:"kernel,omitempty"`
+	Initrd      []string  `json:"initrd,omitempty"`
+	Cmdline     string    `json:"cmdline,omitempty"`
+	Loader      string    `json:"loader"`
+	Once        bool      `json:"once"`
+	CreatedAt   time.Time `json:"created_at"`
 }
 
 // Store is the persistence boundary of Preboot.
@@ -101,6 +127,8 @@ type Store interface {
 	SeeDevice(ctx context.Context, s Sighting) (dev Device, created bool, err error)
 	Device(ctx context.Context, mac string) (Device, error)
 	Devices(ctx context.Context) ([]Device, error)
+	// SetDeviceInfo stores the agent's report on the device.
+	SetDeviceInfo(ctx context.Context, mac string, info json.RawMessage) error
 
 	AddEvent(ctx context.Context, e Event) error
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
@@ -111,6 +139,17 @@ type Store interface {
 	Work(ctx context.Context, mac string) (Work, error)
 	// ClearWork removes the device's work; clearing nothing is not an error.
 	ClearWork(ctx context.Context, mac string) error
+
+	// CreateJob stores a new job and returns it with its ID.
+	CreateJob(ctx context.Context, j Job) (Job, error)
+	Job(ctx context.Context, id int64) (Job, error)
+	// JobByToken finds the job a per-job token (its SHA-256, hex) belongs to.
+	JobByToken(ctx context.Context, tokenHash string) (Job, error)
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// UpdateJob applies fn to the job inside a transaction.
+	UpdateJob(ctx context.Context, id int64, fn func(*Job) error) (Job, error)
+	AddJobLog(ctx context.Context, id int64, lines []string) error
+	JobLog(ctx context.Context, id int64, limit int) ([]JobLine, error)
 
 	Close() error
 }
@@ -129,4 +168,56 @@ func NormalizeMAC(s string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("invalid MAC address %q", s)
+}
+
+// Job states.
+const (
+	JobPending   = "pending" // created, the device has not fetched the imaging environment yet
+	JobBooting   = "booting" // the agent asked for its job
+	JobRunning   = "running" // the agent reports progress
+	JobSucceeded = "succeeded"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
+)
+
+// JobFinished reports whether a job state is final.
+func JobFinished(state string) bool {
+	return state == JobSucceeded || state == JobFailed || state == JobCancelled
+}
+
+// Job is one run of imaging work on a device.
+type Job struct {
+	ID          int64     `json:"id"`
+	MAC         string    `json:"mac"`
+	Kind        string    `json:"kind"`
+	Image       string    `json:"image"`
+	Device      string    `json:"device,omitempty"`
+	After       string    `json:"after"`
+	Compression int       `json:"compression,omitempty"`
+	State       string    `json:"state"`
+	Phase       string    `json:"phase,omitempty"`
+	BytesDone   int64     `json:"bytes_done"`
+	BytesTotal  int64     `json:"bytes_total"`
+	Rate        int64     `json:"rate"` // bytes per second
+	Message     string    `json:"message,omitempty"`
+	Error       string    `json:"error,omitempty"`
+	TokenHash   string    `json:"-"`
+	CreatedAt   time.Time `json:"created_at"`
+	StartedAt   time.Time `json:"started_at,omitzero"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	FinishedAt  time.Time `json:"finished_at,omitzero"`
+}
+
+// JobFilter selects jobs; zero values mean "any".
+type JobFilter struct {
+	MAC   string
+	State string
+	Open  bool // only jobs not finished
+	Limit int  // 0 = 100
+}
+
+// JobLine is one line of a job's log.
+type JobLine struct {
+	Time time.Time `json:"time"`
+	Line string    `json:"line"`
 }

@@ -71,15 +71,19 @@ func unix(t time.Time) int64 { return t.UnixMicro() }
 
 func fromUnix(v int64) time.Time { return time.UnixMicro(v).UTC() }
 
-const deviceCols = `d.id, d.mac, d.name, d.uuid, d.serial, d.manufacturer, d.product, d.arch, d.platform, d.ip, d.first_seen, d.last_seen`
+const deviceCols = `d.id, d.mac, d.name, d.uuid, d.serial, d.manufacturer, d.product, d.arch, d.platform, d.ip, d.first_seen, d.last_seen, d.info`
 
 type scanner interface{ Scan(...any) error }
 
 func scanDevice(r scanner) (store.Device, error) {
 	var d store.Device
 	var first, last int64
-	err := r.Scan(&d.ID, &d.MAC, &d.Name, &d.UUID, &d.Serial, &d.Manufacturer, &d.Product, &d.Arch, &d.Platform, &d.IP, &first, &last)
+	var info string
+	err := r.Scan(&d.ID, &d.MAC, &d.Name, &d.UUID, &d.Serial, &d.Manufacturer, &d.Product, &d.Arch, &d.Platform, &d.IP, &first, &last, &info)
 	d.FirstSeen, d.LastSeen = fromUnix(first), fromUnix(last)
+	if info != "" {
+		d.Info = json.RawMessage(info)
+	}
 	return d, err
 }
 
@@ -169,13 +173,17 @@ func (s *Store) Devices(ctx context.Context) ([]store.Device, error) {
 	for rows.Next() {
 		var d store.Device
 		var first, last int64
+		var info string
 		var eid, etime sql.NullInt64
 		var ekind, emsg sql.NullString
 		if err := rows.Scan(&d.ID, &d.MAC, &d.Name, &d.UUID, &d.Serial, &d.Manufacturer, &d.Product, &d.Arch, &d.Platform, &d.IP, &first, &last,
-			&eid, &etime, &ekind, &emsg); err != nil {
+			&info, &eid, &etime, &ekind, &emsg); err != nil {
 			return nil, fmt.Errorf("list devices: %w", err)
 		}
 		d.FirstSeen, d.LastSeen = fromUnix(first), fromUnix(last)
+		if info != "" {
+			d.Info = json.RawMessage(info)
+		}
 		if eid.Valid {
 			d.LastEvent = &store.Event{ID: eid.Int64, MAC: d.MAC, Time: fromUnix(etime.Int64), Kind: ekind.String, Message: emsg.String}
 		}
@@ -185,6 +193,22 @@ func (s *Store) Devices(ctx context.Context) ([]store.Device, error) {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
 	return out, nil
+}
+
+// SetDeviceInfo implements store.Store.
+func (s *Store) SetDeviceInfo(ctx context.Context, mac string, info json.RawMessage) error {
+	m, err := store.NormalizeMAC(mac)
+	if err != nil {
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE devices SET info = ? WHERE mac = ?`, string(info), m)
+	if err != nil {
+		return fmt.Errorf("device %s info: %w", m, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("device %s: %w", m, store.ErrNotFound)
+	}
+	return nil
 }
 
 // AddEvent implements store.Store.
@@ -262,6 +286,12 @@ func (s *Store) SetWork(ctx context.Context, w store.Work) error {
 	if w.Loader == "" {
 		w.Loader = store.LoaderIPXE
 	}
+	if w.Kind == "" {
+		w.Kind = store.WorkBoot
+	}
+	if w.After == "" {
+		w.After = store.AfterReboot
+	}
 	initrd, err := json.Marshal(w.Initrd)
 	if err != nil {
 		return fmt.Errorf("set work for %s: %w", mac, err)
@@ -275,10 +305,12 @@ func (s *Store) SetWork(ctx context.Context, w store.Work) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO devices (mac, first_seen, last_seen) VALUES (?, ?, ?) ON CONFLICT (mac) DO NOTHING`, mac, t, t); err != nil {
 		return fmt.Errorf("set work for %s: %w", mac, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO work (mac, kernel, initrd, cmdline, loader, once, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT (mac) DO UPDATE SET kernel = excluded.kernel, initrd = excluded.initrd, cmdline = excluded.cmdline,
-		loader = excluded.loader, once = excluded.once, created_at = excluded.created_at`,
-		mac, w.Kernel, string(initrd), w.Cmdline, w.Loader, w.Once, t); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO work (mac, kind, image, after, compression, device, kernel, initrd, cmdline, loader, once, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (mac) DO UPDATE SET kind = excluded.kind, image = excluded.image, after = excluded.after,
+		compression = excluded.compression, device = excluded.device, kernel = excluded.kernel, initrd = excluded.initrd,
+		cmdline = excluded.cmdline, loader = excluded.loader, once = excluded.once, created_at = excluded.created_at`,
+		mac, w.Kind, w.Image, w.After, w.Compression, w.Device, w.Kernel, string(initrd), w.Cmdline, w.Loader, w.Once, t); err != nil {
 		return fmt.Errorf("set work for %s: %w", mac, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -296,8 +328,8 @@ func (s *Store) Work(ctx context.Context, mac string) (store.Work, error) {
 	var w store.Work
 	var initrd string
 	var created int64
-	err = s.db.QueryRowContext(ctx, `SELECT mac, kernel, initrd, cmdline, loader, once, created_at FROM work WHERE mac = ?`, m).
-		Scan(&w.MAC, &w.Kernel, &initrd, &w.Cmdline, &w.Loader, &w.Once, &created)
+	err = s.db.QueryRowContext(ctx, `SELECT mac, kind, image, after, compression, device, kernel, initrd, cmdline, loader, once, created_at FROM work WHERE mac = ?`, m).
+		Scan(&w.MAC, &w.Kind, &w.Image, &w.After, &w.Compression, &w.Device, &w.Kernel, &initrd, &w.Cmdline, &w.Loader, &w.Once, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Work{}, fmt.Errorf("work for %s: %w", m, store.ErrNotFound)
 	}

@@ -1,0 +1,156 @@
+package jobs
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/preboot/preboot/store"
+)
+
+// Spec is what the agent gets from GET /api/v1/agent/job.
+type Spec struct {
+	ID          int64  `json:"id"`
+	Kind        string `json:"kind"`
+	Image       string `json:"image"`
+	MAC         string `json:"mac"`
+	After       string `json:"after"`
+	Compression int    `json:"compression,omitempty"`
+	Device      string `json:"device,omitempty"`
+}
+
+// Result is the body of POST /api/v1/agent/job/result.
+type Result struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
+	Image string `json:"image"`
+}
+
+// AgentHandler serves the agent's routes under /api/v1/agent/. Every
+// request carries its job's token as a bearer token.
+func (s *Service) AgentHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/agent/job", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
+		j, err := s.Fetched(r.Context(), j.ID)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, Spec{ID: j.ID, Kind: j.Kind, Image: j.Image, MAC: j.MAC, After: j.After, Compression: j.Compression, Device: j.Device})
+	}))
+	mux.HandleFunc("POST /api/v1/agent/job/progress", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
+		var p Progress
+		if !decode(w, r, &p) {
+			return
+		}
+		if _, err := s.Report(r.Context(), j.ID, p); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("POST /api/v1/agent/job/log", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
+		var body struct {
+			Lines []string `json:"lines"`
+		}
+		if !decode(w, r, &body) {
+			return
+		}
+		if err := s.Log(r.Context(), j.ID, body.Lines); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("POST /api/v1/agent/job/result", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
+		var res Result
+		if !decode(w, r, &res) {
+			return
+		}
+		if res.OK && res.Image != "" && res.Image != j.Image {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("result names image %q, the job's image is %q", res.Image, j.Image))
+			return
+		}
+		if !res.OK && res.Error == "" {
+			res.Error = "the agent reported a failure without a message"
+		}
+		if _, err := s.Finish(r.Context(), j.ID, res.OK, res.Error); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("POST /api/v1/agent/info", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
+		var raw json.RawMessage
+		if !decode(w, r, &raw) {
+			return
+		}
+		if err := s.Store.SetDeviceInfo(r.Context(), j.MAC, raw); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.event(r.Context(), j, fmt.Sprintf("job %d: agent reported hardware, disks and image-safe data", j.ID))
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("/api/v1/agent/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such agent endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+func (s *Service) withJob(next func(http.ResponseWriter, *http.Request, store.Job)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		j, err := s.Authenticate(r.Context(), BearerToken(r))
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		next(w, r, j)
+	}
+}
+
+func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrUnauthorized):
+		writeError(w, http.StatusUnauthorized, err.Error())
+	case errors.Is(err, ErrJobOver):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	default:
+		s.log().ErrorContext(r.Context(), "agent request failed", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+	}
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<20))
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
