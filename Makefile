@@ -9,7 +9,8 @@ GO = $(shell scripts/go.sh)
 # Debian packages: what the server hands out, and what the tests drive.
 RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip
 TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio \
-	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev
+	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev \
+	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar
 
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 
@@ -59,6 +60,11 @@ test-e2e:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParsePacket -fuzztime 30s ./tftp/
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxydhcp/
+	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime 30s ./proxydhcp/
+	$(GO) test -run '^$$' -fuzz FuzzBootScript -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzReadTable -fuzztime 30s -fuzzminimizetime 5s ./disk/
+	$(GO) test -run '^$$' -fuzz FuzzUsed -fuzztime 30s -fuzzminimizetime 5s ./fsmap/
+	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 30s ./image/
 
 bench: deps-test build
 	bench/tftp/run.sh
