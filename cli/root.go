@@ -49,7 +49,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML configuration file")
-	root.AddCommand(newServe(g), newVersion(g), newDevice(g), newEvent(g), newJob(g))
+	root.AddCommand(newServe(g), newVersion(g), newDevice(g), newEvent(g), newJob(g), newImage(g), newAgent(g), newEnv(g))
 	return root
 }
 

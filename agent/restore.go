@@ -1,0 +1,200 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/preboot/preboot/disk"
+	"github.com/preboot/preboot/image"
+)
+
+// ErrTargetTooSmall is returned (wrapping image.ErrTargetTooSmall) when the
+// target disk is smaller than the image's disk; nothing is written then.
+var ErrTargetTooSmall = image.ErrTargetTooSmall
+
+func fetchManifest(ctx context.Context, opts Options) (*image.Manifest, error) {
+	if opts.Manifest != nil {
+		return opts.Manifest, nil
+	}
+	if err := image.ValidName(opts.Image); err != nil {
+		return nil, err
+	}
+	switch s := opts.Store.(type) {
+	case ManifestGetter:
+		return s.Manifest(ctx, opts.Image)
+	case interface {
+		Manifest(string) (*image.Manifest, error)
+	}:
+		return s.Manifest(opts.Image)
+	}
+	return nil, errors.New("the image store cannot fetch manifests")
+}
+
+// Restore writes image opts.Image onto the disk at opts.Device.
+//
+// Before anything is written it fetches the manifest, checks that the
+// store holds every chunk and that the target is at least as large as the
+// image's disk. On a larger disk the partition table is adjusted (GPT
+// backup moved to the end, the last partition grown) and written after the
+// data; on a block device the kernel re-reads the table and the last
+// partition's ext filesystem is grown with resize2fs when available.
+// Restore is a delta restore unless opts.NoDelta: windows the disk already
+// holds are neither fetched nor written. The disk's image-safe record
+// survives (the image never carries one).
+func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
+	log := opts.log()
+	if opts.Store == nil {
+		return nil, errors.New("restore: no image store")
+	}
+	m, err := fetchManifest(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s: get manifest: %w", opts.Image, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("restore %s: %w", m.Name, err)
+	}
+	f, err := os.OpenFile(opts.Device, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	defer f.Close()
+	size, err := deviceSize(f)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	need := max(m.Disk.Size, m.RequiredSize())
+	if size < need {
+		return nil, fmt.Errorf("restore %s onto %s: %w: the image needs %d bytes (%s), the disk has %d bytes (%s); nothing was written",
+			m.Name, opts.Device, image.ErrTargetTooSmall, need, human(need), size, human(size))
+	}
+
+	var tbl *disk.Table
+	if len(m.Disk.Table) > 0 {
+		tbl = new(disk.Table)
+		if err := json.Unmarshal(m.Disk.Table, tbl); err != nil {
+			return nil, fmt.Errorf("restore %s: partition table in manifest: %w", m.Name, err)
+		}
+	}
+	ropts := image.RestoreOptions{
+		TargetSize: size, Workers: opts.Workers, Progress: opts.Progress,
+		ProgressInterval: opts.interval(), Logger: log,
+	}
+	if !opts.NoDelta {
+		ropts.Current = f
+	}
+	grown := false
+	if size > m.Disk.Size && tbl != nil && (tbl.Kind == "gpt" || tbl.Kind == "mbr") {
+		nt, err := tbl.ForDisk(size, true)
+		if err != nil {
+			return nil, fmt.Errorf("restore %s onto %s: adjust partition table: %w; nothing was written", m.Name, opts.Device, err)
+		}
+		scrubImageSafe(nt)
+		grown = true
+		ropts.SkipRegions = []string{"tail"}
+		ropts.WriteTable = func(_ context.Context, dst io.WriterAt) error { return disk.WriteTable(dst, nt) }
+		log.InfoContext(ctx, "partition table adjusted", "image_disk", m.Disk.Size, "target", size, "kind", tbl.Kind)
+	}
+
+	// The record the disk holds now; it goes back after the restore.
+	rec := opts.ImageSafe
+	if rec == nil {
+		old, err := ReadImageSafeAt(f, size)
+		switch {
+		case err == nil:
+			rec = old
+		case errors.Is(err, ErrNoImageSafe):
+		default:
+			log.WarnContext(ctx, "image-safe data unreadable; starting a new record", "err", err)
+		}
+	}
+
+	log.InfoContext(ctx, "restore start", "image", m.Name, "device", opts.Device, "size", size,
+		"image_disk", m.Disk.Size, "delta", !opts.NoDelta)
+	if err := image.Restore(ctx, f, m, opts.Store, ropts); err != nil {
+		return nil, fmt.Errorf("restore %s onto %s: %w", m.Name, opts.Device, err)
+	}
+
+	if rec == nil {
+		rec = &ImageSafe{}
+	}
+	now := time.Now().UTC()
+	rec.LastImage, rec.LastImageAt, rec.Updated = m.Name, now, now
+	if err := putImageSafeAfterRestore(f, size, rec, !imageUsesImageSafe(m)); err != nil {
+		log.WarnContext(ctx, "image-safe data not kept", "err", err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("restore %s: sync %s: %w", m.Name, opts.Device, err)
+	}
+	if isBlockDevice(f) {
+		if err := rereadPartitions(f); err != nil {
+			log.WarnContext(ctx, "kernel did not re-read the partition table", "err", err)
+		} else if grown && !opts.NoGrowFS {
+			if err := growLastFS(ctx, opts.Device, m, tbl, log); err != nil {
+				log.WarnContext(ctx, "last filesystem not grown", "err", err)
+			}
+		}
+	}
+	log.InfoContext(ctx, "restore done", "image", m.Name, "device", opts.Device)
+	return m, nil
+}
+
+// putImageSafeAfterRestore writes rec where the restored table leaves
+// room. An image captured by Capture never holds the area (whatever is
+// there is left from the disk's previous life, so force is set); with an
+// image that does use it, foreign data there is not overwritten.
+func putImageSafeAfterRestore(f *os.File, size int64, rec *ImageSafe, force bool) error {
+	t, blank, err := readTableFor(f, size)
+	if err != nil {
+		return err
+	}
+	if err := imageSafeRoom(t, size, blank); err != nil {
+		return err
+	}
+	return writeImageSafeBlock(f, rec, force)
+}
+
+// imageUsesImageSafe reports whether any used extent of the image covers
+// part of the image-safe area.
+func imageUsesImageSafe(m *image.Manifest) bool {
+	for _, a := range m.Areas() {
+		for _, e := range a.Used {
+			lo, hi := a.Start+e.Offset, a.Start+e.Offset+e.Length
+			if lo < ImageSafeOffset+ImageSafeSize && hi > ImageSafeOffset {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func human(n int64) string {
+	const u = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(u)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, u[i])
+}
+
+// lastPartition returns the manifest partition that ends last.
+func lastPartition(m *image.Manifest) *image.Area {
+	var last *image.Area
+	for i := range m.Partitions {
+		if last == nil || m.Partitions[i].Start+m.Partitions[i].Size > last.Start+last.Size {
+			last = &m.Partitions[i]
+		}
+	}
+	return last
+}
+
+func isExt(fstype string) bool { return slices.Contains([]string{"ext2", "ext3", "ext4"}, fstype) }

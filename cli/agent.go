@@ -1,0 +1,367 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/preboot/preboot/agent"
+	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/image/httpstore"
+)
+
+// agentFlags are the flags capture and restore share.
+type agentFlags struct {
+	server, token, repo string
+	device, image       string
+	logLevel            string
+	quiet               bool
+}
+
+func (a *agentFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&a.server, "server", "", "Preboot server URL (default: $PREBOOT_SERVER)")
+	f.StringVar(&a.token, "token", "", "job token sent as a bearer token (default: $PREBOOT_TOKEN)")
+	f.StringVar(&a.repo, "repo", "", "use a local image repository directory instead of a server")
+	f.StringVar(&a.device, "device", "", "block device or disk-image file (required)")
+	f.StringVar(&a.image, "image", "", "image name (required)")
+	f.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.BoolVarP(&a.quiet, "quiet", "q", false, "no progress lines")
+	_ = cmd.MarkFlagRequired("device")
+	_ = cmd.MarkFlagRequired("image")
+}
+
+type agentStore interface {
+	agent.Store
+	agent.ManifestGetter
+}
+
+func (a *agentFlags) store(log *slog.Logger) (agentStore, error) {
+	if a.repo != "" {
+		r, err := image.OpenRepo(a.repo, image.RepoOptions{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return agent.LocalRepo(r), nil
+	}
+	srv := a.server
+	if srv == "" {
+		srv = os.Getenv("PREBOOT_SERVER")
+	}
+	if srv == "" {
+		return nil, errors.New("--server (or $PREBOOT_SERVER, or --repo) is required")
+	}
+	tok := a.token
+	if tok == "" {
+		tok = os.Getenv("PREBOOT_TOKEN")
+	}
+	return &httpstore.Client{BaseURL: srv, Token: tok, Image: a.image, Replace: true, Logger: log}, nil
+}
+
+func newAgent(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Imaging engine: capture, restore, info, auto (inside the imaging environment), shell",
+	}
+	cmd.AddCommand(newAgentCapture(g), newAgentRestore(g), newAgentInfo(g), newAgentAuto(g), newAgentShell(g))
+	return cmd
+}
+
+func newAgentCapture(g *globals) *cobra.Command {
+	var af agentFlags
+	var level int
+	c := &cobra.Command{
+		Use:   "capture --server URL --device PATH --image NAME",
+		Short: "Capture a disk (or disk-image file) into an image",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(g.stderr, "auto", af.logLevel)
+			if err != nil {
+				return err
+			}
+			st, err := af.store(log)
+			if err != nil {
+				return err
+			}
+			opts := agent.Options{Device: af.device, Image: af.image, Store: st, Compression: level, Logger: log}
+			if !af.quiet {
+				opts.Progress = agentProgressPrinter(g.stderr)
+			}
+			if h, err := os.Hostname(); err == nil {
+				opts.Source = map[string]string{"hostname": h}
+			}
+			m, err := agent.Capture(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "captured %s: %d partitions, %s used, %s uploaded\n", m.Name, len(m.Partitions),
+				agentSize(m.Sizes.Used), agentSize(m.Sizes.Uploaded))
+			return nil
+		},
+	}
+	af.register(c)
+	c.Flags().IntVar(&level, "compression", image.DefaultLevel, "zstd level (1-19)")
+	return c
+}
+
+func newAgentRestore(g *globals) *cobra.Command {
+	var af agentFlags
+	var noDelta, noGrow bool
+	c := &cobra.Command{
+		Use:   "restore --server URL --device PATH --image NAME",
+		Short: "Restore an image onto a disk (or disk-image file)",
+		Long: "Restore an image onto a disk. A smaller disk is refused before anything is written; on a larger\n" +
+			"disk the partition table is adjusted and the last partition grows. Chunks the disk already holds\n" +
+			"are skipped (delta restore) unless --no-delta. The disk's image-safe data is kept.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(g.stderr, "auto", af.logLevel)
+			if err != nil {
+				return err
+			}
+			st, err := af.store(log)
+			if err != nil {
+				return err
+			}
+			opts := agent.Options{Device: af.device, Image: af.image, Store: st, NoDelta: noDelta, NoGrowFS: noGrow, Logger: log}
+			if !af.quiet {
+				opts.Progress = agentProgressPrinter(g.stderr)
+			}
+			m, err := agent.Restore(cmd.Context(), opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "restored %s onto %s (%s used)\n", m.Name, af.device, agentSize(m.Sizes.Used))
+			return nil
+		},
+	}
+	af.register(c)
+	c.Flags().BoolVar(&noDelta, "no-delta", false, "write every chunk, do not compare with the disk's content")
+	c.Flags().BoolVar(&noGrow, "no-grow-fs", false, "do not grow the last ext filesystem on a larger disk")
+	return c
+}
+
+func newAgentInfo(g *globals) *cobra.Command {
+	var device, output string
+	c := &cobra.Command{
+		Use:   "info",
+		Short: "Show hardware, disks, partitions and image-safe data",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return fmt.Errorf("--output %q: want table or json", output)
+			}
+			in, err := agent.GetInfo(cmd.Context(), device)
+			if err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(in)
+			}
+			return printAgentInfo(g.stdout, in)
+		},
+	}
+	c.Flags().StringVar(&device, "device", "", "only this disk (block device or disk-image file)")
+	c.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return c
+}
+
+func printAgentInfo(w io.Writer, in agent.Info) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	h := in.Hardware
+	for _, kv := range [][2]string{{"Hostname", in.Hostname}, {"Vendor", h.Vendor}, {"Product", h.Product},
+		{"Serial", h.Serial}, {"UUID", h.UUID}, {"Firmware", h.Firmware},
+		{"CPUs", fmt.Sprintf("%d × %s", h.CPUs, dash(h.CPUModel))}, {"Memory", agentSize(h.MemoryBytes)}} {
+		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], dash(kv[1]))
+	}
+	for _, n := range h.NICs {
+		fmt.Fprintf(tw, "NIC %s:\t%s %s %s\n", n.Name, n.MAC, dash(n.Driver), dash(n.State))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, d := range in.Disks {
+		fmt.Fprintf(w, "\nDisk %s: %s, %s table", d.Path, agentSize(d.Size), dash(d.Table))
+		if d.Model != "" {
+			fmt.Fprintf(w, ", model %s", d.Model)
+		}
+		if d.Removable {
+			fmt.Fprint(w, ", removable")
+		}
+		fmt.Fprintln(w)
+		if d.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", d.Error)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		if len(d.Partitions) > 0 {
+			fmt.Fprintln(tw, "  #\tSTART\tSIZE\tTYPE\tFS\tNAME")
+		}
+		for _, p := range d.Partitions {
+			boot := ""
+			if p.Bootable {
+				boot = " *"
+			}
+			fmt.Fprintf(tw, "  %d%s\t%d\t%s\t%s\t%s\t%s\n", p.Index, boot, p.Start, agentSize(p.Size), p.Type, dash(p.FSType), dash(p.Name))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if d.ImageSafe != nil {
+			b, _ := json.Marshal(d.ImageSafe)
+			fmt.Fprintf(w, "  image-safe data: %s\n", b)
+		}
+	}
+	return nil
+}
+
+func newAgentAuto(g *globals) *cobra.Command {
+	var cmdline, server, token, device, logLevel string
+	var reboot bool
+	c := &cobra.Command{
+		Use:   "auto",
+		Short: "Ask the server for the assigned job and run it (the imaging environment runs this)",
+		Long: "Reads preboot.server=, preboot.token= and preboot.job= from the kernel command line, fetches\n" +
+			"the job, captures or restores, and reports progress, log and result to the server. With --reboot\n" +
+			"it then reboots or powers off as the job says.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(g.stderr, "auto", logLevel)
+			if err != nil {
+				return err
+			}
+			var env agent.Env
+			if server == "" {
+				b, err := os.ReadFile(cmdline)
+				if err != nil {
+					return err
+				}
+				if env, err = agent.ParseCmdline(string(b)); err != nil {
+					return err
+				}
+			}
+			if server != "" {
+				env.Server = server
+			}
+			if token != "" {
+				env.Token = token
+			}
+			out, err := agent.Auto(cmd.Context(), env, agent.AutoOptions{Device: device, Logger: log,
+				Progress: agentProgressPrinter(g.stderr)})
+			if errors.Is(err, agent.ErrNoJob) {
+				fmt.Fprintln(g.stdout, "no job assigned")
+				return nil
+			}
+			if out.Job != nil {
+				if err != nil {
+					fmt.Fprintf(g.stdout, "job %d failed: %v\n", out.Job.ID, err)
+				} else {
+					fmt.Fprintf(g.stdout, "job %d (%s %s) succeeded\n", out.Job.ID, out.Job.Kind, out.Job.Image)
+				}
+			}
+			if reboot && out.Job != nil {
+				if err != nil {
+					time.Sleep(10 * time.Second) // leave the error on the console a moment
+				}
+				if perr := agentPowerAction(out.After); perr != nil {
+					return errors.Join(err, perr)
+				}
+			}
+			return err
+		},
+	}
+	c.Flags().StringVar(&cmdline, "cmdline", "/proc/cmdline", "kernel command line to read preboot.* keys from")
+	c.Flags().StringVar(&server, "server", "", "server URL (overrides preboot.server=)")
+	c.Flags().StringVar(&token, "token", "", "job token (overrides preboot.token=)")
+	c.Flags().StringVar(&device, "device", "", "disk to work on (overrides the job's device)")
+	c.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	c.Flags().BoolVar(&reboot, "reboot", false, "reboot or power off afterwards as the job says (\"after\")")
+	return c
+}
+
+// agentPowerAction syncs and reboots or powers off the machine.
+func agentPowerAction(after string) error {
+	var how int
+	switch after {
+	case "reboot", "":
+		how = unix.LINUX_REBOOT_CMD_RESTART
+	case "poweroff":
+		how = unix.LINUX_REBOOT_CMD_POWER_OFF
+	case "none":
+		return nil
+	default:
+		return fmt.Errorf("unknown after-job action %q", after)
+	}
+	unix.Sync()
+	if err := unix.Reboot(how); err != nil {
+		return fmt.Errorf("%s: %w", after, err)
+	}
+	return nil
+}
+
+func newAgentShell(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "shell",
+		Short: "Start a maintenance shell (busybox sh, else $SHELL, else /bin/sh)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var sh []string
+			if _, err := os.Stat("/bin/busybox"); err == nil {
+				sh = []string{"/bin/busybox", "sh"}
+			} else if s := os.Getenv("SHELL"); s != "" {
+				sh = []string{s}
+			} else {
+				sh = []string{"/bin/sh"}
+			}
+			p, err := exec.LookPath(sh[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stderr, "maintenance shell (%s); exit to return\n", strings.Join(sh, " "))
+			return syscall.Exec(p, sh, os.Environ())
+		},
+	}
+}
+
+// agentProgressPrinter prints a progress line per call (the engine calls once a
+// second): phase, %, rate, ETA.
+func agentProgressPrinter(w io.Writer) func(image.Progress) {
+	return func(p image.Progress) {
+		pct := 100.0
+		if p.Total > 0 {
+			pct = 100 * float64(p.Done) / float64(p.Total)
+		}
+		eta := "-"
+		if p.Rate > 0 && p.Total > p.Done {
+			eta = (time.Duration(float64(p.Total-p.Done)/p.Rate) * time.Second).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "%-7s %5.1f%%  %7.1f MB/s  ETA %-6s  %s / %s  chunks %d/%d (transferred %d, skipped %d)\n",
+			p.Phase, pct, p.Rate/1e6, eta, agentSize(p.Done), agentSize(p.Total), p.Chunks, p.ChunksTotal,
+			p.Transferred, p.Skipped)
+	}
+}
+
+func agentSize(n int64) string {
+	const u = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n)/1024, 0
+	for f >= 1024 && i < len(u)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, u[i])
+}

@@ -1,0 +1,332 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/preboot/preboot/image/httpstore"
+)
+
+// newImage is `preboot image`: the admin view of the server's image
+// repository, over the image/httpstore API.
+func newImage(g *globals) *cobra.Command {
+	var af adminFlags
+	cmd := &cobra.Command{
+		Use:     "image",
+		Aliases: []string{"images"},
+		Short:   "List, show, verify, remove, export and import disk images",
+	}
+	af.register(cmd)
+	store := func() (*httpstore.Client, error) {
+		c, err := af.client(g)
+		if err != nil {
+			return nil, err
+		}
+		// No overall timeout: verify, export and import run as long as
+		// they need (Ctrl-C cancels them).
+		return &httpstore.Client{BaseURL: c.base, Token: os.Getenv("PREBOOT_TOKEN"), Attempts: 3}, nil
+	}
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "list",
+		Short: "List images with their sizes (STORED: compressed chunks, SHARED: part also used by other images)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			l, err := c.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, l)
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tCREATED\tSOURCE\tLOGICAL\tSTORED\tSHARED\tPARTITIONS")
+			for _, im := range l.Images {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, imgTime(im.Created), imgSource(im.Source),
+					imgSize(im.Logical), imgSize(im.Stored), imgSize(im.Shared), imgParts(im.Partitions))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(l.Images) == 0 {
+				fmt.Fprintln(g.stdout, "(no images)")
+			}
+			fmt.Fprintf(g.stdout, "\nRepository: %d chunks, %s stored, %s reclaimable by GC\n",
+				l.Chunks, imgSize(l.StoredBytes), imgSize(l.GarbageBytes))
+			return nil
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "show NAME",
+		Short: "Show an image: source, disk, partitions, sizes",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			d, err := c.Detail(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, d)
+			}
+			return printImage(g.stdout, d)
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove an image (chunks no other image uses are freed by the server's GC)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			if err := c.Remove(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "image %s removed\n", args[0])
+			return nil
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "verify NAME",
+		Short: "Check every chunk of an image on the server: present, decompresses, hashes right",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			v, err := c.Verify(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				if err := printJSON(g.stdout, v); err != nil {
+					return err
+				}
+			}
+			if !v.OK {
+				return fmt.Errorf("image %s is damaged: %s", v.Name, v.Error)
+			}
+			if af.output != "json" {
+				fmt.Fprintf(g.stdout, "image %s: OK, %d chunks verified in %s\n", v.Name, v.Chunks, time.Since(start).Round(time.Millisecond))
+			}
+			return nil
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "export NAME FILE",
+		Short: "Write an image as one portable file (a tar of its manifest and chunks); FILE - is stdout",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			name, file := args[0], args[1]
+			if file == "-" {
+				_, err := c.Export(cmd.Context(), name, g.stdout)
+				return err
+			}
+			n, err := exportFile(cmd.Context(), c, name, file)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "image %s exported to %s (%s)\n", name, file, imgSize(n))
+			return nil
+		},
+	})
+
+	var rename string
+	imp := &cobra.Command{
+		Use:   "import FILE [--name NEW]",
+		Short: "Load a portable image file into the server's repository; FILE - is stdin",
+		Long: "Load a portable image file (from `preboot image export`) into the server's repository. The server\n" +
+			"verifies every chunk and publishes the image only when all arrived; an existing name is refused\n" +
+			"(use --name to import under another one).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			var r io.Reader = cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			info, err := c.Import(cmd.Context(), r, rename)
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, info)
+			}
+			fmt.Fprintf(g.stdout, "image %s imported (%s logical, %s used, partitions %s)\n", info.Name,
+				imgSize(info.Logical), imgSize(info.Used), imgParts(info.Partitions))
+			return nil
+		},
+	}
+	imp.Flags().StringVar(&rename, "name", "", "import under this image name")
+	cmd.AddCommand(imp)
+	return cmd
+}
+
+// exportFile writes the export to a temporary file next to file and
+// renames it into place only when complete.
+func exportFile(ctx context.Context, c *httpstore.Client, name, file string) (n int64, err error) {
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".tmp-*")
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if n, err = c.Export(ctx, name, f); err != nil {
+		return n, err
+	}
+	if err = f.Sync(); err != nil {
+		return n, err
+	}
+	if err = f.Close(); err != nil {
+		return n, err
+	}
+	if err = os.Chmod(f.Name(), 0o644); err != nil {
+		return n, err
+	}
+	return n, os.Rename(f.Name(), file)
+}
+
+func printImage(w io.Writer, d *httpstore.ImageDetail) error {
+	m, in := d.Manifest, d.Info
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "Name:\t%s\n", m.Name)
+	fmt.Fprintf(tw, "Created:\t%s\n", m.Created.Local().Format(time.RFC3339))
+	fmt.Fprintf(tw, "Source:\t%s\n", imgSourceAll(m.Source))
+	fmt.Fprintf(tw, "Disk:\t%s (%d bytes, %d-byte sectors)\n", imgSize(m.Disk.Size), m.Disk.Size, m.Disk.SectorSize)
+	fmt.Fprintf(tw, "Chunk size:\t%s\n", imgSize(m.ChunkSize))
+	fmt.Fprintf(tw, "Used:\t%s\n", imgSize(in.Used))
+	fmt.Fprintf(tw, "Stored:\t%s in %d chunks (unique %s, shared with other images %s)\n",
+		imgSize(in.Stored), in.Chunks, imgSize(in.Unique), imgSize(in.Shared))
+	if in.Used > 0 && in.Stored > 0 {
+		fmt.Fprintf(tw, "Ratio:\t%.2f (stored/used)\n", float64(in.Stored)/float64(in.Used))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AREA\tSTART\tSIZE\tFSTYPE\tUSED\tCHUNKS\tZERO")
+	for _, a := range m.Areas() {
+		label := fmt.Sprintf("partition %d", a.Index)
+		if a.Name != "" {
+			label = "region " + a.Name
+		}
+		var used int64
+		for _, e := range a.Used {
+			used += e.Length
+		}
+		zero := 0
+		for _, c := range a.Chunks {
+			if c.Zero {
+				zero++
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\n", label, a.Start, imgSize(a.Size), dash(a.FSType), imgSize(used),
+			len(a.Chunks)-zero, zero)
+	}
+	return tw.Flush()
+}
+
+func imgTime(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04")
+}
+
+// imgSource is the short form of an image's source: hostname, else device
+// or MAC.
+func imgSource(s map[string]string) string {
+	for _, k := range []string{"hostname", "mac", "device"} {
+		if v := s[k]; v != "" {
+			return v
+		}
+	}
+	return "-"
+}
+
+func imgSourceAll(s map[string]string) string {
+	if len(s) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + s[k]
+	}
+	return strings.Join(parts, " ")
+}
+
+// imgParts lists partitions as "1:ext4 2:vfat".
+func imgParts(ps []httpstore.PartitionInfo) string {
+	if len(ps) == 0 {
+		return "-"
+	}
+	ps = slices.Clone(ps)
+	slices.SortFunc(ps, func(a, b httpstore.PartitionInfo) int { return cmp.Compare(a.Index, b.Index) })
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = fmt.Sprintf("%d:%s", p.Index, cmp.Or(p.FSType, "?"))
+	}
+	return strings.Join(out, " ")
+}
+
+// imgSize formats a byte count in binary units: "512 B", "1.2 GiB".
+func imgSize(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for x := n / unit; x >= unit; x /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
