@@ -1,0 +1,206 @@
+package initenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/jsimonetti/rtnetlink/rtnl"
+	"golang.org/x/sys/unix"
+)
+
+// VendorClass is the DHCP option 60 the environment sends: not
+// "PXEClient", so proxyDHCP servers (Preboot's included) leave it alone.
+const VendorClass = "PrebootEnv"
+
+// ethernetInterfaces lists the Ethernet interfaces in sysDir/class/net
+// (type 1, not loopback, not a virtual device's slave), sorted by name.
+func ethernetInterfaces(sysDir string) []string {
+	ents, err := os.ReadDir(filepath.Join(sysDir, "class", "net"))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		dir := filepath.Join(sysDir, "class", "net", e.Name())
+		t, err := os.ReadFile(filepath.Join(dir, "type"))
+		if err != nil || strings.TrimSpace(string(t)) != "1" {
+			continue
+		}
+		// Only interfaces backed by hardware (a "device" link): skips
+		// bridges, bonds, and the like that could only be here by accident.
+		if _, err := os.Stat(filepath.Join(dir, "device")); err != nil {
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// bringUpNetwork waits for an Ethernet interface (loading drivers for
+// devices that show up late), brings every one up and runs DHCPv4 on each
+// in turn until one gets a lease, which it configures (address, default
+// route, /etc/resolv.conf).
+func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, env *Env, opts Options) (string, error) {
+	rt, err := rtnl.Dial(nil)
+	if err != nil {
+		return "", fmt.Errorf("netlink: %w", err)
+	}
+	defer rt.Close()
+	if lo, err := net.InterfaceByName("lo"); err == nil {
+		_ = rt.LinkUp(lo)
+	}
+
+	nicDeadline := time.Now().Add(opts.NICTimeout)
+	var ifaces []string
+	for {
+		ifaces = ethernetInterfaces("/sys")
+		if len(ifaces) > 0 || time.Now().After(nicDeadline) {
+			break
+		}
+		if mods, err := loader.Pass(ctx); err == nil && len(mods) > 0 {
+			env.Modules = append(env.Modules, mods...)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if len(ifaces) == 0 {
+		return "", fmt.Errorf("no network interface after %s: no driver for this NIC in the environment (add it with updateDrivers.tgz or --extra-module)", opts.NICTimeout)
+	}
+	for _, name := range ifaces {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			continue
+		}
+		if err := rt.LinkUp(ifc); err != nil {
+			logger.Warn("link up", "interface", name, "err", err)
+		}
+	}
+	logger.Info("network interfaces", "interfaces", strings.Join(ifaces, ","))
+
+	waitEntropy(ctx, logger)
+	deadline := time.Now().Add(opts.DHCPTimeout)
+	for round := 1; time.Now().Before(deadline); round++ {
+		for _, name := range ifaces {
+			if err := ctx.Err(); err != nil {
+				return "", err
+			}
+			waitCarrier(ctx, name, 5*time.Second)
+			lease, err := dhcp(ctx, name, 4*time.Second)
+			if err != nil {
+				logger.Info("no DHCP lease", "interface", name, "round", round, "err", err)
+				continue
+			}
+			if err := configure(rt, name, lease.ACK, env); err != nil {
+				return "", fmt.Errorf("configure %s: %w", name, err)
+			}
+			logger.Info("DHCP lease", "interface", name, "addr", env.Addr, "gateway", env.Gateway, "server", lease.ACK.ServerIPAddr)
+			return name, nil
+		}
+	}
+	return "", fmt.Errorf("no DHCP lease on %s within %s", strings.Join(ifaces, ","), opts.DHCPTimeout)
+}
+
+// waitCarrier waits until the interface reports a carrier (or timeout).
+func waitCarrier(ctx context.Context, name string, timeout time.Duration) {
+	end := time.Now().Add(timeout)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		b, err := os.ReadFile(filepath.Join("/sys/class/net", name, "carrier"))
+		if err == nil && strings.TrimSpace(string(b)) == "1" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func dhcp(ctx context.Context, iface string, timeout time.Duration) (*nclient4.Lease, error) {
+	c, err := nclient4.New(iface, nclient4.WithTimeout(timeout), nclient4.WithRetry(2))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, 3*timeout)
+	defer cancel()
+	return c.Request(ctx,
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
+		dhcpv4.WithOption(dhcpv4.OptHostName("preboot")),
+		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer))
+}
+
+// configure applies a DHCP ACK to the interface and records it in env.
+func configure(rt *rtnl.Conn, name string, ack *dhcpv4.DHCPv4, env *Env) error {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return err
+	}
+	ip := ack.YourIPAddr.To4()
+	if ip == nil || ip.IsUnspecified() {
+		return errors.New("lease without an address")
+	}
+	mask := ack.SubnetMask()
+	if mask == nil {
+		mask = ip.DefaultMask()
+	}
+	ones, _ := mask.Size()
+	ipn := &net.IPNet{IP: ip, Mask: mask}
+	if err := rt.AddrAdd(ifc, ipn); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("add address %s: %w", ipn, err)
+	}
+	addr, _ := netip.AddrFromSlice(ip)
+	env.Addr = netip.PrefixFrom(addr, ones)
+	env.Interface = name
+	env.MAC = ifc.HardwareAddr
+	if routers := ack.Router(); len(routers) > 0 {
+		gw := routers[0].To4()
+		dst := net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
+		if err := rt.RouteReplace(ifc, dst, gw, rtnl.WithRouteSrc(ipn)); err != nil {
+			return fmt.Errorf("default route via %s: %w", gw, err)
+		}
+		env.Gateway, _ = netip.AddrFromSlice(gw)
+	}
+	var resolv strings.Builder
+	for _, d := range ack.DNS() {
+		if a, ok := netip.AddrFromSlice(d.To4()); ok {
+			env.DNS = append(env.DNS, a)
+			resolv.WriteString("nameserver " + a.String() + "\n")
+		}
+	}
+	_ = os.WriteFile("/etc/resolv.conf", []byte(resolv.String()), 0o644)
+	_ = os.WriteFile("/run/preboot-net", []byte("INTERFACE="+name+"\nADDR="+env.Addr.String()+"\nGATEWAY="+env.Gateway.String()+"\nMTU="+strconv.Itoa(ifc.MTU)+"\n"), 0o644)
+	return nil
+}
+
+// waitEntropy reports when the kernel's random number generator is not
+// ready: the DHCP client's transaction ids come from getrandom(2), which
+// blocks until it is. Machines with RDRAND or a TPM are ready at once; VMs
+// need a virtio-rng device (QEMU: -device virtio-rng-pci) or -cpu max.
+func waitEntropy(ctx context.Context, logger *slog.Logger) {
+	buf := make([]byte, 1)
+	if _, err := unix.Getrandom(buf, unix.GRND_NONBLOCK); err == nil {
+		return
+	}
+	logger.Warn("waiting for the kernel's random number generator (no hardware RNG: in a VM add virtio-rng-pci or -cpu max)")
+	start := time.Now()
+	for ctx.Err() == nil {
+		if _, err := unix.Getrandom(buf, unix.GRND_NONBLOCK); err == nil {
+			logger.Info("random number generator ready", "waited", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
