@@ -7,14 +7,14 @@ LDFLAGS := -X github.com/preboot/preboot/server.Version=$(VERSION)
 GO = $(shell scripts/go.sh)
 
 # Debian packages: what the server hands out, and what the tests drive.
-RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip
+RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip busybox-static kmod
 TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio \
 	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev \
 	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar
 
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 
-.PHONY: all build run test test-unit test-e2e fuzz bench deps-run deps-test vet clean
+.PHONY: all build env run test test-unit test-e2e fuzz bench deps-run deps-test vet clean
 
 all: build
 
@@ -34,12 +34,20 @@ deps-test:
 	@# The VM lab fetches Debian's kernel with apt-get download: it needs package lists.
 	@ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1 || $(APT) update
 
+# Static (CGO_ENABLED=0): the same binary is the imaging agent, /init of the imaging environment.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/preboot ./cmd/preboot
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/preboot ./cmd/preboot
+
+# The imaging environment (Debian's kernel + an initrd holding bin/preboot) where imaging jobs run.
+env: build
+	@if [ ! -f var/tftp/boot/initrd ] || [ bin/preboot -nt var/tftp/boot/initrd ]; then \
+		./bin/preboot env build --out var/tftp/boot --cache var/cache/env || \
+		echo "warning: the imaging environment could not be built; network boot works, imaging jobs will fail until 'make env' succeeds"; \
+	fi
 
 # Runs the server with its embedded defaults: data in ./var, proxyDHCP on
 # UDP 67 and 4011, TFTP on 69, HTTP on 8080, on every interface.
-run: deps-run build
+run: deps-run build env
 	./bin/preboot serve --data-dir ./var
 
 vet:
