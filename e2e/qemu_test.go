@@ -25,6 +25,9 @@ type vmConfig struct {
 	Netns string   // network namespace to run QEMU in ("" = current)
 	UEFI  bool     // OVMF instead of SeaBIOS
 	Args  []string // devices: NICs, disks
+	// Reboot lets a guest reboot inside the same QEMU process (the
+	// imaging scenarios); by default QEMU exits on reboot (-no-reboot).
+	Reboot bool
 }
 
 // vm is a running QEMU process. Its serial console goes to SerialLog.
@@ -62,7 +65,6 @@ func startVM(t testing.TB, cfg vmConfig) *vm {
 		"-m", "512",
 		"-nodefaults",
 		"-display", "none",
-		"-no-reboot",
 		"-monitor", "none",
 		// The serial console goes to QEMU's stdout; lineStamper writes it
 		// to SerialLog with the time since start on each line.
@@ -70,6 +72,9 @@ func startVM(t testing.TB, cfg vmConfig) *vm {
 		// SeaBIOS (and debug builds of OVMF) log to I/O port 0x402.
 		"-debugcon", "file:" + v.DebugLog,
 		"-global", "isa-debugcon.iobase=0x402",
+	}
+	if !cfg.Reboot {
+		args = append(args, "-no-reboot")
 	}
 	if cfg.UEFI {
 		vars := filepath.Join(cfg.Dir, cfg.Name+"-OVMF_VARS.fd")

@@ -45,6 +45,8 @@ var prebootBinary = sync.OnceValues(func() (string, error) {
 	tmp := filepath.Join(dir, "preboot-"+randomHex(4))
 	cmd := exec.CommandContext(ctx, gobin, "build", "-o", tmp, "./cmd/preboot")
 	cmd.Dir = root
+	// Static: the same binary is the imaging environment's /init.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/preboot: %w\n%s", err, out)
 	}
