@@ -292,21 +292,9 @@ func (h *Handler) audit(r *http.Request, mac, msg string) {
 func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := store.EventFilter{Kind: q.Get("kind")}
-	if m := q.Get("mac"); m != "" {
-		mac, err := store.NormalizeMAC(m)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		f.MAC = mac
-	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit: want 1..10000")
-			return
-		}
-		f.Limit = n
+	var ok bool
+	if f.MAC, f.Limit, ok = macAndLimit(w, r); !ok {
+		return
 	}
 	if s := q.Get("since"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
@@ -325,4 +313,26 @@ func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) {
 		evs = []store.Event{}
 	}
 	writeJSON(w, http.StatusOK, evs)
+}
+
+// macAndLimit reads the ?mac= and ?limit= filters common to list endpoints;
+// on bad input it answers 400 and returns false.
+func macAndLimit(w http.ResponseWriter, r *http.Request) (mac string, limit int, ok bool) {
+	q := r.URL.Query()
+	if m := q.Get("mac"); m != "" {
+		var err error
+		if mac, err = store.NormalizeMAC(m); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return "", 0, false
+		}
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "limit: want 1..10000")
+			return "", 0, false
+		}
+		limit = n
+	}
+	return mac, limit, true
 }

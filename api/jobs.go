@@ -30,21 +30,9 @@ type JobDetail struct {
 func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := store.JobFilter{State: q.Get("state"), Open: q.Get("open") == "true"}
-	if m := q.Get("mac"); m != "" {
-		mac, err := store.NormalizeMAC(m)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		f.MAC = mac
-	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit: want 1..10000")
-			return
-		}
-		f.Limit = n
+	var ok bool
+	if f.MAC, f.Limit, ok = macAndLimit(w, r); !ok {
+		return
 	}
 	js, err := h.Store.Jobs(r.Context(), f)
 	if err != nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/preboot/preboot/store"
 )
 
 // apiClient talks to a Preboot server's /api/v1.
@@ -47,6 +49,16 @@ func (a *adminFlags) client(g *globals) (*apiClient, error) {
 		url = cfg.ServerURL
 	}
 	return &apiClient{base: strings.TrimRight(url, "/"), http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// clientFor is client plus the canonical form of a MAC argument.
+func (a *adminFlags) clientFor(g *globals, macArg string) (*apiClient, string, error) {
+	mac, err := store.NormalizeMAC(macArg)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := a.client(g)
+	return c, mac, err
 }
 
 // do sends a request and decodes a JSON answer into out (if not nil).

@@ -58,11 +58,7 @@ func newDevice(g *globals) *cobra.Command {
 		Short: "Show a device: hardware, assigned work, recent events",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client(g)
-			if err != nil {
-				return err
-			}
-			mac, err := store.NormalizeMAC(args[0])
+			c, mac, err := af.clientFor(g, args[0])
 			if err != nil {
 				return err
 			}
@@ -107,11 +103,7 @@ func newDevice(g *globals) *cobra.Command {
 			"once it has been handed out; otherwise the device boots it at every network boot.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client(g)
-			if err != nil {
-				return err
-			}
-			mac, err := store.NormalizeMAC(args[0])
+			c, mac, err := af.clientFor(g, args[0])
 			if err != nil {
 				return err
 			}
@@ -149,11 +141,7 @@ func newDevice(g *globals) *cobra.Command {
 				"its job succeeds, so a failed or interrupted job runs again at the next boot. Follow it with `preboot job list`.",
 			Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				c, err := af.client(g)
-				if err != nil {
-					return err
-				}
-				mac, err := store.NormalizeMAC(args[0])
+				c, mac, err := af.clientFor(g, args[0])
 				if err != nil {
 					return err
 				}
@@ -186,11 +174,7 @@ func newDevice(g *globals) *cobra.Command {
 		Short: "Clear the device's work: it boots its local disk again",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client(g)
-			if err != nil {
-				return err
-			}
-			mac, err := store.NormalizeMAC(args[0])
+			c, mac, err := af.clientFor(g, args[0])
 			if err != nil {
 				return err
 			}

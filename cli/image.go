@@ -57,7 +57,7 @@ func newImage(g *globals) *cobra.Command {
 			fmt.Fprintln(tw, "NAME\tCREATED\tSOURCE\tLOGICAL\tSTORED\tSHARED\tPARTITIONS")
 			for _, im := range l.Images {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, imgTime(im.Created), imgSource(im.Source),
-					imgSize(im.Logical), imgSize(im.Stored), imgSize(im.Shared), imgParts(im.Partitions))
+					size(im.Logical), size(im.Stored), size(im.Shared), imgParts(im.Partitions))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -66,7 +66,7 @@ func newImage(g *globals) *cobra.Command {
 				fmt.Fprintln(g.stdout, "(no images)")
 			}
 			fmt.Fprintf(g.stdout, "\nRepository: %d chunks, %s stored, %s reclaimable by GC\n",
-				l.Chunks, imgSize(l.StoredBytes), imgSize(l.GarbageBytes))
+				l.Chunks, size(l.StoredBytes), size(l.GarbageBytes))
 			return nil
 		},
 	})
@@ -156,7 +156,7 @@ func newImage(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "image %s exported to %s (%s)\n", name, file, imgSize(n))
+			fmt.Fprintf(g.stdout, "image %s exported to %s (%s)\n", name, file, size(n))
 			return nil
 		},
 	})
@@ -191,7 +191,7 @@ func newImage(g *globals) *cobra.Command {
 				return printJSON(g.stdout, info)
 			}
 			fmt.Fprintf(g.stdout, "image %s imported (%s logical, %s used, partitions %s)\n", info.Name,
-				imgSize(info.Logical), imgSize(info.Used), imgParts(info.Partitions))
+				size(info.Logical), size(info.Used), imgParts(info.Partitions))
 			return nil
 		},
 	}
@@ -234,11 +234,11 @@ func printImage(w io.Writer, d *httpstore.ImageDetail) error {
 	fmt.Fprintf(tw, "Name:\t%s\n", m.Name)
 	fmt.Fprintf(tw, "Created:\t%s\n", m.Created.Local().Format(time.RFC3339))
 	fmt.Fprintf(tw, "Source:\t%s\n", imgSourceAll(m.Source))
-	fmt.Fprintf(tw, "Disk:\t%s (%d bytes, %d-byte sectors)\n", imgSize(m.Disk.Size), m.Disk.Size, m.Disk.SectorSize)
-	fmt.Fprintf(tw, "Chunk size:\t%s\n", imgSize(m.ChunkSize))
-	fmt.Fprintf(tw, "Used:\t%s\n", imgSize(in.Used))
+	fmt.Fprintf(tw, "Disk:\t%s (%d bytes, %d-byte sectors)\n", size(m.Disk.Size), m.Disk.Size, m.Disk.SectorSize)
+	fmt.Fprintf(tw, "Chunk size:\t%s\n", size(m.ChunkSize))
+	fmt.Fprintf(tw, "Used:\t%s\n", size(in.Used))
 	fmt.Fprintf(tw, "Stored:\t%s in %d chunks (unique %s, shared with other images %s)\n",
-		imgSize(in.Stored), in.Chunks, imgSize(in.Unique), imgSize(in.Shared))
+		size(in.Stored), in.Chunks, size(in.Unique), size(in.Shared))
 	if in.Used > 0 && in.Stored > 0 {
 		fmt.Fprintf(tw, "Ratio:\t%.2f (stored/used)\n", float64(in.Stored)/float64(in.Used))
 	}
@@ -263,7 +263,7 @@ func printImage(w io.Writer, d *httpstore.ImageDetail) error {
 				zero++
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\n", label, a.Start, imgSize(a.Size), dash(a.FSType), imgSize(used),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%d\t%d\n", label, a.Start, size(a.Size), dash(a.FSType), size(used),
 			len(a.Chunks)-zero, zero)
 	}
 	return tw.Flush()
@@ -315,18 +315,4 @@ func imgParts(ps []httpstore.PartitionInfo) string {
 		out[i] = fmt.Sprintf("%d:%s", p.Index, cmp.Or(p.FSType, "?"))
 	}
 	return strings.Join(out, " ")
-}
-
-// imgSize formats a byte count in binary units: "512 B", "1.2 GiB".
-func imgSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for x := n / unit; x >= unit; x /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

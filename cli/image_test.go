@@ -166,8 +166,8 @@ func TestImageServerDown(t *testing.T) {
 
 func TestImgSize(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1288490189: "1.2 GiB", 5 << 40: "5.0 TiB"} {
-		if got := imgSize(n); got != want {
-			t.Errorf("imgSize(%d) = %q, want %q", n, got, want)
+		if got := size(n); got != want {
+			t.Errorf("size(%d) = %q, want %q", n, got, want)
 		}
 	}
 }

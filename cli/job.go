@@ -128,6 +128,7 @@ func rate(bps int64) string {
 	return size(bps) + "/s"
 }
 
+// size formats a byte count in binary units: "512 B", "1.2 GiB".
 func size(n int64) string {
 	const unit = 1024
 	if n < unit {
