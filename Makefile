@@ -77,6 +77,8 @@ fuzz:
 bench: deps-test build
 	bench/tftp/run.sh
 	bench/dhcp/run.sh
+	bench/imaging/run.sh
+	bench/collect.sh
 
 clean:
 	rm -rf bin
