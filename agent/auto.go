@@ -167,7 +167,7 @@ func runJob(ctx context.Context, env Env, o AutoOptions, job *Job, jc *JobClient
 	st := &httpstore.Client{BaseURL: env.Server, Token: env.Token, HTTP: o.HTTP, Image: job.Image,
 		Replace: true, Logger: log}
 	onProgress := func(p image.Progress) {
-		prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: p.Rate})
+		prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate)})
 		if o.Progress != nil {
 			o.Progress(p)
 		}

@@ -26,12 +26,12 @@ type Job struct {
 
 // JobProgress is POSTed to /api/v1/agent/job/progress.
 type JobProgress struct {
-	State      string  `json:"state"` // "running", "succeeded", "failed"
-	Phase      string  `json:"phase,omitempty"`
-	BytesDone  int64   `json:"bytes_done"`
-	BytesTotal int64   `json:"bytes_total"`
-	Rate       float64 `json:"rate"` // bytes per second
-	Message    string  `json:"message,omitempty"`
+	State      string `json:"state"` // "running", "succeeded", "failed"
+	Phase      string `json:"phase,omitempty"`
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	Rate       int64  `json:"rate"` // bytes per second
+	Message    string `json:"message,omitempty"`
 }
 
 // JobResult is POSTed to /api/v1/agent/job/result.
