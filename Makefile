@@ -74,7 +74,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzUsed -fuzztime 30s -fuzzminimizetime 5s ./fsmap/
 	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 30s ./image/
 
+BENCH_DEBS := partclone zstd time
+
 bench: deps-test build
+	$(call install_debs,$(BENCH_DEBS))
 	bench/tftp/run.sh
 	bench/dhcp/run.sh
 	bench/imaging/run.sh
