@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -34,7 +35,8 @@ type RestoreOptions struct {
 	// it the raw regions reproduce the source table, which is right for a
 	// target of the same size.
 	WriteTable func(ctx context.Context, dst io.WriterAt) error
-	// Workers fetch, decompress and verify in parallel (GOMAXPROCS when 0).
+	// Workers fetch, decompress and verify in parallel (2×GOMAXPROCS, at
+	// least 4, when 0).
 	Workers          int
 	Progress         func(Progress)
 	ProgressInterval time.Duration
@@ -78,7 +80,12 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 		}
 		total += jobs[i].nused
 	}
-	w := workers(opts.Workers)
+	// More workers than cores: each one waits on a fetch before it
+	// decodes, and the extra requests in flight hide the network's latency.
+	w := opts.Workers
+	if w <= 0 {
+		w = max(4, 2*runtime.GOMAXPROCS(0))
+	}
 	dec, err := newDecoder(w)
 	if err != nil {
 		return err
@@ -239,7 +246,11 @@ func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts Rest
 			pos = e.End()
 		}
 		clear(b[pos:])
-		if c.Zero && usedZero(b, j.used, zeros) || !c.Zero && Sum(b) == c.Hash {
+		// A window is stored as Zero exactly when its used bytes are all
+		// zero, so a zero window on the target (a blank disk) can only
+		// match a Zero chunk: no need to hash it.
+		isZero := usedZero(b, j.used, zeros)
+		if c.Zero && isZero || !c.Zero && !isZero && Sum(b) == c.Hash {
 			cnt.skipped.Add(1)
 			return resResult{buf: buf}
 		}
