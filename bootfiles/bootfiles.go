@@ -20,17 +20,19 @@ type File struct {
 }
 
 // Debian lists the boot programs taken from Debian's packages.
-var Debian = []File{
-	{"/usr/lib/ipxe/undionly.kpxe", "undionly.kpxe", "ipxe"},
-	{"/usr/lib/ipxe/ipxe.efi", "ipxe.efi", "ipxe"},
-	{"/usr/lib/ipxe/snponly.efi", "snponly.efi", "ipxe"},
-	{"/usr/lib/ipxe/ipxe.pxe", "ipxe.pxe", "ipxe"},
-	{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", "pxelinux"},
-	{"/usr/lib/PXELINUX/lpxelinux.0", "lpxelinux.0", "pxelinux"},
-	{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "ldlinux.c32", "syslinux-common"},
-	{"/usr/lib/syslinux/modules/bios/menu.c32", "menu.c32", "syslinux-common"},
-	{"/usr/lib/syslinux/modules/bios/libutil.c32", "libutil.c32", "syslinux-common"},
-	{"/usr/lib/syslinux/modules/bios/libcom32.c32", "libcom32.c32", "syslinux-common"},
+func Debian() []File {
+	return []File{
+		{"/usr/lib/ipxe/undionly.kpxe", "undionly.kpxe", "ipxe"},
+		{"/usr/lib/ipxe/ipxe.efi", "ipxe.efi", "ipxe"},
+		{"/usr/lib/ipxe/snponly.efi", "snponly.efi", "ipxe"},
+		{"/usr/lib/ipxe/ipxe.pxe", "ipxe.pxe", "ipxe"},
+		{"/usr/lib/PXELINUX/pxelinux.0", "pxelinux.0", "pxelinux"},
+		{"/usr/lib/PXELINUX/lpxelinux.0", "lpxelinux.0", "pxelinux"},
+		{"/usr/lib/syslinux/modules/bios/ldlinux.c32", "ldlinux.c32", "syslinux-common"},
+		{"/usr/lib/syslinux/modules/bios/menu.c32", "menu.c32", "syslinux-common"},
+		{"/usr/lib/syslinux/modules/bios/libutil.c32", "libutil.c32", "syslinux-common"},
+		{"/usr/lib/syslinux/modules/bios/libcom32.c32", "libcom32.c32", "syslinux-common"},
+	}
 }
 
 // Stage copies files into root when they are missing or differ in size or

@@ -54,7 +54,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer st.Close()
 
 	if cfg.Boot.CopyDebianFiles {
-		if _, err := bootfiles.Stage(ctx, cfg.TFTP.Root, bootfiles.Debian, log); err != nil {
+		if _, err := bootfiles.Stage(ctx, cfg.TFTP.Root, bootfiles.Debian(), log); err != nil {
 			return err
 		}
 	} else if err := os.MkdirAll(cfg.TFTP.Root, 0o755); err != nil {
