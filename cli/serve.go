@@ -37,6 +37,14 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Menu.Mode, "menu-mode", d.Menu.Mode, "Preboot menu: always, hotkey or never")
 	fs.StringVar(&c.Menu.Hotkey, "menu-hotkey", d.Menu.Hotkey, `menu hotkey: a letter, "ctrl-X", "esc"`)
 	fs.DurationVar(&c.Menu.Timeout, "menu-timeout", d.Menu.Timeout, "hotkey wait / menu auto-choice delay")
+	fs.StringVar(&c.Menu.Title, "menu-title", d.Menu.Title, "Preboot menu title")
+	fs.StringVar(&c.ServerURL, "server-url", d.ServerURL, "where admin commands find the API")
+	fs.StringVar(&c.Store.Driver, "store-driver", d.Store.Driver, "database: sqlite")
+	fs.StringVar(&c.Boot.PXELinux, "pxelinux-boot-file", d.Boot.PXELinux, "pxelinux program for devices whose work uses --loader pxelinux")
+	fs.StringVar(&c.Imaging.Repo, "image-repo", d.Imaging.Repo, "image repository directory (default DATA_DIR/images)")
+	fs.StringVar(&c.Imaging.Kernel, "imaging-kernel", d.Imaging.Kernel, "imaging environment kernel, under the TFTP root")
+	fs.StringVar(&c.Imaging.Initrd, "imaging-initrd", d.Imaging.Initrd, "imaging environment initrd, under the TFTP root")
+	fs.StringVar(&c.Imaging.Cmdline, "imaging-cmdline", d.Imaging.Cmdline, "kernel command line before the per-job parameters")
 }
 
 func newServe(g *globals) *cobra.Command {
