@@ -127,7 +127,7 @@ func waitImaging(ctx context.Context, v *vm, srv *prebootServer, mac, marker str
 			return nil
 		}
 		if exited {
-			return fmt.Errorf("vm %s: qemu exited (%v) before the console showed %q", v.cfg.Name, v.waitErr, marker)
+			return fmt.Errorf("vm %s: qemu exited (%v) before the console showed %q", v.cfg.Name, v.err, marker)
 		}
 		if n%5 == 4 { // the job state every 5 s: the server log stays readable
 			qctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -184,33 +185,49 @@ func (l *lab) nsRun(ns string, args ...string) string {
 // process is a long-running helper (dnsmasq, preboot serve) started inside
 // a namespace, logging to a file, stopped by PID in t.Cleanup.
 type process struct {
+	*running
 	name string
-	cmd  *exec.Cmd
 	Log  string
-	done chan struct{}
-	err  error
+}
+
+// running is a started child process; it is stopped by its PID.
+type running struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has exited
+	err  error         // Wait's result, set before done is closed
+}
+
+// startRunning starts cmd and closes the given files once it has exited.
+func startRunning(cmd *exec.Cmd, closers ...io.Closer) (*running, error) {
+	r := &running{cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		r.err = cmd.Wait()
+		for _, c := range closers {
+			c.Close()
+		}
+		close(r.done)
+	}()
+	return r, nil
 }
 
 func (l *lab) startProcess(ns, name string, argv ...string) *process {
 	l.t.Helper()
-	p := &process{name: name, Log: filepath.Join(l.Dir, name+".log"), done: make(chan struct{})}
+	p := &process{name: name, Log: filepath.Join(l.Dir, name+".log")}
 	f, err := os.Create(p.Log)
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	p.cmd = exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
-	p.cmd.Stdout = f
-	p.cmd.Stderr = f
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, argv...)...)
+	cmd.Stdout = f
+	cmd.Stderr = f
 	l.t.Logf("%s: ip netns exec %s %s", name, ns, strings.Join(argv, " "))
-	if err := p.cmd.Start(); err != nil {
+	if p.running, err = startRunning(cmd, f); err != nil {
 		f.Close()
 		l.t.Fatalf("start %s: %v", name, err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
 	l.t.Cleanup(func() {
 		p.stop()
 		if l.t.Failed() {
@@ -220,20 +237,22 @@ func (l *lab) startProcess(ns, name string, argv ...string) *process {
 	return p
 }
 
-// stop kills the process by PID (ip netns exec execs it: same PID).
-func (p *process) stop() {
+// stop kills the process by PID (ip netns exec execs it: same PID) and
+// waits for it.
+func (r *running) stop() {
 	select {
-	case <-p.done:
+	case <-r.done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
+	_ = r.cmd.Process.Kill()
+	<-r.done
 }
 
-func (p *process) exited() bool {
+// exited reports whether the process has exited.
+func (r *running) exited() bool {
 	select {
-	case <-p.done:
+	case <-r.done:
 		return true
 	default:
 		return false

@@ -32,13 +32,11 @@ type vmConfig struct {
 
 // vm is a running QEMU process. Its serial console goes to SerialLog.
 type vm struct {
+	*running
 	t         testing.TB
 	cfg       vmConfig
-	cmd       *exec.Cmd
 	SerialLog string
 	DebugLog  string
-	done      chan struct{}
-	waitErr   error
 }
 
 func requireQEMU(t testing.TB) {
@@ -58,7 +56,6 @@ func startVM(t testing.TB, cfg vmConfig) *vm {
 		cfg:       cfg,
 		SerialLog: filepath.Join(cfg.Dir, cfg.Name+"-serial.log"),
 		DebugLog:  filepath.Join(cfg.Dir, cfg.Name+"-firmware.log"),
-		done:      make(chan struct{}),
 	}
 	args := []string{
 		"-accel", "tcg",
@@ -102,21 +99,15 @@ func startVM(t testing.TB, cfg vmConfig) *vm {
 		stderr.Close()
 		t.Fatal(err)
 	}
-	v.cmd = exec.Command(argv[0], argv[1:]...)
-	v.cmd.Stdout = &lineStamper{w: serial, start: time.Now(), bol: true}
-	v.cmd.Stderr = stderr
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout = &lineStamper{w: serial, start: time.Now(), bol: true}
+	cmd.Stderr = stderr
 	t.Logf("vm %s: %s", cfg.Name, strings.Join(argv, " "))
-	if err := v.cmd.Start(); err != nil {
+	if v.running, err = startRunning(cmd, stderr, serial); err != nil {
 		stderr.Close()
 		serial.Close()
 		t.Fatalf("start qemu: %v", err)
 	}
-	go func() {
-		v.waitErr = v.cmd.Wait()
-		stderr.Close()
-		serial.Close()
-		close(v.done)
-	}()
 	t.Cleanup(func() {
 		v.stop()
 		if t.Failed() {
@@ -154,28 +145,6 @@ func (l *lineStamper) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// stop kills QEMU by PID (ip netns exec execs QEMU, so the PID is QEMU's)
-// and waits for it.
-func (v *vm) stop() {
-	select {
-	case <-v.done:
-		return
-	default:
-	}
-	_ = v.cmd.Process.Kill()
-	<-v.done
-}
-
-// exited reports whether QEMU has exited.
-func (v *vm) exited() bool {
-	select {
-	case <-v.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // serial returns the serial console output so far.
 func (v *vm) serial() string {
 	b, _ := os.ReadFile(v.SerialLog)
@@ -200,7 +169,7 @@ func (v *vm) waitFor(ctx context.Context, markers ...string) error {
 			return nil
 		}
 		if exited {
-			return fmt.Errorf("vm %s: qemu exited (%v) before the console showed %q", v.cfg.Name, v.waitErr, missing)
+			return fmt.Errorf("vm %s: qemu exited (%v) before the console showed %q", v.cfg.Name, v.err, missing)
 		}
 		select {
 		case <-ctx.Done():
