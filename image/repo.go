@@ -166,27 +166,38 @@ func writeFileSync(p string, data []byte) (err error) {
 	return os.Rename(tmp, p)
 }
 
-// Get implements ChunkStore.
-func (r *Repo) Get(ctx context.Context, h Hash, dst []byte) ([]byte, error) {
+// OpenChunk opens a stored chunk for streaming (e.g. straight to a network
+// connection) and returns its size. The caller closes the file.
+func (r *Repo) OpenChunk(ctx context.Context, h Hash) (*os.File, int64, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	f, err := os.Open(r.chunkPath(h))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("chunk %s: %w", h, ErrNotFound)
+		return nil, 0, fmt.Errorf("chunk %s: %w", h, ErrNotFound)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h, err)
+		return nil, 0, fmt.Errorf("chunk %s: %w", h, err)
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", h, err)
+		f.Close()
+		return nil, 0, fmt.Errorf("chunk %s: %w", h, err)
 	}
-	if fi.Size() > maxStoredChunk {
-		return nil, fmt.Errorf("chunk %s: %w: %d bytes stored", h, ErrCorruptChunk, fi.Size())
+	return f, fi.Size(), nil
+}
+
+// Get implements ChunkStore.
+func (r *Repo) Get(ctx context.Context, h Hash, dst []byte) ([]byte, error) {
+	f, size, err := r.OpenChunk(ctx, h)
+	if err != nil {
+		return nil, err
 	}
-	n := int(fi.Size())
+	defer f.Close()
+	if size > maxStoredChunk {
+		return nil, fmt.Errorf("chunk %s: %w: %d bytes stored", h, ErrCorruptChunk, size)
+	}
+	n := int(size)
 	if cap(dst) < n {
 		dst = make([]byte, n)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -338,15 +339,18 @@ func (h *Handler) getChunk(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	data, err := h.Repo.Get(r.Context(), hash, nil)
+	// Streamed from the file (sendfile where the connection allows it):
+	// no copy of the chunk in memory.
+	f, size, err := h.Repo.OpenChunk(r.Context(), hash)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
+	defer f.Close()
 	w.Header().Set("Content-Type", "application/zstd")
-	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(data)
+	_, _ = io.Copy(w, f)
 }
 
 // inImage reports whether image name references chunk hash, from a short-
