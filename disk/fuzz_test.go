@@ -50,7 +50,7 @@ func encodeOverlay(img []byte) []byte {
 	out := binary.LittleEndian.AppendUint64(nil, uint64(len(img)))
 	for s := 0; s < len(img); s += 512 {
 		sec := img[s:min(s+512, len(img))]
-		if allZero(sec) {
+		if AllZero(sec) {
 			continue
 		}
 		out = binary.LittleEndian.AppendUint32(out, uint32(s))

@@ -232,7 +232,7 @@ func (t *Table) gptForDisk(newSize int64, growLast bool) (*Table, error) {
 		best, bestEnd := -1, uint64(0)
 		for i := uint32(0); i < p.numEntries; i++ {
 			e := entries[int64(i)*int64(p.entrySize):]
-			if allZero(e[:16]) {
+			if AllZero(e[:16]) {
 				continue
 			}
 			if end := binary.LittleEndian.Uint64(e[40:]); best < 0 || end > bestEnd {

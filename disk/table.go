@@ -78,7 +78,7 @@ func ReadTable(r io.ReaderAt, size int64) (*Table, error) {
 		return nil, fmt.Errorf("disk of %d bytes is too small for a partition table", size)
 	}
 	s0 := make([]byte, 512)
-	if err := readFull(r, s0, 0); err != nil {
+	if err := ReadFull(r, s0, 0); err != nil {
 		return nil, fmt.Errorf("read sector 0: %w", err)
 	}
 	if s0[510] == 0x55 && s0[511] == 0xaa && hasProtective(s0) {
@@ -116,7 +116,9 @@ var (
 	errNoMBR = errors.New("no valid MBR")
 )
 
-func readFull(r io.ReaderAt, b []byte, off int64) error {
+// ReadFull reads exactly len(b) bytes at off; a short read is an error
+// wrapping io.ErrUnexpectedEOF.
+func ReadFull(r io.ReaderAt, b []byte, off int64) error {
 	n, err := r.ReadAt(b, off)
 	if n == len(b) {
 		return nil
@@ -124,7 +126,7 @@ func readFull(r io.ReaderAt, b []byte, off int64) error {
 	if err == nil || err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	return err
+	return fmt.Errorf("read %d bytes at %d: %w", len(b), off, err)
 }
 
 func hasProtective(s0 []byte) bool {
@@ -183,7 +185,7 @@ type mbrLayout struct {
 func parseMBR(r io.ReaderAt, size int64) (*mbrLayout, []byte, error) {
 	const ss = 512
 	s0 := make([]byte, ss)
-	if err := readFull(r, s0, 0); err != nil {
+	if err := ReadFull(r, s0, 0); err != nil {
 		return nil, nil, err
 	}
 	l := &mbrLayout{extStart: -1}
@@ -232,7 +234,7 @@ func (l *mbrLayout) walkEBRs(r io.ReaderAt, size int64) error {
 			break
 		}
 		seen[ebr] = true
-		if err := readFull(r, buf, ebr); err != nil {
+		if err := ReadFull(r, buf, ebr); err != nil {
 			return fmt.Errorf("read EBR at %d: %w", ebr, err)
 		}
 		if buf[510] != 0x55 || buf[511] != 0xaa {
@@ -268,7 +270,7 @@ func readMBR(r io.ReaderAt, size int64) (*Table, error) {
 	t.Raw = append(t.Raw, RawRegion{Offset: 0, Data: s0})
 	for _, e := range l.ebrs {
 		b := make([]byte, 512)
-		if err := readFull(r, b, e); err != nil {
+		if err := ReadFull(r, b, e); err != nil {
 			return nil, err
 		}
 		t.Raw = append(t.Raw, RawRegion{Offset: e, Data: b})
@@ -316,7 +318,7 @@ func gapRegions(r io.ReaderAt, from, to int64) ([]RawRegion, error) {
 		for s := 0; s+512 <= m; s += 512 {
 			pos := off + int64(s)
 			sec := buf[s : s+512]
-			zero := allZero(sec)
+			zero := AllZero(sec)
 			if runStart >= 0 && zero && pos-lastNonZero >= 8*512 {
 				flush()
 			}
@@ -339,7 +341,8 @@ func gapRegions(r io.ReaderAt, from, to int64) ([]RawRegion, error) {
 	return out, nil
 }
 
-func allZero(b []byte) bool {
+// AllZero reports whether b holds only zero bytes.
+func AllZero(b []byte) bool {
 	for len(b) >= 8 {
 		if binary.LittleEndian.Uint64(b) != 0 {
 			return false
@@ -433,7 +436,7 @@ func parseGPT(r io.ReaderAt, size int64, ss int) (*Table, *gptLayout, error) {
 			return nil, errNoGPT
 		}
 		b := make([]byte, ss)
-		if err := readFull(r, b, int64(lba)*ss64); err != nil {
+		if err := ReadFull(r, b, int64(lba)*ss64); err != nil {
 			return nil, fmt.Errorf("read GPT header: %w", err)
 		}
 		return parseGPTHeader(b)
@@ -444,7 +447,7 @@ func parseGPT(r io.ReaderAt, size int64, ss int) (*Table, *gptLayout, error) {
 			return nil, fmt.Errorf("GPT entries beyond the disk: %w", errNoGPT)
 		}
 		b := make([]byte, n)
-		if err := readFull(r, b, int64(h.entryLBA)*ss64); err != nil {
+		if err := ReadFull(r, b, int64(h.entryLBA)*ss64); err != nil {
 			return nil, fmt.Errorf("read GPT entries: %w", err)
 		}
 		if crc32IEEE(b[:h.entriesBytes]) != h.entriesCRC {
@@ -494,7 +497,7 @@ func parseGPT(r io.ReaderAt, size int64, ss int) (*Table, *gptLayout, error) {
 	t := &Table{Kind: "gpt", SectorSize: ss, DiskSize: size, DiskID: guidString(h.diskGUID[:])}
 	for i := uint32(0); i < h.numEntries; i++ {
 		e := entries[int64(i)*int64(h.entrySize):]
-		if allZero(e[:16]) {
+		if AllZero(e[:16]) {
 			continue
 		}
 		first := binary.LittleEndian.Uint64(e[32:])
@@ -509,7 +512,7 @@ func parseGPT(r io.ReaderAt, size int64, ss int) (*Table, *gptLayout, error) {
 		})
 	}
 	pmbr := make([]byte, ss)
-	if err := readFull(r, pmbr, 0); err != nil {
+	if err := ReadFull(r, pmbr, 0); err != nil {
 		return nil, nil, err
 	}
 	t.Raw = l.regions(pmbr)

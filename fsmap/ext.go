@@ -229,7 +229,7 @@ func extUsed(r io.ReaderAt, size int64, sb []byte) (string, []disk.Extent, error
 			if loc >= fs.blocks {
 				return "", nil, corrupt("ext: descriptor block %d beyond the filesystem", loc)
 			}
-			if err := readFull(r, desc, loc*fs.bs); err != nil {
+			if err := disk.ReadFull(r, desc, loc*fs.bs); err != nil {
 				return "", nil, err
 			}
 			curDesc = di
@@ -254,7 +254,7 @@ func extUsed(r io.ReaderAt, size int64, sb []byte) (string, []disk.Extent, error
 			// No bitmap on disk: the group holds only the metadata above.
 			continue
 		}
-		if err := readFull(r, bitmap, bbm*fs.bs); err != nil {
+		if err := disk.ReadFull(r, bitmap, bbm*fs.bs); err != nil {
 			return "", nil, err
 		}
 		first := fs.groupFirst(g)

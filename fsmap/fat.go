@@ -76,7 +76,7 @@ func fatUsed(r io.ReaderAt, size int64, b []byte) (string, []disk.Extent, error)
 		base := (reserved + f*fatSz) * bps
 		for off := int64(0); off < fatBytes; off += chunk {
 			n := min(chunk, fatBytes-off)
-			if err := readFull(r, buf[:n], base+off); err != nil {
+			if err := disk.ReadFull(r, buf[:n], base+off); err != nil {
 				return "", nil, err
 			}
 			first := off * 8 / bits // chunks hold whole entries

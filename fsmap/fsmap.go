@@ -81,43 +81,17 @@ func Raw(r io.ReaderAt, size int64) ([]disk.Extent, error) {
 	buf := make([]byte, 16*RawGranularity)
 	for off := int64(0); off < size; off += int64(len(buf)) {
 		n := int(min(int64(len(buf)), size-off))
-		if err := readFull(r, buf[:n], off); err != nil {
+		if err := disk.ReadFull(r, buf[:n], off); err != nil {
 			return nil, err
 		}
 		for b := 0; b < n; b += RawGranularity {
 			e := min(b+RawGranularity, n)
-			if !allZero(buf[b:e]) {
+			if !disk.AllZero(buf[b:e]) {
 				c.add(off+int64(b), int64(e-b))
 			}
 		}
 	}
 	return c.result(size), nil
-}
-
-func readFull(r io.ReaderAt, b []byte, off int64) error {
-	n, err := r.ReadAt(b, off)
-	if n == len(b) {
-		return nil
-	}
-	if err == nil || err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	return fmt.Errorf("read %d bytes at %d: %w", len(b), off, err)
-}
-
-func allZero(b []byte) bool {
-	for len(b) >= 8 {
-		if binary.LittleEndian.Uint64(b) != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // collector gathers extents; adjacent additions in ascending order merge on

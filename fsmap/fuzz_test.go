@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/preboot/preboot/disk"
 )
 
 // The fuzz inputs describe a sparse partition, so small corpus files can hold
@@ -79,7 +81,7 @@ func encodeOverlay(img []byte, keep func(off int64) bool) []byte {
 	out := binary.LittleEndian.AppendUint64(nil, uint64(len(img)))
 	for s := 0; s < len(img); s += 512 {
 		sec := img[s:min(s+512, len(img))]
-		if allZero(sec) || !keep(int64(s)) {
+		if disk.AllZero(sec) || !keep(int64(s)) {
 			continue
 		}
 		out = binary.LittleEndian.AppendUint32(out, uint32(s))

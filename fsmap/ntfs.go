@@ -50,7 +50,7 @@ func ntfsUsed(r io.ReaderAt, size int64, b []byte) ([]disk.Extent, error) {
 		return nil, corrupt("ntfs: $Bitmap record beyond the volume")
 	}
 	mrec := make([]byte, rec)
-	if err := readFull(r, mrec, recOff); err != nil {
+	if err := disk.ReadFull(r, mrec, recOff); err != nil {
 		return nil, err
 	}
 	data, err := ntfsDataAttr(mrec)
@@ -84,7 +84,7 @@ func ntfsUsed(r io.ReaderAt, size int64, b []byte) ([]disk.Extent, error) {
 				n := min(int64(len(buf)), run.n*cs-k, need-pos)
 				if run.lcn < 0 {
 					clear(buf[:n])
-				} else if err := readFull(r, buf[:n], run.lcn*cs+k); err != nil {
+				} else if err := disk.ReadFull(r, buf[:n], run.lcn*cs+k); err != nil {
 					return nil, err
 				}
 				addBits(buf[:n], pos*8)
