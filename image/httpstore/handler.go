@@ -418,14 +418,24 @@ func withUsage(info ImageInfo, u image.ImageUsage) ImageInfo {
 	return info
 }
 
-func (h *Handler) getImage(w http.ResponseWriter, r *http.Request) {
+// readManifest loads the manifest of the image the path names, if the
+// request may read it; otherwise it has answered and returns false.
+func (h *Handler) readManifest(w http.ResponseWriter, r *http.Request) (string, *image.Manifest, bool) {
 	name, ok := pathName(w, r)
 	if !ok || !h.allowed(w, r, name, false) {
-		return
+		return "", nil, false
 	}
 	m, err := h.Repo.Manifest(name)
 	if err != nil {
 		h.fail(w, r, err)
+		return "", nil, false
+	}
+	return name, m, true
+}
+
+func (h *Handler) getImage(w http.ResponseWriter, r *http.Request) {
+	name, m, ok := h.readManifest(w, r)
+	if !ok {
 		return
 	}
 	if r.URL.Query().Get("only") == "manifest" {
@@ -541,13 +551,8 @@ func (h *Handler) deleteImage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathName(w, r)
-	if !ok || !h.allowed(w, r, name, false) {
-		return
-	}
-	m, err := h.Repo.Manifest(name)
-	if err != nil {
-		h.fail(w, r, err)
+	name, m, ok := h.readManifest(w, r)
+	if !ok {
 		return
 	}
 	res := VerifyResult{Name: name, OK: true, Chunks: len(m.ChunkHashes())}
