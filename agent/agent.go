@@ -70,6 +70,11 @@ type Options struct {
 	// Source describes the captured device in the manifest (device id, mac,
 	// hostname, …). The device path is added as "device" when missing.
 	Source map[string]string
+	// Partitions, for Restore, restores only these partitions (1-based)
+	// of the image onto a disk already partitioned like the image for
+	// them (same start and size), leaving the partition table, the boot
+	// code and every other partition as they are. Empty: the whole disk.
+	Partitions []int
 	// NoDelta makes Restore write every chunk instead of skipping those
 	// the disk already holds.
 	NoDelta bool

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 )
@@ -54,7 +57,8 @@ func ParseCmdline(cmdline string) (Env, error) {
 
 // AutoOptions tune Auto.
 type AutoOptions struct {
-	// Device overrides the job's device (and the default disk).
+	// Device overrides the job's device (and the default disk); for a
+	// wipe it replaces the bundle's list of disks.
 	Device string
 	// HTTP is used for the job API and the image repository (nil: defaults).
 	HTTP *http.Client
@@ -79,10 +83,11 @@ type Outcome struct {
 }
 
 // Auto runs the assigned job: it fetches it, reports the machine's info,
-// captures or restores while reporting progress and log lines, and reports
-// the result. It returns ErrNoJob when there is nothing to do. A failed job
-// is reported as failed (the server runs it again at the next boot) and
-// returned as the error.
+// does the work of the job's bundle kind (image-capture, image-restore,
+// multicast — for now a unicast restore —, script, wipe, inventory) while
+// reporting progress and log lines, and reports the result. It returns
+// ErrNoJob when there is nothing to do. A failed job is reported as failed
+// (the server runs it again at the next boot) and returned as the error.
 func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	base := o.Logger
 	if base == nil {
@@ -93,7 +98,7 @@ func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	if err != nil {
 		return Outcome{}, fmt.Errorf("get job: %w", err)
 	}
-	out := Outcome{Job: job, After: job.After}
+	out := Outcome{Job: job, After: jobAfter(job)}
 	if env.Job != 0 && job.ID != env.Job {
 		base.WarnContext(ctx, "the server's job differs from the one on the command line", "cmdline", env.Job, "server", job.ID)
 	}
@@ -111,7 +116,8 @@ func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	var wg sync.WaitGroup
 	wg.Go(func() { reportLoop(rctx, jc, ship, &prog, interval, base) })
 
-	runErr := runJob(ctx, env, o, job, jc, log, &prog)
+	r := &jobRun{env: env, o: o, job: job, jc: jc, log: log, base: base, ship: ship, prog: &prog}
+	runErr := r.run(ctx)
 
 	stopReports()
 	wg.Wait()
@@ -144,72 +150,203 @@ func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	return out, nil
 }
 
-func runJob(ctx context.Context, env Env, o AutoOptions, job *Job, jc *JobClient, log *slog.Logger, prog *progressState) error {
-	dev := o.Device
-	if dev == "" {
-		dev = job.Device
+// jobRun is one job being run by Auto.
+type jobRun struct {
+	env  Env
+	o    AutoOptions
+	job  *Job
+	jc   *JobClient
+	log  *slog.Logger // console + job log
+	base *slog.Logger // console only
+	ship *logShipper  // the job log
+	prog *progressState
+}
+
+// jobAfter is what the machine does after the job: the job's After, else
+// its bundle's, else reboot.
+func jobAfter(job *Job) string {
+	var p struct {
+		After string `json:"after"`
 	}
-	if dev == "" {
-		d, err := DefaultDisk()
-		if err != nil {
-			return err
-		}
-		dev = d
+	_ = json.Unmarshal(job.Params, &p) // every kind's params may say "after"
+	return cmp.Or(job.After, p.After, "reboot")
+}
+
+// run does the job's work. Every kind first reports the machine's
+// hardware, disks and image-safe data; for inventory that is the work.
+func (r *jobRun) run(ctx context.Context) error {
+	job, log := r.job, r.log
+	params, err := bundle.Decode(job.Kind, job.Params)
+	if err != nil {
+		return fmt.Errorf("job %d: %w", job.ID, err)
 	}
-	log.InfoContext(ctx, "job start", "kind", job.Kind, "image", job.Image, "device", dev)
-	prog.set(JobProgress{State: "running", Phase: "info"})
-	if in, err := GetInfo(ctx, ""); err != nil {
-		log.WarnContext(ctx, "hardware inventory incomplete", "err", err)
-	} else if err := jc.Info(ctx, in); err != nil {
-		log.WarnContext(ctx, "info report failed", "err", err)
+	log.InfoContext(ctx, "job start", "kind", job.Kind, "bundle", job.Bundle)
+	r.prog.set(JobProgress{State: "running", Phase: "info"})
+	in, infoErr := GetInfo(ctx, "")
+	if infoErr != nil {
+		infoErr = fmt.Errorf("hardware inventory: %w", infoErr)
+	} else if err := r.jc.Info(ctx, in); err != nil {
+		infoErr = fmt.Errorf("report hardware inventory: %w", err)
 	}
 
-	st := &httpstore.Client{BaseURL: env.Server, Token: env.Token, HTTP: o.HTTP, Image: job.Image,
-		Replace: true, Logger: log}
+	switch p := params.(type) {
+	case *bundle.Inventory:
+		if infoErr != nil {
+			return infoErr
+		}
+		log.InfoContext(ctx, "inventory reported", "vendor", in.Hardware.Vendor, "product", in.Hardware.Product,
+			"serial", in.Hardware.Serial, "disks", len(in.Disks), "nics", len(in.Hardware.NICs))
+		return nil
+	case *bundle.Capture:
+		r.warnInfo(ctx, infoErr)
+		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression))
+	case *bundle.Restore:
+		r.warnInfo(ctx, infoErr)
+		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions)
+	case *bundle.Multicast:
+		r.warnInfo(ctx, infoErr)
+		img := cmp.Or(p.Image, job.Image)
+		log.InfoContext(ctx, "multicast sessions are not implemented yet: restoring the image by unicast from the server instead",
+			"image", img, "partitions", p.Partitions)
+		return r.restore(ctx, img, cmp.Or(p.Device, job.Device), p.Partitions)
+	case *bundle.Script:
+		r.warnInfo(ctx, infoErr)
+		return r.script(ctx, p)
+	case *bundle.Wipe:
+		r.warnInfo(ctx, infoErr)
+		return r.wipe(ctx, p)
+	}
+	return fmt.Errorf("job %d: %s bundles do not run in the imaging environment (the boot policy handles them)", job.ID, job.Kind)
+}
+
+func (r *jobRun) warnInfo(ctx context.Context, err error) {
+	if err != nil {
+		r.log.WarnContext(ctx, "hardware inventory not reported", "err", err)
+	}
+}
+
+// disk is the disk a job works on: the agent's override, the job's, else
+// the first fixed disk.
+func (r *jobRun) disk(jobDevice string) (string, error) {
+	if r.o.Device != "" {
+		return r.o.Device, nil
+	}
+	if jobDevice != "" {
+		return jobDevice, nil
+	}
+	return DefaultDisk()
+}
+
+func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
+	st := &httpstore.Client{BaseURL: r.env.Server, Token: r.env.Token, HTTP: r.o.HTTP, Image: img,
+		Replace: true, Logger: r.log}
 	onProgress := func(p image.Progress) {
-		prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate)})
-		if o.Progress != nil {
-			o.Progress(p)
+		r.prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate)})
+		if r.o.Progress != nil {
+			r.o.Progress(p)
 		}
 	}
-	opts := Options{Device: dev, Image: job.Image, Store: st, Compression: job.Compression,
-		Progress: onProgress, Logger: log}
-	switch job.Kind {
-	case "capture":
-		opts.Source = map[string]string{"device": dev}
-		if job.MAC != "" {
-			opts.Source["mac"] = job.MAC
-		}
-		if h, err := os.Hostname(); err == nil {
-			opts.Source["hostname"] = h
-		}
-		if rec, err := ReadImageSafe(dev); err == nil {
-			if rec.DeviceID != "" {
-				opts.Source["device_id"] = rec.DeviceID
-			}
-			if rec.Hostname != "" {
-				opts.Source["hostname"] = rec.Hostname
-			}
-		}
-		_, err := Capture(ctx, opts)
-		return err
-	case "restore":
-		rec, err := ReadImageSafe(dev)
-		if err != nil {
-			if !errors.Is(err, ErrNoImageSafe) {
-				log.WarnContext(ctx, "image-safe data unreadable; starting a new record", "err", err)
-			}
-			rec = &ImageSafe{}
-		}
-		rec.Server = env.Server
-		if rec.DeviceID == "" {
-			rec.DeviceID = job.MAC
-		}
-		opts.ImageSafe = rec
-		_, err = Restore(ctx, opts)
+	return Options{Device: dev, Image: img, Store: st, Compression: compression, Progress: onProgress, Logger: r.log}
+}
+
+func (r *jobRun) capture(ctx context.Context, img, device string, compression int) error {
+	dev, err := r.disk(device)
+	if err != nil {
 		return err
 	}
-	return fmt.Errorf("unknown job kind %q", job.Kind)
+	r.log.InfoContext(ctx, "capture", "image", img, "device", dev)
+	opts := r.imagingOptions(img, dev, compression)
+	opts.Source = map[string]string{"device": dev}
+	if r.job.MAC != "" {
+		opts.Source["mac"] = r.job.MAC
+	}
+	if h, err := os.Hostname(); err == nil {
+		opts.Source["hostname"] = h
+	}
+	if rec, err := ReadImageSafe(dev); err == nil {
+		if rec.DeviceID != "" {
+			opts.Source["device_id"] = rec.DeviceID
+		}
+		if rec.Hostname != "" {
+			opts.Source["hostname"] = rec.Hostname
+		}
+	}
+	_, err = Capture(ctx, opts)
+	return err
+}
+
+func (r *jobRun) restore(ctx context.Context, img, device string, partitions []int) error {
+	dev, err := r.disk(device)
+	if err != nil {
+		return err
+	}
+	r.log.InfoContext(ctx, "restore", "image", img, "device", dev, "partitions", partitions)
+	opts := r.imagingOptions(img, dev, 0)
+	opts.Partitions = partitions
+	rec, err := ReadImageSafe(dev)
+	if err != nil {
+		if !errors.Is(err, ErrNoImageSafe) {
+			r.log.WarnContext(ctx, "image-safe data unreadable; starting a new record", "err", err)
+		}
+		rec = &ImageSafe{}
+	}
+	rec.Server = r.env.Server
+	if rec.DeviceID == "" {
+		rec.DeviceID = r.job.MAC
+	}
+	opts.ImageSafe = rec
+	_, err = Restore(ctx, opts)
+	return err
+}
+
+// script runs a script bundle: its output goes to the job log line by
+// line (and to the console).
+func (r *jobRun) script(ctx context.Context, p *bundle.Script) error {
+	disk, err := r.disk("")
+	if err != nil {
+		r.log.WarnContext(ctx, "no disk for PREBOOT_DISK", "err", err)
+		disk = ""
+	}
+	timeout := time.Duration(p.Timeout)
+	if timeout <= 0 {
+		timeout = time.Hour
+	}
+	r.prog.set(JobProgress{State: "running", Phase: "script"})
+	r.log.InfoContext(ctx, "script start", "bytes", len(p.Script), "timeout", timeout, "disk", disk)
+	err = RunScript(ctx, ScriptOptions{
+		Script:  p.Script,
+		Timeout: timeout,
+		Env: []string{"PREBOOT_SERVER=" + r.env.Server, fmt.Sprintf("PREBOOT_JOB=%d", r.job.ID),
+			"PREBOOT_MAC=" + r.job.MAC, "PREBOOT_DISK=" + disk},
+		Output: func(line string) {
+			_, _ = r.ship.Write([]byte(line + "\n"))
+			r.base.InfoContext(ctx, "script", "out", line)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	r.log.InfoContext(ctx, "script exited with status 0")
+	return nil
+}
+
+// wipe runs a wipe bundle over its disks (the agent's --device, when
+// set, replaces the list).
+func (r *jobRun) wipe(ctx context.Context, p *bundle.Wipe) error {
+	if !p.Confirm {
+		return errors.New("wipe: the bundle is not confirmed (confirm: true); nothing was wiped")
+	}
+	disks := p.Disks
+	if r.o.Device != "" {
+		disks = []string{r.o.Device}
+	}
+	r.prog.set(JobProgress{State: "running", Phase: "wipe"})
+	return Wipe(ctx, WipeOptions{
+		Disks: disks, Mode: p.Mode, Logger: r.log,
+		Progress: func(w WipeProgress) {
+			r.prog.set(JobProgress{State: "running", Phase: "wipe", BytesDone: w.Done, BytesTotal: w.Total, Rate: int64(w.Rate)})
+		},
+	})
 }
 
 type progressState struct {

@@ -113,7 +113,7 @@ func TestAuto(t *testing.T) {
 	d := buildDisk(t, dir, "mbr", 64*MiB)
 	repo, _ := newRepo(t)
 	js := &jobServer{token: "tok-1", failFirst: 2,
-		job: &Job{ID: 41, Kind: "capture", Image: "auto-img", MAC: "52:54:00:12:34:56", After: "reboot"}}
+		job: &Job{ID: 41, Kind: "image-capture", Image: "auto-img", MAC: "52:54:00:12:34:56", After: "reboot"}}
 	srv := httptest.NewServer(js.handler(repo))
 	defer srv.Close()
 	ctx := context.Background()
@@ -152,7 +152,7 @@ func TestAuto(t *testing.T) {
 	dst := filepath.Join(t.TempDir(), "dst.img")
 	makeFile(t, dst, 80*MiB)
 	js.mu.Lock()
-	js.job = &Job{ID: 42, Kind: "restore", Image: "auto-img", MAC: "52:54:00:ab:cd:ef", After: "poweroff"}
+	js.job = &Job{ID: 42, Kind: "image-restore", Image: "auto-img", MAC: "52:54:00:ab:cd:ef", After: "poweroff"}
 	js.results = nil
 	js.mu.Unlock()
 	o.Device = dst
@@ -170,7 +170,7 @@ func TestAuto(t *testing.T) {
 
 	// A restore that fails (no such image) is reported as failed.
 	js.mu.Lock()
-	js.job = &Job{ID: 43, Kind: "restore", Image: "nope", After: "reboot"}
+	js.job = &Job{ID: 43, Kind: "image-restore", Image: "nope", After: "reboot"}
 	js.results = nil
 	js.mu.Unlock()
 	before := fileSum(t, dst)

@@ -13,15 +13,21 @@ import (
 	"time"
 )
 
-// Job is the work the server assigned (GET /api/v1/agent/job).
+// Job is the work the server assigned (GET /api/v1/agent/job): one run of
+// a bundle. Kind is the bundle kind (image-capture, image-restore,
+// multicast, script, wipe, inventory) and Params its parameters, decoded
+// with bundle.Decode; Image, After, Compression and Device repeat what
+// the imaging kinds need (Params win when both are set).
 type Job struct {
-	ID          int64  `json:"id"`
-	Kind        string `json:"kind"` // "capture" or "restore"
-	Image       string `json:"image"`
-	MAC         string `json:"mac,omitempty"`
-	After       string `json:"after,omitempty"` // "reboot", "poweroff", "none"
-	Compression int    `json:"compression,omitempty"`
-	Device      string `json:"device,omitempty"` // "" = first non-removable disk
+	ID          int64           `json:"id"`
+	Kind        string          `json:"kind"`
+	Bundle      string          `json:"bundle,omitempty"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Image       string          `json:"image"`
+	MAC         string          `json:"mac,omitempty"`
+	After       string          `json:"after,omitempty"` // "reboot", "poweroff", "none"
+	Compression int             `json:"compression,omitempty"`
+	Device      string          `json:"device,omitempty"` // "" = first non-removable disk
 }
 
 // JobProgress is POSTed to /api/v1/agent/job/progress.

@@ -14,10 +14,7 @@ import (
 // TestRestoreBlockDevice restores onto a loop device (root only): the
 // block-device paths (BLKGETSIZE64, BLKRRPART, fsync) run for real.
 func TestRestoreBlockDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for loop devices")
-	}
-	needTools(t, "losetup")
+	needRoot(t)
 	dir := t.TempDir()
 	d := buildDisk(t, dir, "gpt", 64*MiB)
 	_, st := newRepo(t)
@@ -28,12 +25,7 @@ func TestRestoreBlockDevice(t *testing.T) {
 	}
 	dst := filepath.Join(dir, "target.img")
 	makeFile(t, dst, 80*MiB)
-	out, err := exec.Command("losetup", "--find", "--show", dst).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup: %v: %s", err, out)
-	}
-	loop := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	loop := attachLoop(t, dst)
 
 	f, err := os.Open(loop)
 	if err != nil {
@@ -47,9 +39,7 @@ func TestRestoreBlockDevice(t *testing.T) {
 	if _, err := Restore(ctx, Options{Device: loop, Image: m.Name, Store: st}); err != nil {
 		t.Fatal(err)
 	}
-	if err := exec.Command("losetup", "-d", loop).Run(); err != nil {
-		t.Fatal(err)
-	}
+	detachLoop(t, loop)
 	checkDisk(t, d, dst)
 	checkTable(t, "gpt", dst)
 	f, _ = os.Open(dst)
@@ -60,5 +50,34 @@ func TestRestoreBlockDevice(t *testing.T) {
 	}
 	if rec, err := ReadImageSafe(dst); err != nil || rec.LastImage != "loop-img" {
 		t.Errorf("image-safe %+v %v", rec, err)
+	}
+}
+
+// needRoot skips tests that need loop devices or mounts.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for loop devices")
+	}
+	needTools(t, "losetup")
+}
+
+// attachLoop attaches file to a free loop device, detached at cleanup
+// (or earlier by detachLoop).
+func attachLoop(t *testing.T, file string) string {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", file).CombinedOutput()
+	if err != nil {
+		t.Skipf("losetup: %v: %s", err, out)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("losetup", "-d", loop).Run() })
+	return loop
+}
+
+func detachLoop(t *testing.T, loop string) {
+	t.Helper()
+	if out, err := exec.Command("losetup", "-d", loop).CombinedOutput(); err != nil {
+		t.Fatalf("losetup -d %s: %v: %s", loop, err, out)
 	}
 }

@@ -47,6 +47,11 @@ func fetchManifest(ctx context.Context, opts Options) (*image.Manifest, error) {
 // Restore is a delta restore unless opts.NoDelta: windows the disk already
 // holds are neither fetched nor written. The disk's image-safe record
 // survives (the image never carries one).
+//
+// With opts.Partitions only those partitions are restored: the disk must
+// already have them at the image's start and size (else nothing is
+// written and the error wraps image.ErrTableMismatch); its partition
+// table, boot code and other partitions stay as they are.
 func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 	log := opts.log()
 	if opts.Store == nil {
@@ -67,6 +72,9 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 	size, err := deviceSize(f)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if len(opts.Partitions) > 0 {
+		return restorePartitions(ctx, f, size, m, opts)
 	}
 	need := max(m.Disk.Size, m.RequiredSize())
 	if size < need {
@@ -141,6 +149,56 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 		}
 	}
 	log.InfoContext(ctx, "restore done", "image", m.Name, "device", opts.Device)
+	return m, nil
+}
+
+// restorePartitions restores opts.Partitions of m onto the open disk f,
+// whose table must already match the image's for them; nothing else of
+// the disk is written but the image-safe record (updated only when the
+// area is free or holds a record).
+func restorePartitions(ctx context.Context, f *os.File, size int64, m *image.Manifest, opts Options) (*image.Manifest, error) {
+	log := opts.log()
+	tbl, err := disk.ReadTable(f, size)
+	if err != nil {
+		return nil, fmt.Errorf("restore partitions %v of %s onto %s: read the disk's partition table: %w; nothing was written",
+			opts.Partitions, m.Name, opts.Device, err)
+	}
+	ropts := image.RestoreOptions{
+		TargetSize: size, Partitions: opts.Partitions, TargetTable: tbl, Workers: opts.Workers,
+		Progress: opts.Progress, ProgressInterval: opts.interval(), Logger: log,
+	}
+	if !opts.NoDelta {
+		ropts.Current = f
+	}
+	rec := opts.ImageSafe
+	if rec == nil {
+		old, err := ReadImageSafeAt(f, size)
+		switch {
+		case err == nil:
+			rec = old
+		case errors.Is(err, ErrNoImageSafe):
+			rec = &ImageSafe{}
+		default:
+			log.WarnContext(ctx, "image-safe data unreadable; leaving the area alone", "err", err)
+		}
+	}
+	log.InfoContext(ctx, "partition restore start", "image", m.Name, "device", opts.Device, "partitions", opts.Partitions,
+		"delta", !opts.NoDelta)
+	if err := image.Restore(ctx, f, m, opts.Store, ropts); err != nil {
+		return nil, fmt.Errorf("restore partitions %v of %s onto %s: %w", opts.Partitions, m.Name, opts.Device, err)
+	}
+	if rec != nil {
+		now := time.Now().UTC()
+		rec.LastImage, rec.LastImageAt, rec.Updated = m.Name, now, now
+		// The area is the disk's, not the image's: never overwrite foreign data.
+		if err := putImageSafeAfterRestore(f, size, rec, false); err != nil {
+			log.WarnContext(ctx, "image-safe data not updated", "err", err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("restore %s: sync %s: %w", m.Name, opts.Device, err)
+	}
+	log.InfoContext(ctx, "partition restore done", "image", m.Name, "device", opts.Device, "partitions", opts.Partitions)
 	return m, nil
 }
 

@@ -1,67 +1,171 @@
-// Package api is Preboot's admin REST API under /api/v1: devices, their
-// events and the work assigned to them. The CLI is its first client.
+// Package api is Preboot's admin REST API under /api/v1: devices, groups,
+// bundles, assignments, rules, jobs, events, menus, settings and tokens.
+// It is documented by the OpenAPI file it serves at /api/v1/openapi.json;
+// the CLI and the web console are its clients.
 package api
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
+	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/store"
 )
 
-// Handler serves the API. Until the API has authentication (a later
-// milestone), only loopback clients are let in unless AllowRemote is set.
+// Handler serves the API.
 type Handler struct {
-	Store       store.Store
-	Logger      *slog.Logger
-	AllowRemote bool
-	// ImageExists, when set, lets restore work be refused for an image
-	// that does not exist.
+	Store  store.Store
+	Policy *policy.Engine
+	Jobs   *jobs.Service
+	Logger *slog.Logger
+	// Auth authenticates requests (admin tokens, loopback trust).
+	Auth *Auth
+	// ImageExists, when set, lets bundles that read an image be refused
+	// while it does not exist.
 	ImageExists func(name string) bool
-	mux         *http.ServeMux
+	// Events wakes event streams when an event is stored (optional: the
+	// streams poll the store anyway, which also sees other servers').
+	Events *Notifier
+	// Version is reported by GET /api/v1/version.
+	Version string
+	mux     *http.ServeMux
+}
+
+// Options configure New.
+type Options struct {
+	Store       store.Store
+	Policy      *policy.Engine
+	Jobs        *jobs.Service
+	Logger      *slog.Logger
+	Auth        *Auth
+	ImageExists func(name string) bool
+	Events      *Notifier
+	Version     string
 }
 
 // New returns a ready Handler.
-func New(st store.Store, log *slog.Logger, allowRemote bool) *Handler {
-	h := &Handler{Store: st, Logger: log, AllowRemote: allowRemote, mux: http.NewServeMux()}
-	h.mux.HandleFunc("GET /api/v1/devices", h.listDevices)
-	h.mux.HandleFunc("GET /api/v1/devices/{mac}", h.getDevice)
-	h.mux.HandleFunc("GET /api/v1/devices/{mac}/work", h.getWork)
-	h.mux.HandleFunc("PUT /api/v1/devices/{mac}/work", h.putWork)
-	h.mux.HandleFunc("DELETE /api/v1/devices/{mac}/work", h.deleteWork)
-	h.mux.HandleFunc("GET /api/v1/events", h.listEvents)
-	h.mux.HandleFunc("GET /api/v1/jobs", h.listJobs)
-	h.mux.HandleFunc("GET /api/v1/jobs/{id}", h.getJob)
-	h.mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", h.cancelJob)
+func New(o Options) *Handler {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Auth == nil {
+		o.Auth = &Auth{Store: o.Store, TrustLoopback: true}
+	}
+	h := &Handler{Store: o.Store, Policy: o.Policy, Jobs: o.Jobs, Logger: o.Logger, Auth: o.Auth, ImageExists: o.ImageExists,
+		Events: o.Events, Version: o.Version, mux: http.NewServeMux()}
+	for _, rt := range h.routes() {
+		h.mux.HandleFunc(rt.pattern, rt.fn)
+	}
 	h.mux.HandleFunc("/api/v1/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return h
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.AllowRemote && !isLoopback(r.RemoteAddr) {
-		writeError(w, http.StatusForbidden, "the admin API only answers loopback clients (set http.admin_from_anywhere to change this)")
-		return
-	}
-	h.mux.ServeHTTP(w, r)
+type route struct {
+	pattern string
+	fn      http.HandlerFunc
 }
 
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		return false
+// routes are every endpoint of the API (the OpenAPI test compares them
+// with the document).
+func (h *Handler) routes() []route {
+	return []route{
+		{"GET /api/v1/openapi.json", serveOpenAPI},
+		{"GET /api/v1/version", h.version},
+
+		{"GET /api/v1/devices", h.listDevices},
+		{"POST /api/v1/devices", h.createDevice},
+		{"GET /api/v1/devices/{mac}", h.getDevice},
+		{"PATCH /api/v1/devices/{mac}", h.patchDevice},
+		{"DELETE /api/v1/devices/{mac}", h.deleteDevice},
+		{"GET /api/v1/devices/{mac}/decision", h.deviceDecision},
+		{"GET /api/v1/devices/{mac}/menu", h.getMenu(store.ScopeDevice)},
+		{"PUT /api/v1/devices/{mac}/menu", h.putMenu(store.ScopeDevice)},
+		{"DELETE /api/v1/devices/{mac}/menu", h.deleteMenu(store.ScopeDevice)},
+
+		{"GET /api/v1/groups", h.listGroups},
+		{"POST /api/v1/groups", h.createGroup},
+		{"GET /api/v1/groups/{name}", h.getGroup},
+		{"PATCH /api/v1/groups/{name}", h.patchGroup},
+		{"DELETE /api/v1/groups/{name}", h.deleteGroup},
+		{"GET /api/v1/groups/{name}/members", h.listMembers},
+		{"PUT /api/v1/groups/{name}/members/{mac}", h.addMember},
+		{"DELETE /api/v1/groups/{name}/members/{mac}", h.removeMember},
+		{"GET /api/v1/groups/{name}/menu", h.getMenu(store.ScopeGroup)},
+		{"PUT /api/v1/groups/{name}/menu", h.putMenu(store.ScopeGroup)},
+		{"DELETE /api/v1/groups/{name}/menu", h.deleteMenu(store.ScopeGroup)},
+
+		{"GET /api/v1/bundles", h.listBundles},
+		{"POST /api/v1/bundles", h.createBundle},
+		{"GET /api/v1/bundles/{name}", h.getBundle},
+		{"PATCH /api/v1/bundles/{name}", h.patchBundle},
+		{"DELETE /api/v1/bundles/{name}", h.deleteBundle},
+
+		{"GET /api/v1/assignments", h.listAssignments},
+		{"POST /api/v1/assignments", h.createAssignment},
+		{"GET /api/v1/assignments/{id}", h.getAssignment},
+		{"DELETE /api/v1/assignments/{id}", h.deleteAssignment},
+
+		{"GET /api/v1/rules", h.listRules},
+		{"POST /api/v1/rules", h.createRule},
+		{"POST /api/v1/rules/test", h.testRule},
+		{"GET /api/v1/rules/{name}", h.getRule},
+		{"PATCH /api/v1/rules/{name}", h.patchRule},
+		{"DELETE /api/v1/rules/{name}", h.deleteRule},
+
+		{"GET /api/v1/jobs", h.listJobs},
+		{"GET /api/v1/jobs/{id}", h.getJob},
+		{"GET /api/v1/jobs/{id}/log", h.getJobLog},
+		{"POST /api/v1/jobs/{id}/cancel", h.cancelJob},
+
+		{"GET /api/v1/events", h.listEvents},
+		{"GET /api/v1/events/stream", h.streamEvents},
+
+		{"GET /api/v1/settings", h.getSettings},
+		{"PATCH /api/v1/settings", h.patchSettings},
+		{"GET /api/v1/menu", h.getDefaultMenu},
+		{"PUT /api/v1/menu", h.putDefaultMenu},
+
+		{"GET /api/v1/tokens", h.listTokens},
+		{"POST /api/v1/tokens", h.createToken},
+		{"DELETE /api/v1/tokens/{id}", h.deleteToken},
 	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+}
+
+// Patterns lists the method and path of every route (for tests and docs).
+func (h *Handler) Patterns() []string {
+	var out []string
+	for _, rt := range h.routes() {
+		out = append(out, rt.pattern)
+	}
+	return out
+}
+
+// ServeHTTP implements http.Handler: every route but the OpenAPI document
+// needs an administrator.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/api/v1/openapi.json" {
+		h.mux.ServeHTTP(w, r)
+		return
+	}
+	ctx, ok := h.Auth.Admin(w, r)
+	if !ok {
+		return
+	}
+	h.mux.ServeHTTP(w, r.WithContext(ctx))
+}
+
+func (h *Handler) version(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"version": h.Version})
 }
 
 // Error is the JSON body of every non-2xx answer.
@@ -75,20 +179,53 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
 }
 
-// storeError maps store errors to HTTP answers.
-func (h *Handler) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	if errors.Is(err, store.ErrNotFound) {
+// errInvalid marks request input the API refuses with 422.
+var errInvalid = errors.New("invalid")
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errInvalid}, a...)...)
+}
+
+// fail maps errors to HTTP answers: not found 404, conflict 409, invalid
+// 422, anything else 500 (logged).
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-		return
+	case errors.Is(err, store.ErrConflict), errors.Is(err, jobs.ErrJobOver):
+		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, errInvalid):
+		writeError(w, http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), errInvalid.Error()+": "))
+	case errors.Is(err, store.ErrInvalid):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+	default:
+		h.Logger.ErrorContext(r.Context(), "api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
 	}
-	h.Logger.ErrorContext(r.Context(), "api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
-	writeError(w, http.StatusInternalServerError, "internal error: "+err.Error())
+}
+
+// decode reads a JSON body strictly: unknown fields and trailing data are
+// 400 errors that name the problem.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, 1<<20)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "bad JSON body: data after the JSON value")
+		return false
+	}
+	return true
 }
 
 func pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -100,239 +237,99 @@ func pathMAC(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return mac, true
 }
 
-func (h *Handler) listDevices(w http.ResponseWriter, r *http.Request) {
-	devs, err := h.Store.Devices(r.Context())
-	if err != nil {
-		h.storeError(w, r, err)
-		return
+func pathID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id < 1 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("id %q: want a positive number", r.PathValue("id")))
+		return 0, false
 	}
-	if devs == nil {
-		devs = []store.Device{}
-	}
-	writeJSON(w, http.StatusOK, devs)
+	return id, true
 }
 
-// DeviceDetail is a device with its recent events and its work.
-type DeviceDetail struct {
-	store.Device
-	Work   *store.Work   `json:"work,omitempty"`
-	Events []store.Event `json:"events"`
-}
-
-func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
-	mac, ok := pathMAC(w, r)
-	if !ok {
-		return
-	}
-	d, err := h.Store.Device(r.Context(), mac)
-	if err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	out := DeviceDetail{Device: d}
-	if wk, err := h.Store.Work(r.Context(), mac); err == nil {
-		out.Work = &wk
-	} else if !errors.Is(err, store.ErrNotFound) {
-		h.storeError(w, r, err)
-		return
-	}
-	limit, _ := strconv.Atoi(r.URL.Query().Get("events"))
-	if limit <= 0 {
-		limit = 50
-	}
-	if out.Events, err = h.Store.Events(r.Context(), store.EventFilter{MAC: mac, Limit: limit}); err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	if out.Events == nil {
-		out.Events = []store.Event{}
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (h *Handler) getWork(w http.ResponseWriter, r *http.Request) {
-	mac, ok := pathMAC(w, r)
-	if !ok {
-		return
-	}
-	wk, err := h.Store.Work(r.Context(), mac)
-	if err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, wk)
-}
-
-// WorkRequest is the body of PUT /api/v1/devices/{mac}/work.
-type WorkRequest struct {
-	Kind        string   `json:"kind"` // boot (default), capture, restore
-	Image       string   `json:"image"`
-	After       string   `json:"after"`
-	Compression int      `json:"compression"`
-	Device      string   `json:"device"`
-	Kernel      string   `json:"kernel"`
-	Initrd      []string `json:"initrd"`
-	Cmdline     string   `json:"cmdline"`
-	Loader      string   `json:"loader"`
-	Once        bool     `json:"once"`
-}
-
-// Validate says what is wrong with a request, field by field.
-func (wr WorkRequest) Validate() error {
-	var errs []error
-	switch wr.Kind {
-	case "", store.WorkBoot:
-		if strings.TrimSpace(wr.Kernel) == "" {
-			errs = append(errs, errors.New("kernel: required (a path under the TFTP root or an http(s) URL)"))
-		}
-		if wr.Image != "" {
-			errs = append(errs, errors.New("image: only for capture and restore work"))
-		}
-	case store.WorkCapture, store.WorkRestore:
-		if err := ValidImageName(wr.Image); err != nil {
-			errs = append(errs, err)
-		}
-		if wr.Kernel != "" || len(wr.Initrd) > 0 || wr.Cmdline != "" {
-			errs = append(errs, errors.New("kernel, initrd, cmdline: not for capture and restore work (they boot the imaging environment)"))
-		}
-		if wr.Compression < 0 || wr.Compression > 19 {
-			errs = append(errs, fmt.Errorf("compression %d: want 0 (default) to 19", wr.Compression))
-		}
-		if wr.Device != "" && !strings.HasPrefix(wr.Device, "/dev/") {
-			errs = append(errs, fmt.Errorf("device %q: want a /dev path or nothing (the first fixed disk)", wr.Device))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("kind %q: want boot, capture or restore", wr.Kind))
-	}
-	switch wr.After {
-	case "", store.AfterReboot, store.AfterPoweroff:
-	default:
-		errs = append(errs, fmt.Errorf("after %q: want reboot or poweroff", wr.After))
-	}
-	for _, p := range append([]string{wr.Kernel}, wr.Initrd...) {
-		if p == "" {
-			continue
-		}
-		if strings.ContainsAny(p, " \t\r\n") {
-			errs = append(errs, fmt.Errorf("%q: paths must not contain white space", p))
-		}
-		if strings.Contains(p, "..") && !strings.Contains(p, "://") {
-			errs = append(errs, fmt.Errorf("%q: paths must stay inside the TFTP root", p))
-		}
-	}
-	if strings.ContainsAny(wr.Cmdline, "\r\n") {
-		errs = append(errs, errors.New("cmdline: must be one line"))
-	}
-	switch wr.Loader {
-	case "", store.LoaderIPXE, store.LoaderPXELinux:
-	default:
-		errs = append(errs, fmt.Errorf("loader %q: want %q or %q", wr.Loader, store.LoaderIPXE, store.LoaderPXELinux))
-	}
-	return errors.Join(errs...)
-}
-
-func (h *Handler) putWork(w http.ResponseWriter, r *http.Request) {
-	mac, ok := pathMAC(w, r)
-	if !ok {
-		return
-	}
-	var req WorkRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, "bad JSON body: "+err.Error())
-		return
-	}
-	if err := req.Validate(); err != nil {
-		writeError(w, http.StatusUnprocessableEntity, err.Error())
-		return
-	}
-	if req.Kind == store.WorkRestore && h.ImageExists != nil && !h.ImageExists(req.Image) {
-		writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("image %q does not exist (see preboot image list)", req.Image))
-		return
-	}
-	wk := store.Work{MAC: mac, Kind: req.Kind, Image: req.Image, After: req.After, Compression: req.Compression, Device: req.Device, Kernel: req.Kernel, Initrd: req.Initrd, Cmdline: req.Cmdline, Loader: req.Loader, Once: req.Once, CreatedAt: time.Now()}
-	if err := h.Store.SetWork(r.Context(), wk); err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	if wk.Kind == store.WorkCapture || wk.Kind == store.WorkRestore {
-		h.audit(r, mac, fmt.Sprintf("work assigned: %s image %s", wk.Kind, wk.Image))
-	} else {
-		h.audit(r, mac, fmt.Sprintf("work assigned: kernel %s, initrd %s, loader %s, once %t", wk.Kernel, strings.Join(wk.Initrd, ","), wk.Loader, wk.Once))
-	}
-	got, err := h.Store.Work(r.Context(), mac)
-	if err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, got)
-}
-
-func (h *Handler) deleteWork(w http.ResponseWriter, r *http.Request) {
-	mac, ok := pathMAC(w, r)
-	if !ok {
-		return
-	}
-	if err := h.Store.ClearWork(r.Context(), mac); err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	h.audit(r, mac, "work cleared")
-	w.WriteHeader(http.StatusNoContent)
-}
-
-func (h *Handler) audit(r *http.Request, mac, msg string) {
-	if err := h.Store.AddEvent(r.Context(), store.Event{MAC: mac, Kind: store.EventAdmin, Message: msg + " (from " + r.RemoteAddr + ")"}); err != nil {
-		h.Logger.ErrorContext(r.Context(), "record admin event", "mac", mac, "err", err)
-	}
-	h.Logger.InfoContext(r.Context(), "admin action", "mac", mac, "action", msg, "remote", r.RemoteAddr)
-}
-
-func (h *Handler) listEvents(w http.ResponseWriter, r *http.Request) {
+// page reads ?limit= (1..1000, default 100) and ?offset=.
+func page(w http.ResponseWriter, r *http.Request) (store.Page, bool) {
+	var p store.Page
 	q := r.URL.Query()
-	f := store.EventFilter{Kind: q.Get("kind")}
-	var ok bool
-	if f.MAC, f.Limit, ok = macAndLimit(w, r); !ok {
-		return
-	}
-	if s := q.Get("since"); s != "" {
-		t, err := time.Parse(time.RFC3339, s)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "since: want an RFC 3339 time")
-			return
-		}
-		f.Since = t
-	}
-	evs, err := h.Store.Events(r.Context(), f)
-	if err != nil {
-		h.storeError(w, r, err)
-		return
-	}
-	if evs == nil {
-		evs = []store.Event{}
-	}
-	writeJSON(w, http.StatusOK, evs)
-}
-
-// macAndLimit reads the ?mac= and ?limit= filters common to list endpoints;
-// on bad input it answers 400 and returns false.
-func macAndLimit(w http.ResponseWriter, r *http.Request) (mac string, limit int, ok bool) {
-	q := r.URL.Query()
-	if m := q.Get("mac"); m != "" {
-		var err error
-		if mac, err = store.NormalizeMAC(m); err != nil {
-			writeError(w, http.StatusBadRequest, err.Error())
-			return "", 0, false
-		}
-	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 10000 {
-			writeError(w, http.StatusBadRequest, "limit: want 1..10000")
-			return "", 0, false
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit: want 1..1000")
+			return p, false
 		}
-		limit = n
+		p.Limit = n
+	} else {
+		p.Limit = 100
 	}
-	return mac, limit, true
+	if s := q.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			writeError(w, http.StatusBadRequest, "offset: want a number >= 0")
+			return p, false
+		}
+		p.Offset = n
+	}
+	return p, true
+}
+
+// queryInt64 reads an optional positive integer parameter.
+func queryInt64(w http.ResponseWriter, r *http.Request, name string) (int64, bool) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 1 {
+		writeError(w, http.StatusBadRequest, name+": want a positive number")
+		return 0, false
+	}
+	return n, true
+}
+
+// queryMAC reads an optional MAC parameter.
+func queryMAC(w http.ResponseWriter, r *http.Request, name string) (string, bool) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return "", true
+	}
+	mac, err := store.NormalizeMAC(s)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, name+": "+err.Error())
+		return "", false
+	}
+	return mac, true
+}
+
+// audit records an administrator's change as an event.
+func (h *Handler) audit(r *http.Request, mac, msg string) {
+	actor := ActorFrom(r.Context())
+	if _, err := h.Store.AddEvent(r.Context(), store.Event{MAC: mac, Kind: store.EventAdmin, Actor: actor, Message: msg}); err != nil {
+		h.Logger.ErrorContext(r.Context(), "record admin event", "mac", mac, "err", err)
+	}
+	h.Logger.InfoContext(r.Context(), "admin action", "mac", mac, "action", msg, "actor", actor, "remote", r.RemoteAddr)
+}
+
+// nonNil turns a nil slice into an empty one so lists encode as [].
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// isNull reports whether a raw JSON value is absent or null.
+func isNull(raw json.RawMessage) bool {
+	t := bytes.TrimSpace(raw)
+	return len(t) == 0 || bytes.Equal(t, []byte("null"))
+}
+
+type ctxKey int
+
+const actorKey ctxKey = 1
+
+// ActorFrom names who makes a request: "token:<name>" or "loopback".
+func ActorFrom(ctx context.Context) string {
+	if a, ok := ctx.Value(actorKey).(string); ok {
+		return a
+	}
+	return "system"
 }

@@ -1,25 +1,11 @@
 package api
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
-	"regexp"
 	"strconv"
-	"time"
 
 	"github.com/preboot/preboot/store"
 )
-
-var imageName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-
-// ValidImageName says what is wrong with an image name, if anything.
-func ValidImageName(name string) error {
-	if !imageName.MatchString(name) {
-		return fmt.Errorf("image %q: want 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
-	}
-	return nil
-}
 
 // JobDetail is a job with its log.
 type JobDetail struct {
@@ -29,29 +15,43 @@ type JobDetail struct {
 
 func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := store.JobFilter{State: q.Get("state"), Open: q.Get("open") == "true"}
+	f := store.JobFilter{State: q.Get("state"), Bundle: q.Get("bundle"), Open: q.Get("open") == "true"}
+	switch f.State {
+	case "", store.JobPending, store.JobBooting, store.JobRunning, store.JobSucceeded, store.JobFailed, store.JobCancelled:
+	default:
+		writeError(w, http.StatusBadRequest, "state: want pending, booting, running, succeeded, failed or cancelled")
+		return
+	}
 	var ok bool
-	if f.MAC, f.Limit, ok = macAndLimit(w, r); !ok {
+	if f.MAC, ok = queryMAC(w, r, "device"); !ok {
+		return
+	}
+	if f.BeforeID, ok = queryInt64(w, r, "before"); !ok {
+		return
+	}
+	if f.Limit, ok = limit(w, r); !ok {
 		return
 	}
 	js, err := h.Store.Jobs(r.Context(), f)
 	if err != nil {
-		h.storeError(w, r, err)
+		h.fail(w, r, err)
 		return
 	}
-	if js == nil {
-		js = []store.Job{}
-	}
-	writeJSON(w, http.StatusOK, js)
+	writeJSON(w, http.StatusOK, nonNil(js))
 }
 
-func pathID(w http.ResponseWriter, r *http.Request) (int64, bool) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil || id < 1 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("job id %q: want a positive number", r.PathValue("id")))
+// limit reads ?limit= for lists that page by id (1..10000, default 100).
+func limit(w http.ResponseWriter, r *http.Request) (int, bool) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 100, true
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 10000 {
+		writeError(w, http.StatusBadRequest, "limit: want 1..10000")
 		return 0, false
 	}
-	return id, true
+	return n, true
 }
 
 func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) {
@@ -61,42 +61,48 @@ func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := h.Store.Job(r.Context(), id)
 	if err != nil {
-		h.storeError(w, r, err)
+		h.fail(w, r, err)
 		return
 	}
 	lines, err := h.Store.JobLog(r.Context(), id, 1000)
 	if err != nil {
-		h.storeError(w, r, err)
+		h.fail(w, r, err)
 		return
 	}
-	if lines == nil {
-		lines = []store.JobLine{}
-	}
-	writeJSON(w, http.StatusOK, JobDetail{Job: j, Log: lines})
+	writeJSON(w, http.StatusOK, JobDetail{Job: j, Log: nonNil(lines)})
 }
 
-var errAlreadyOver = errors.New("job already ended")
+func (h *Handler) getJobLog(w http.ResponseWriter, r *http.Request) {
+	id, ok := pathID(w, r)
+	if !ok {
+		return
+	}
+	n, ok := limit(w, r)
+	if !ok {
+		return
+	}
+	if _, err := h.Store.Job(r.Context(), id); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	lines, err := h.Store.JobLog(r.Context(), id, n)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, nonNil(lines))
+}
 
 func (h *Handler) cancelJob(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathID(w, r)
 	if !ok {
 		return
 	}
-	j, err := h.Store.UpdateJob(r.Context(), id, func(j *store.Job) error {
-		if store.JobFinished(j.State) {
-			return fmt.Errorf("job %d is %s: %w", j.ID, j.State, errAlreadyOver)
-		}
-		j.State, j.FinishedAt, j.Error = store.JobCancelled, time.Now(), "cancelled by an administrator"
-		return nil
-	})
-	if errors.Is(err, errAlreadyOver) {
-		writeError(w, http.StatusConflict, err.Error())
-		return
-	}
+	j, err := h.Jobs.Cancel(r.Context(), id, ActorFrom(r.Context()))
 	if err != nil {
-		h.storeError(w, r, err)
+		h.fail(w, r, err)
 		return
 	}
-	h.audit(r, j.MAC, fmt.Sprintf("job %d cancelled", j.ID))
+	h.audit(r, j.MAC, "job "+strconv.FormatInt(j.ID, 10)+" cancelled")
 	writeJSON(w, http.StatusOK, j)
 }

@@ -1,268 +1,480 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"strconv"
 	"strings"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
 )
+
+// decision is what the boot policy does with a device at its next boot
+// (GET /devices/{mac}/decision).
+type decision struct {
+	Action     string            `json:"action"`
+	Bundle     *store.Bundle     `json:"bundle"`
+	Assignment *store.Assignment `json:"assignment"`
+	Source     string            `json:"source"`
+	Reason     string            `json:"reason"`
+	Menu       *store.Menu       `json:"menu"`
+	Groups     []string          `json:"groups"` // static and by match expression, by priority
+}
+
+// deviceDetail is GET /devices/{mac}.
+type deviceDetail struct {
+	store.Device
+	Groups     []store.Group     `json:"groups"`
+	Assignment *store.Assignment `json:"assignment"`
+	Decision   *decision         `json:"decision"`
+	Events     []store.Event     `json:"events"`
+	Jobs       []store.Job       `json:"jobs"`
+}
+
+// assignRequest is POST /assignments.
+type assignRequest struct {
+	Bundle  string `json:"bundle"`
+	Device  string `json:"device,omitempty"`
+	Group   string `json:"group,omitempty"`
+	Once    bool   `json:"once"`
+	Force   bool   `json:"force"`
+	Replace bool   `json:"replace"`
+}
 
 func newDevice(g *globals) *cobra.Command {
 	var af adminFlags
 	cmd := &cobra.Command{
 		Use:     "device",
 		Aliases: []string{"devices"},
-		Short:   "List devices, show one, assign or clear its work",
+		Short:   "Devices: list, show, register, edit, their menu and quick tasks (capture, restore, boot)",
 	}
 	af.register(cmd)
 
-	cmd.AddCommand(&cobra.Command{
-		Use:   "list",
-		Short: "List devices that booted from the network, with their latest event",
+	var search, group string
+	var registered bool
+	var limit, offset int
+	list := &cobra.Command{
+		Use:   "list [--search S] [--group G] [--registered=true|false]",
+		Short: "List devices, with their latest event",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := af.client(g)
 			if err != nil {
 				return err
 			}
+			q := pageQuery(limit, offset)
+			setIf(q, "q", search)
+			setIf(q, "group", group)
+			if cmd.Flags().Changed("registered") {
+				q.Set("registered", strconv.FormatBool(registered))
+			}
 			var devs []store.Device
-			if err := c.do(cmd.Context(), "GET", "/api/v1/devices", nil, &devs); err != nil {
+			raw, hdr, err := c.call(cmd.Context(), "GET", "/api/v1/devices?"+q.Encode(), nil, &devs)
+			if err != nil {
 				return err
 			}
-			if af.output == "json" {
-				return printJSON(g.stdout, devs)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "MAC\tARCH\tMANUFACTURER\tPRODUCT\tSERIAL\tIP\tLAST SEEN\tLAST EVENT")
-			for _, d := range devs {
-				last := "-"
-				if d.LastEvent != nil {
-					last = d.LastEvent.Kind + ": " + d.LastEvent.Message
+			return af.emit(g, raw, func() error {
+				tw := newTable(g.stdout)
+				row(tw, "MAC", "NAME", "REGISTERED", "MODEL", "SERIAL", "IP", "LAST SEEN", "LAST EVENT")
+				for _, d := range devs {
+					last := "-"
+					if d.LastEvent != nil {
+						last = d.LastEvent.Kind + ": " + d.LastEvent.Message
+					}
+					row(tw, d.MAC, dash(d.Name), yesNo(d.Registered), dash(strings.TrimSpace(d.Manufacturer+" "+d.Product)),
+						dash(d.Serial), dash(d.IP), ago(d.LastSeen), last)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.MAC, dash(d.Arch), dash(d.Manufacturer), dash(d.Product),
-					dash(d.Serial), dash(d.IP), ago(d.LastSeen), last)
-			}
-			return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				if total, err := strconv.Atoi(hdr.Get("X-Total-Count")); err == nil && total > len(devs) {
+					fmt.Fprintf(g.stdout, "(%d-%d of %d devices: use --limit and --offset for more)\n", offset+min(1, len(devs)), offset+len(devs), total)
+				}
+				return nil
+			})
 		},
-	})
+	}
+	list.Flags().StringVar(&search, "search", "", "only devices whose MAC, name, serial, maker, model or IP contain this")
+	list.Flags().StringVar(&group, "group", "", "only static members of this group")
+	list.Flags().BoolVar(&registered, "registered", false, "only registered (true) or unregistered (false) devices")
+	pageFlags(list.Flags(), &limit, &offset)
+	cmd.AddCommand(list)
 
 	var events int
 	show := &cobra.Command{
 		Use:   "show MAC",
-		Short: "Show a device: hardware, assigned work, recent events",
+		Short: "Show a device: hardware, groups, assignment, what its next boot does and why, jobs, events",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, mac, err := af.clientFor(g, args[0])
 			if err != nil {
 				return err
 			}
-			var d api.DeviceDetail
-			if err := c.do(cmd.Context(), "GET", fmt.Sprintf("/api/v1/devices/%s?events=%d", url.PathEscape(mac), events), nil, &d); err != nil {
+			var d deviceDetail
+			raw, _, err := c.call(cmd.Context(), "GET", fmt.Sprintf("/api/v1/devices/%s?events=%d", pathEsc(mac), events), nil, &d)
+			if err != nil {
 				return err
 			}
-			if af.output == "json" {
-				return printJSON(g.stdout, d)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			for _, kv := range [][2]string{{"MAC", d.MAC}, {"UUID", d.UUID}, {"Serial", d.Serial}, {"Manufacturer", d.Manufacturer},
-				{"Product", d.Product}, {"Arch", d.Arch}, {"Platform", d.Platform}, {"IP", d.IP},
-				{"First seen", d.FirstSeen.Local().Format(time.RFC3339)}, {"Last seen", d.LastSeen.Local().Format(time.RFC3339)}} {
-				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], dash(kv[1]))
-			}
-			switch {
-			case d.Work != nil && (d.Work.Kind == store.WorkCapture || d.Work.Kind == store.WorkRestore):
-				fmt.Fprintf(tw, "Work:\t%s image %s, then %s (until its job succeeds)\n", d.Work.Kind, d.Work.Image, d.Work.After)
-			case d.Work != nil:
-				fmt.Fprintf(tw, "Work:\tboot %s (initrd %s) %q via %s%s\n", d.Work.Kernel, strings.Join(d.Work.Initrd, ","), d.Work.Cmdline, d.Work.Loader, onceText(d.Work.Once))
-			default:
-				fmt.Fprintf(tw, "Work:\tnone (boots its local disk)\n")
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, "\nEvents:")
-			return printEvents(g, d.Events)
+			return af.emit(g, raw, func() error { return printDevice(g.stdout, d) })
 		},
 	}
 	show.Flags().IntVar(&events, "events", 20, "number of recent events to show")
 	cmd.AddCommand(show)
 
-	var wr api.WorkRequest
-	boot := &cobra.Command{
-		Use:   "boot MAC --kernel PATH [--initrd PATH]... [--cmdline ARGS]",
-		Short: "Assign work: the device boots this kernel and initrd at its next network boot",
-		Long: "Assign work: at its next network boot the device loads this kernel and initrd (paths under the\n" +
-			"TFTP root, or http(s) URLs) with this command line. --loader pxelinux sends a BIOS device through\n" +
-			"pxelinux.0 and a generated pxelinux.cfg/01-<mac> instead of an iPXE script. --once clears the work\n" +
-			"once it has been handed out; otherwise the device boots it at every network boot.",
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, mac, err := af.clientFor(g, args[0])
-			if err != nil {
-				return err
-			}
-			if err := wr.Validate(); err != nil {
-				return err
-			}
-			var got store.Work
-			if err := c.do(cmd.Context(), "PUT", "/api/v1/devices/"+url.PathEscape(mac)+"/work", wr, &got); err != nil {
-				return err
-			}
-			if af.output == "json" {
-				return printJSON(g.stdout, got)
-			}
-			fmt.Fprintf(g.stdout, "%s: next network boot loads %s via %s%s\n", mac, got.Kernel, got.Loader, onceText(got.Once))
-			return nil
-		},
-	}
-	boot.Flags().StringVar(&wr.Kernel, "kernel", "", "kernel: path under the TFTP root or http(s) URL (required)")
-	boot.Flags().StringSliceVar(&wr.Initrd, "initrd", nil, "initrd (repeatable)")
-	boot.Flags().StringVar(&wr.Cmdline, "cmdline", "", "kernel command line")
-	boot.Flags().StringVar(&wr.Loader, "loader", store.LoaderIPXE, "ipxe (HTTP script) or pxelinux (TFTP, BIOS only)")
-	boot.Flags().BoolVar(&wr.Once, "once", false, "clear the work once handed out")
-	cmd.AddCommand(boot)
-
-	for _, kind := range []string{store.WorkCapture, store.WorkRestore} {
-		var iw api.WorkRequest
-		short := map[string]string{
-			store.WorkCapture: "Assign work: at its next network boot the device captures its disk to image NAME",
-			store.WorkRestore: "Assign work: at its next network boot the device restores image NAME onto its disk",
-		}[kind]
-		c := &cobra.Command{
-			Use:   kind + " MAC --image NAME",
-			Short: short,
-			Long: short + ".\nThe device boots the imaging environment (see `preboot env build`); the work stays assigned until\n" +
-				"its job succeeds, so a failed or interrupted job runs again at the next boot. Follow it with `preboot job list`.",
-			Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				c, mac, err := af.clientFor(g, args[0])
-				if err != nil {
-					return err
-				}
-				iw.Kind = kind
-				if err := iw.Validate(); err != nil {
-					return err
-				}
-				var got store.Work
-				if err := c.do(cmd.Context(), "PUT", "/api/v1/devices/"+url.PathEscape(mac)+"/work", iw, &got); err != nil {
-					return err
-				}
-				if af.output == "json" {
-					return printJSON(g.stdout, got)
-				}
-				fmt.Fprintf(g.stdout, "%s: next network boot runs %s of image %s, then %s\n", mac, got.Kind, got.Image, got.After)
-				return nil
-			},
-		}
-		c.Flags().StringVar(&iw.Image, "image", "", "image name (required)")
-		c.Flags().StringVar(&iw.After, "after", store.AfterReboot, "when done: reboot or poweroff")
-		c.Flags().StringVar(&iw.Device, "disk", "", "disk to image, e.g. /dev/sda (default: the first fixed disk)")
-		if kind == store.WorkCapture {
-			c.Flags().IntVar(&iw.Compression, "compression", 0, "zstd level 1-19 (default 3)")
-		}
-		cmd.AddCommand(c)
-	}
-
-	cmd.AddCommand(&cobra.Command{
-		Use:   "clear MAC",
-		Short: "Clear the device's work: it boots its local disk again",
+	var name, assetTag, notes string
+	add := &cobra.Command{
+		Use:   "add MAC [--name N] [--asset-tag T] [--notes S]",
+		Short: "Register a device by hand",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, mac, err := af.clientFor(g, args[0])
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), "DELETE", "/api/v1/devices/"+url.PathEscape(mac)+"/work", nil, nil); err != nil {
-				return err
-			}
-			fmt.Fprintf(g.stdout, "%s: work cleared, it boots its local disk\n", mac)
-			return nil
-		},
-	})
-	return cmd
-}
-
-func newEvent(g *globals) *cobra.Command {
-	var af adminFlags
-	cmd := &cobra.Command{Use: "event", Aliases: []string{"events"}, Short: "Query boot events"}
-	af.register(cmd)
-	var mac, kind string
-	var limit int
-	list := &cobra.Command{
-		Use:   "list",
-		Short: "List events, newest first",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := af.client(g)
+			body := map[string]any{"mac": mac, "name": name, "asset_tag": assetTag, "notes": notes}
+			var d store.Device
+			raw, _, err := c.call(cmd.Context(), "POST", "/api/v1/devices", body, &d)
 			if err != nil {
 				return err
 			}
-			q := url.Values{}
-			if mac != "" {
-				q.Set("mac", mac)
-			}
-			if kind != "" {
-				q.Set("kind", kind)
-			}
-			q.Set("limit", fmt.Sprint(limit))
-			var evs []store.Event
-			if err := c.do(cmd.Context(), "GET", "/api/v1/events?"+q.Encode(), nil, &evs); err != nil {
-				return err
-			}
-			if af.output == "json" {
-				return printJSON(g.stdout, evs)
-			}
-			return printEvents(g, evs)
+			return af.emit(g, raw, func() error {
+				fmt.Fprintf(g.stdout, "device %s registered%s\n", d.MAC, nameSuffix(d.Name))
+				return nil
+			})
 		},
 	}
-	list.Flags().StringVar(&mac, "device", "", "only this device (MAC)")
-	list.Flags().StringVar(&kind, "kind", "", "only this kind: dhcp, boot, work, localboot, menu, admin")
-	list.Flags().IntVar(&limit, "limit", 50, "how many")
-	cmd.AddCommand(list)
+	add.Flags().StringVar(&name, "name", "", "device name")
+	add.Flags().StringVar(&assetTag, "asset-tag", "", "asset tag")
+	add.Flags().StringVar(&notes, "notes", "", "free text")
+	cmd.AddCommand(add)
+
+	var ename, etag, enotes string
+	var ereg bool
+	edit := &cobra.Command{
+		Use:   "edit MAC [--name N] [--asset-tag T] [--notes S] [--registered=true|false]",
+		Short: "Change a device's name, asset tag, notes or registration (only the given fields change)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fs := cmd.Flags()
+			patch := map[string]any{}
+			for flag, v := range map[string]any{"name": ename, "asset-tag": etag, "notes": enotes, "registered": ereg} {
+				if fs.Changed(flag) {
+					patch[strings.ReplaceAll(flag, "-", "_")] = v
+				}
+			}
+			if len(patch) == 0 {
+				return errors.New("nothing to change: give --name, --asset-tag, --notes or --registered")
+			}
+			c, mac, err := af.clientFor(g, args[0])
+			if err != nil {
+				return err
+			}
+			var d store.Device
+			raw, _, err := c.call(cmd.Context(), "PATCH", "/api/v1/devices/"+pathEsc(mac), patch, &d)
+			if err != nil {
+				return err
+			}
+			return af.emit(g, raw, func() error {
+				fmt.Fprintf(g.stdout, "device %s updated%s (registered: %s)\n", d.MAC, nameSuffix(d.Name), yesNo(d.Registered))
+				return nil
+			})
+		},
+	}
+	edit.Flags().StringVar(&ename, "name", "", "device name")
+	edit.Flags().StringVar(&etag, "asset-tag", "", "asset tag")
+	edit.Flags().StringVar(&enotes, "notes", "", "free text")
+	edit.Flags().BoolVar(&ereg, "registered", false, "registered (rules only apply to unregistered devices)")
+	cmd.AddCommand(edit)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:     "rm MAC",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Forget a device: its assignment, group memberships and menu go too (jobs and events stay)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, mac, err := af.clientFor(g, args[0])
+			if err != nil {
+				return err
+			}
+			if err := c.do(cmd.Context(), "DELETE", "/api/v1/devices/"+pathEsc(mac), nil, nil); err != nil {
+				return err
+			}
+			if !af.json() {
+				fmt.Fprintf(g.stdout, "device %s removed\n", mac)
+			}
+			return nil
+		},
+	})
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "decision MAC",
+		Short: "What the device's next network boot does, and why",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, mac, err := af.clientFor(g, args[0])
+			if err != nil {
+				return err
+			}
+			var d decision
+			raw, _, err := c.call(cmd.Context(), "GET", "/api/v1/devices/"+pathEsc(mac)+"/decision", nil, &d)
+			if err != nil {
+				return err
+			}
+			return af.emit(g, raw, func() error { return printKV(g.stdout, decisionKV(&d)) })
+		},
+	})
+
+	cmd.AddCommand(scopedMenu(g, &af, "device", "MAC", func(arg string) (string, string, error) {
+		mac, err := store.NormalizeMAC(arg)
+		if err != nil {
+			return "", "", err
+		}
+		return "/api/v1/devices/" + pathEsc(mac) + "/menu", "device " + mac, nil
+	}))
+
+	addQuickTasks(g, &af, cmd)
 	return cmd
 }
 
-func printEvents(g *globals, evs []store.Event) error {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tDEVICE\tKIND\tMESSAGE")
-	for _, e := range evs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Time.Local().Format("2006-01-02 15:04:05"), e.MAC, e.Kind, e.Message)
+func nameSuffix(name string) string {
+	if name == "" {
+		return ""
 	}
-	return tw.Flush()
+	return " as " + name
 }
 
-func dash(s string) string {
-	if s == "" {
-		return "-"
+func decisionKV(d *decision) [][2]string {
+	next := d.Action
+	if d.Bundle != nil {
+		next += ": " + d.Bundle.Name + " (" + d.Bundle.Kind + ")"
 	}
-	return s
+	kvs := [][2]string{{"Next boot", next}, {"Source", d.Source}, {"Reason", d.Reason}}
+	if d.Menu != nil {
+		kvs = append(kvs, [2]string{"Menu", menuText(*d.Menu)})
+	}
+	return kvs
 }
 
-func onceText(once bool) string {
-	if once {
-		return " (once)"
+func printDevice(w io.Writer, d deviceDetail) error {
+	// The decision lists every group (static and by match) by priority;
+	// the detail's groups are the static ones.
+	static := map[string]bool{}
+	groups := []string{}
+	for _, gr := range d.Groups {
+		static[gr.Name] = true
 	}
-	return " (every boot)"
+	if d.Decision != nil && d.Decision.Groups != nil {
+		for _, n := range d.Decision.Groups {
+			if static[n] {
+				groups = append(groups, n)
+			} else {
+				groups = append(groups, n+" (by match)")
+			}
+		}
+	} else {
+		for _, gr := range d.Groups {
+			groups = append(groups, gr.Name)
+		}
+	}
+	applied := ""
+	if d.Applied != nil {
+		applied = fmt.Sprintf("%s v%d, %s", d.Applied.Bundle, d.Applied.BundleVersion, ago(d.Applied.Time))
+		if d.Applied.Job != 0 {
+			applied += fmt.Sprintf(" (job %d)", d.Applied.Job)
+		}
+	}
+	kvs := [][2]string{
+		{"MAC", d.MAC}, {"Name", d.Name}, {"Registered", yesNo(d.Registered)}, {"Asset tag", d.AssetTag},
+		{"UUID", d.UUID}, {"Serial", d.Serial}, {"Manufacturer", d.Manufacturer}, {"Product", d.Product},
+		{"Arch", strings.TrimSpace(d.Arch + " " + d.Platform)}, {"IP", d.IP},
+		{"RAM", sizeOrDash(d.RAMBytes)}, {"Disks", sizeOrDash(d.DiskBytes)},
+		{"First seen", when(d.FirstSeen)}, {"Last seen", ago(d.LastSeen)}, {"Notes", d.Notes},
+		{"Groups", strings.Join(groups, ", ")},
+		{"Assignment", assignmentText(d.Assignment)},
+		{"Last applied", applied},
+	}
+	if d.Decision != nil {
+		kvs = append(kvs, decisionKV(d.Decision)...)
+	}
+	if err := printKV(w, kvs); err != nil {
+		return err
+	}
+	if len(d.Jobs) > 0 {
+		fmt.Fprintln(w, "\nJobs:")
+		if err := printJobs(w, d.Jobs); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(w, "\nEvents:")
+	return printEvents(w, d.Events)
 }
 
-func ago(t time.Time) string {
-	if t.IsZero() {
-		return "-"
+// addQuickTasks adds the one-step tasks of `preboot device`: each makes
+// (or updates) a bundle for the task and assigns it to the device,
+// replacing its current assignment.
+func addQuickTasks(g *globals, af *adminFlags, cmd *cobra.Command) {
+	for _, kind := range []string{store.KindImageCapture, store.KindImageRestore} {
+		var image, device, after string
+		var compression int
+		verb := strings.TrimPrefix(kind, "image-")
+		short := map[string]string{
+			store.KindImageCapture: "At its next network boot the device captures its disk to image NAME",
+			store.KindImageRestore: "At its next network boot the device restores image NAME onto its disk",
+		}[kind]
+		c := &cobra.Command{
+			Use:   verb + " MAC --image NAME",
+			Short: short,
+			Long: short + ".\nThis makes (or updates) the bundle " + verb + "-NAME and assigns it to the device once, forced,\n" +
+				"replacing its assignment. The device boots the imaging environment (see `preboot env build`); the\n" +
+				"assignment stays until its job succeeds, so a failed job runs again at the next boot.\n" +
+				"Follow it with `preboot job list --device MAC`.",
+			Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				cl, mac, err := af.clientFor(g, args[0])
+				if err != nil {
+					return err
+				}
+				var params any
+				if kind == store.KindImageCapture {
+					params = bundle.Capture{Image: image, Compression: compression, Device: device, After: after}
+				} else {
+					params = bundle.Restore{Image: image, Device: device, After: after}
+				}
+				desc := fmt.Sprintf("%s image %s (made by preboot device %s)", verb, image, verb)
+				a, b, did, err := quickAssign(cmd.Context(), cl, mac, verb+"-"+image, kind, desc, params, true)
+				if err != nil {
+					return err
+				}
+				return af.emit(g, a.raw, func() error {
+					then := after
+					if then == "" {
+						then = store.AfterReboot
+					}
+					fmt.Fprintf(g.stdout, "%s: next network boot runs %s of image %s, then %s (bundle %s %s, assignment %d)\n",
+						mac, b.Kind, image, then, b.Name, did, a.ID)
+					return nil
+				})
+			},
+		}
+		c.Flags().StringVar(&image, "image", "", "image name (required)")
+		c.Flags().StringVar(&after, "after", store.AfterReboot, "when done: reboot or poweroff")
+		c.Flags().StringVar(&device, "device", "", "disk to image, e.g. /dev/sda (default: the first fixed disk)")
+		c.Flags().StringVar(&device, "disk", "", "same as --device")
+		_ = c.Flags().MarkHidden("disk")
+		if kind == store.KindImageCapture {
+			c.Flags().IntVar(&compression, "compression", 0, "zstd level 1-19 (default 3)")
+		}
+		_ = c.MarkFlagRequired("image")
+		cmd.AddCommand(c)
 	}
-	d := time.Since(t).Round(time.Second)
-	switch {
-	case d < time.Minute:
-		return d.String() + " ago"
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
+
+	var osi bundle.OSInstall
+	var once bool
+	boot := &cobra.Command{
+		Use:   "boot MAC --kernel PATH [--initrd PATH]... [--cmdline ARGS] [--loader ipxe|pxelinux] [--once]",
+		Short: "At its next network boot the device loads this kernel and initrd",
+		Long: "At its next network boot the device loads this kernel and initrd (paths under the TFTP root, or\n" +
+			"http(s) URLs) with this command line. This makes (or updates) the os-install bundle boot-<MAC without\n" +
+			"colons> and assigns it to the device, forced, replacing its assignment. --loader pxelinux sends a BIOS\n" +
+			"device through pxelinux.0 and a generated pxelinux.cfg/01-<mac> instead of an iPXE script. --once:\n" +
+			"the assignment is cleared once done; otherwise the device boots it at every network boot.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, mac, err := af.clientFor(g, args[0])
+			if err != nil {
+				return err
+			}
+			name := "boot-" + strings.ReplaceAll(mac, ":", "")
+			a, b, did, err := quickAssign(cmd.Context(), cl, mac, name, store.KindOSInstall, "kernel boot of "+mac+" (made by preboot device boot)", osi, once)
+			if err != nil {
+				return err
+			}
+			return af.emit(g, a.raw, func() error {
+				loader := osi.Loader
+				if loader == "" {
+					loader = store.LoaderIPXE
+				}
+				every := " (every boot)"
+				if once {
+					every = " (once)"
+				}
+				fmt.Fprintf(g.stdout, "%s: next network boot loads %s via %s%s (bundle %s %s, assignment %d)\n",
+					mac, osi.Kernel, loader, every, b.Name, did, a.ID)
+				return nil
+			})
+		},
 	}
-	return t.Local().Format("2006-01-02")
+	boot.Flags().StringVar(&osi.Kernel, "kernel", "", "kernel: path under the TFTP root or http(s) URL (required)")
+	boot.Flags().StringSliceVar(&osi.Initrd, "initrd", nil, "initrd (repeatable)")
+	boot.Flags().StringVar(&osi.Cmdline, "cmdline", "", "kernel command line")
+	boot.Flags().StringVar(&osi.Loader, "loader", store.LoaderIPXE, "ipxe (HTTP script) or pxelinux (TFTP, BIOS only)")
+	boot.Flags().BoolVar(&once, "once", false, "clear the assignment once done")
+	_ = boot.MarkFlagRequired("kernel")
+	cmd.AddCommand(boot)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "clear MAC",
+		Short: "Remove the device's own assignment (group assignments and rules still apply: see device decision)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cl, mac, err := af.clientFor(g, args[0])
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var as []store.Assignment
+			if err := cl.do(ctx, "GET", "/api/v1/assignments?device="+url.QueryEscape(mac), nil, &as); err != nil {
+				return err
+			}
+			if len(as) == 0 {
+				if !af.json() {
+					fmt.Fprintf(g.stdout, "%s: no assignment to clear\n", mac)
+				}
+				return nil
+			}
+			for _, a := range as {
+				if err := cl.do(ctx, "DELETE", "/api/v1/assignments/"+strconv.FormatInt(a.ID, 10), nil, nil); err != nil {
+					return err
+				}
+				if !af.json() {
+					fmt.Fprintf(g.stdout, "%s: assignment %d (bundle %s) cleared\n", mac, a.ID, a.Bundle)
+				}
+			}
+			if af.json() {
+				return nil
+			}
+			var d decision
+			if err := cl.do(ctx, "GET", "/api/v1/devices/"+pathEsc(mac)+"/decision", nil, &d); err == nil {
+				fmt.Fprintf(g.stdout, "%s: next boot: %s\n", mac, d.Reason)
+			}
+			return nil
+		},
+	})
+}
+
+// rawAssignment is an assignment with the API's raw answer.
+type rawAssignment struct {
+	store.Assignment
+	raw []byte
+}
+
+// quickAssign ensures the bundle and assigns it to the device (forced,
+// replacing the device's assignment).
+func quickAssign(ctx context.Context, c *apiClient, mac, name, kind, desc string, params any, once bool) (rawAssignment, store.Bundle, string, error) {
+	b, did, err := ensureBundle(ctx, c, name, kind, desc, params)
+	if err != nil {
+		return rawAssignment{}, b, "", err
+	}
+	var a rawAssignment
+	a.raw, _, err = c.call(ctx, "POST", "/api/v1/assignments", assignRequest{Bundle: b.Name, Device: mac, Once: once, Force: true, Replace: true}, &a.Assignment)
+	if err != nil {
+		return a, b, did, err
+	}
+	return a, b, did, nil
 }

@@ -1,143 +1,261 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/store"
 )
 
+// jobDetail is GET /jobs/{id}: the job and the end of its log.
+type jobDetail struct {
+	store.Job
+	Log []store.JobLine `json:"log"`
+}
+
 func newJob(g *globals) *cobra.Command {
 	var af adminFlags
-	cmd := &cobra.Command{Use: "job", Aliases: []string{"jobs"}, Short: "Follow imaging jobs"}
+	cmd := &cobra.Command{Use: "job", Aliases: []string{"jobs"}, Short: "Jobs: runs of bundles on devices, their progress and logs"}
 	af.register(cmd)
-	var mac, state string
+
+	var dev, state, bndl string
 	var open bool
 	var limit int
+	var before int64
 	list := &cobra.Command{
-		Use:   "list",
+		Use:   "list [--device MAC] [--state S] [--bundle B] [--open]",
 		Short: "List jobs, newest first, with their progress",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			q := url.Values{"limit": {strconv.Itoa(limit)}}
+			if dev != "" {
+				mac, err := store.NormalizeMAC(dev)
+				if err != nil {
+					return err
+				}
+				q.Set("device", mac)
+			}
+			setIf(q, "state", state)
+			setIf(q, "bundle", bndl)
+			if open {
+				q.Set("open", "true")
+			}
+			if before > 0 {
+				q.Set("before", strconv.FormatInt(before, 10))
+			}
 			c, err := af.client(g)
 			if err != nil {
 				return err
 			}
-			q := url.Values{"limit": {strconv.Itoa(limit)}}
-			if mac != "" {
-				q.Set("mac", mac)
-			}
-			if state != "" {
-				q.Set("state", state)
-			}
-			if open {
-				q.Set("open", "true")
-			}
 			var js []store.Job
-			if err := c.do(cmd.Context(), "GET", "/api/v1/jobs?"+q.Encode(), nil, &js); err != nil {
+			raw, _, err := c.call(cmd.Context(), "GET", "/api/v1/jobs?"+q.Encode(), nil, &js)
+			if err != nil {
 				return err
 			}
-			if af.output == "json" {
-				return printJSON(g.stdout, js)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tDEVICE\tKIND\tIMAGE\tSTATE\tPROGRESS\tRATE\tUPDATED\tERROR")
-			for _, j := range js {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.MAC, j.Kind, j.Image, j.State, progress(j), rate(j.Rate), ago(j.UpdatedAt), dash(j.Error))
-			}
-			return tw.Flush()
+			return af.emit(g, raw, func() error { return printJobs(g.stdout, js) })
 		},
 	}
-	list.Flags().StringVar(&mac, "device", "", "only this device (MAC)")
+	list.Flags().StringVar(&dev, "device", "", "only this device (MAC)")
 	list.Flags().StringVar(&state, "state", "", "only this state: pending, booting, running, succeeded, failed, cancelled")
+	list.Flags().StringVar(&bndl, "bundle", "", "only this bundle's")
 	list.Flags().BoolVar(&open, "open", false, "only jobs not finished")
 	list.Flags().IntVar(&limit, "limit", 50, "how many")
+	list.Flags().Int64Var(&before, "before", 0, "only jobs older than this job ID (paging back)")
 	cmd.AddCommand(list)
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show ID",
-		Short: "Show a job and its log",
+		Short: "Show a job, its progress and its log",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "job")
+			if err != nil {
+				return err
+			}
 			c, err := af.client(g)
 			if err != nil {
 				return err
 			}
-			var j api.JobDetail
-			if err := c.do(cmd.Context(), "GET", "/api/v1/jobs/"+url.PathEscape(args[0]), nil, &j); err != nil {
+			var j jobDetail
+			raw, _, err := c.call(cmd.Context(), "GET", "/api/v1/jobs/"+strconv.FormatInt(id, 10), nil, &j)
+			if err != nil {
 				return err
 			}
-			if af.output == "json" {
-				return printJSON(g.stdout, j)
-			}
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(tw, "Job:\t%d\nDevice:\t%s\nWork:\t%s %s (then %s)\nState:\t%s %s\nProgress:\t%s at %s\nCreated:\t%s\n",
-				j.ID, j.MAC, j.Kind, j.Image, j.After, j.State, j.Phase, progress(j.Job), rate(j.Rate), j.CreatedAt.Local().Format(time.RFC3339))
-			if !j.FinishedAt.IsZero() {
-				fmt.Fprintf(tw, "Finished:\t%s\n", j.FinishedAt.Local().Format(time.RFC3339))
-			}
-			if j.Error != "" {
-				fmt.Fprintf(tw, "Error:\t%s\n", j.Error)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, "\nLog:")
-			for _, l := range j.Log {
-				fmt.Fprintf(g.stdout, "%s  %s\n", l.Time.Local().Format("15:04:05"), l.Line)
-			}
-			return nil
+			return af.emit(g, raw, func() error { return printJob(g.stdout, j) })
 		},
 	})
-	cmd.AddCommand(&cobra.Command{
-		Use:   "cancel ID",
-		Short: "Mark a job cancelled (its work stays assigned: `preboot device clear` removes it)",
+
+	var follow bool
+	var interval time.Duration
+	var logLimit int
+	logCmd := &cobra.Command{
+		Use:   "log ID [--follow]",
+		Short: "Print a job's log; --follow prints new lines until the job ends",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "job")
+			if err != nil {
+				return err
+			}
 			c, err := af.client(g)
 			if err != nil {
 				return err
 			}
-			if err := c.do(cmd.Context(), "POST", "/api/v1/jobs/"+url.PathEscape(args[0])+"/cancel", nil, nil); err != nil {
+			if !follow {
+				var lines []store.JobLine
+				raw, _, err := c.call(cmd.Context(), "GET", fmt.Sprintf("/api/v1/jobs/%d/log?limit=%d", id, logLimit), nil, &lines)
+				if err != nil {
+					return err
+				}
+				return af.emit(g, raw, func() error {
+					for _, l := range lines {
+						printLogLine(g.stdout, l)
+					}
+					return nil
+				})
+			}
+			return followJob(cmd.Context(), c, id, interval, g.stdout, af.json())
+		},
+	}
+	logCmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines until the job ends")
+	logCmd.Flags().DurationVar(&interval, "interval", time.Second, "how often --follow asks the server")
+	logCmd.Flags().IntVar(&logLimit, "limit", 1000, "the last this many lines")
+	cmd.AddCommand(logCmd)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a job that has not finished",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := parseID(args[0], "job")
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "job %s cancelled\n", args[0])
-			return nil
+			c, err := af.client(g)
+			if err != nil {
+				return err
+			}
+			var j store.Job
+			raw, _, err := c.call(cmd.Context(), "POST", fmt.Sprintf("/api/v1/jobs/%d/cancel", id), nil, &j)
+			if err != nil {
+				return err
+			}
+			return af.emit(g, raw, func() error {
+				fmt.Fprintf(g.stdout, "job %d %s\n", j.ID, j.State)
+				return nil
+			})
 		},
 	})
 	return cmd
 }
 
-func progress(j store.Job) string {
-	if j.BytesTotal <= 0 {
-		return "-"
+func printJob(w io.Writer, j jobDetail) error {
+	kvs := [][2]string{
+		{"Job", strconv.FormatInt(j.ID, 10)},
+		{"Device", j.MAC},
+		{"Bundle", fmt.Sprintf("%s (%s, version %d)", dash(j.Bundle), j.Kind, j.BundleVersion)},
+		{"Image", j.Image},
+		{"State", j.State + phaseText(j.Phase)},
+		{"Progress", progressBar(j.Job)},
+		{"Message", j.Message},
+		{"Error", j.Error},
+		{"Created", when(j.CreatedAt)},
+		{"Started", when(j.StartedAt)},
+		{"Updated", ago(j.UpdatedAt)},
 	}
-	return fmt.Sprintf("%.0f%% of %s", 100*float64(j.BytesDone)/float64(j.BytesTotal), size(j.BytesTotal))
+	if !j.FinishedAt.IsZero() {
+		d := j.FinishedAt.Sub(j.CreatedAt).Round(time.Second)
+		kvs = append(kvs, [2]string{"Finished", fmt.Sprintf("%s (after %s)", when(j.FinishedAt), d)})
+	}
+	if err := printKV(w, kvs); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "\nLog:")
+	for _, l := range j.Log {
+		printLogLine(w, l)
+	}
+	return nil
 }
 
-func rate(bps int64) string {
-	if bps <= 0 {
-		return "-"
+func phaseText(p string) string {
+	if p == "" {
+		return ""
 	}
-	return size(bps) + "/s"
+	return " (" + p + ")"
 }
 
-// size formats a byte count in binary units: "512 B", "1.2 GiB".
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
+func printLogLine(w io.Writer, l store.JobLine) {
+	fmt.Fprintf(w, "%s  %s\n", l.Time.Local().Format("15:04:05"), l.Line)
+}
+
+// followJob prints a job's log lines as they come, and a progress line on
+// each change, until the job ends (or ctx does). With asJSON each new log
+// line is printed as one JSON object per line.
+func followJob(ctx context.Context, c *apiClient, id int64, interval time.Duration, w io.Writer, asJSON bool) error {
+	if interval <= 0 {
+		interval = time.Second
 	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
+	var last *store.JobLine
+	lastProgress := ""
+	for {
+		var j jobDetail
+		if err := c.do(ctx, "GET", fmt.Sprintf("/api/v1/jobs/%d", id), nil, &j); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+		for _, l := range newLines(j.Log, last) {
+			if asJSON {
+				if err := printCompact(w, l); err != nil {
+					return err
+				}
+			} else {
+				printLogLine(w, l)
+			}
+			last = &l
+		}
+		if !asJSON {
+			if p := j.State + phaseText(j.Phase) + "  " + progressBar(j.Job); p != lastProgress {
+				fmt.Fprintf(w, "-- job %d: %s\n", j.ID, p)
+				lastProgress = p
+			}
+		}
+		if store.JobFinished(j.State) {
+			if j.State != store.JobSucceeded {
+				msg := j.Error
+				if msg == "" {
+					msg = j.Message
+				}
+				return fmt.Errorf("job %d %s: %s", j.ID, j.State, dash(msg))
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
 	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// newLines returns the lines after the last one already printed (all of
+// them when it is no longer in the window the server sends).
+func newLines(lines []store.JobLine, last *store.JobLine) []store.JobLine {
+	if last == nil {
+		return lines
+	}
+	for i := len(lines) - 1; i >= 0; i-- {
+		if lines[i].Line == last.Line && lines[i].Time.Equal(last.Time) {
+			return lines[i+1:]
+		}
+	}
+	return lines
 }

@@ -49,7 +49,10 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.configFile, "config", "", "YAML configuration file")
-	root.AddCommand(newServe(g), newVersion(g), newDevice(g), newEvent(g), newJob(g), newImage(g), newAgent(g), newEnv(g))
+	root.AddCommand(newServe(g), newVersion(g), newAgent(g), newEnv(g))
+	// The admin commands, over the REST API.
+	root.AddCommand(newDevice(g), newGroup(g), newBundle(g), newAssign(g), newRule(g), newJob(g), newEvent(g),
+		newImage(g), newMenu(g), newSettings(g), newToken(g), newLogin(g))
 	return root
 }
 

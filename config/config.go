@@ -62,8 +62,13 @@ type Log struct {
 
 // Store selects the database.
 type Store struct {
-	Driver string `yaml:"driver"` // sqlite
+	Driver string `yaml:"driver"` // sqlite (default) or postgres
 	Path   string `yaml:"path"`   // SQLite file; default DATA_DIR/preboot.db
+	// DSN is the PostgreSQL connection string (driver postgres), e.g.
+	// "postgres://preboot:secret@db.example/preboot" or
+	// "host=/run/postgresql dbname=preboot". Several Preboot servers may
+	// share one database.
+	DSN string `yaml:"dsn"`
 }
 
 // TFTP configures the TFTP server.
@@ -78,9 +83,10 @@ type TFTP struct {
 // HTTP configures the HTTP server (boot policy, boot files, API, metrics).
 type HTTP struct {
 	Listen string `yaml:"listen"`
-	// AdminFromAnywhere lets the admin API answer other hosts than
-	// loopback. Off until the API has authentication.
-	AdminFromAnywhere bool `yaml:"admin_from_anywhere"`
+	// TrustLoopback lets clients on this machine's loopback interface use
+	// the admin API without a token (as root can read the database
+	// anyway). Every other client needs an admin token.
+	TrustLoopback bool `yaml:"trust_loopback"`
 }
 
 // ProxyDHCP configures the proxyDHCP server.
@@ -127,7 +133,7 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "auto"},
 		Store:     Store{Driver: "sqlite"},
 		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64},
-		HTTP:      HTTP{Listen: ":8080"},
+		HTTP:      HTTP{Listen: ":8080", TrustLoopback: true},
 		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
 		Boot: Boot{
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
@@ -174,8 +180,12 @@ func (c *Config) Finish() error {
 	var errs []error
 	switch c.Store.Driver {
 	case "sqlite":
+	case "postgres":
+		if c.Store.DSN == "" {
+			errs = append(errs, errors.New("store.dsn: required with store.driver postgres (e.g. postgres://user:pass@host/db)"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("store.driver %q: only \"sqlite\" is supported", c.Store.Driver))
+		errs = append(errs, fmt.Errorf("store.driver %q: want sqlite or postgres", c.Store.Driver))
 	}
 	switch strings.ToLower(c.Menu.Mode) {
 	case "always", "hotkey", "never":

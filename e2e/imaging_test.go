@@ -51,7 +51,7 @@ func buildImagingEnv(t *testing.T, srv *prebootServer, k *kernel) {
 	}
 }
 
-// jobs returns the device's imaging jobs, newest first.
+// jobs returns the device's jobs, newest first.
 func (s *prebootServer) jobs(ctx context.Context, mac string) ([]store.Job, error) {
 	out, err := s.cli(ctx, "job", "list", "--device", mac, "-o", "json")
 	if err != nil {
@@ -109,8 +109,8 @@ func (s *prebootServer) logJobs(t *testing.T, mac string) {
 			b.WriteString("\n    ")
 			b.WriteString(fmt.Sprint(l))
 		}
-		t.Logf("job %d (%s %s of %s): state %s phase %q %d/%d bytes error %q; log:%s",
-			j.ID, j.Kind, j.Image, j.MAC, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Error, b.String())
+		t.Logf("job %d (%s bundle %s, image %q, of %s): state %s phase %q %d/%d bytes error %q; log:%s",
+			j.ID, j.Kind, j.Bundle, j.Image, j.MAC, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Error, b.String())
 	}
 }
 
@@ -136,7 +136,7 @@ func waitImaging(ctx context.Context, v *vm, srv *prebootServer, mac, marker str
 			if err == nil {
 				for _, j := range js {
 					if j.State == "failed" {
-						return fmt.Errorf("job %d (%s %s) failed: %s", j.ID, j.Kind, j.Image, j.Error)
+						return fmt.Errorf("job %d (%s bundle %s) failed: %s", j.ID, j.Kind, j.Bundle, j.Error)
 					}
 				}
 			}
@@ -149,9 +149,9 @@ func waitImaging(ctx context.Context, v *vm, srv *prebootServer, mac, marker str
 	}
 }
 
-// checkJobDone asserts that the device has exactly one job, of that kind
-// and image, and that it succeeded with its bytes counted.
-func checkJobDone(t *testing.T, srv *prebootServer, mac, kind string) {
+// checkOneJob asserts that the device has exactly one job, of that kind
+// and bundle, succeeded, and returns it (nil if there is none).
+func checkOneJob(t *testing.T, srv *prebootServer, mac, kind, bundleName string) *store.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -164,45 +164,71 @@ func checkJobDone(t *testing.T, srv *prebootServer, mac, kind string) {
 		srv.logJobs(t, mac)
 	}
 	if len(js) == 0 {
+		return nil
+	}
+	j := js[len(js)-1] // the oldest: the one the boot made
+	t.Logf("job %d: %s bundle %s (v%d) %s, image %q, %d/%d bytes, phase %q, message %q", j.ID, j.Kind, j.Bundle, j.BundleVersion,
+		j.State, j.Image, j.BytesDone, j.BytesTotal, j.Phase, j.Message)
+	if j.Kind != kind || j.Bundle != bundleName || j.State != store.JobSucceeded {
+		t.Errorf("job %d: %s of bundle %q is %s (error %q), want a succeeded %s of bundle %q", j.ID, j.Kind, j.Bundle, j.State, j.Error, kind, bundleName)
+	}
+	if j.FinishedAt.IsZero() || j.FinishedAt.Before(j.CreatedAt) {
+		t.Errorf("job %d: created %v, finished %v", j.ID, j.CreatedAt, j.FinishedAt)
+	}
+	return &j
+}
+
+// checkJobDone asserts that the device has exactly one job, of that kind
+// (an image bundle made by the quick task `preboot device capture|restore`:
+// bundle capture-lab-base or restore-lab-base), and that it succeeded with
+// its bytes counted and a log from the agent.
+func checkJobDone(t *testing.T, srv *prebootServer, mac, kind string) {
+	t.Helper()
+	j := checkOneJob(t, srv, mac, kind, strings.TrimPrefix(kind, "image-")+"-"+labImage)
+	if j == nil {
 		return
 	}
-	j := js[0]
-	t.Logf("job %d: %s %s %s, %d/%d bytes, phase %q, message %q", j.ID, j.Kind, j.Image, j.State, j.BytesDone, j.BytesTotal, j.Phase, j.Message)
-	if j.Kind != kind || j.Image != labImage || j.State != "succeeded" {
-		t.Errorf("job %d: %s of %q is %s (error %q), want a succeeded %s of %q", j.ID, j.Kind, j.Image, j.State, j.Error, kind, labImage)
+	if j.Image != labImage {
+		t.Errorf("job %d: image %q, want %q", j.ID, j.Image, labImage)
 	}
 	if j.BytesTotal <= 0 || j.BytesDone != j.BytesTotal {
 		t.Errorf("job %d: progress %d/%d bytes, want done == total > 0", j.ID, j.BytesDone, j.BytesTotal)
 	}
-	d, err := srv.jobDetail(ctx, j.ID)
+	checkJobLog(t, srv, j.ID)
+}
+
+// checkJobLog asserts that the job has log lines from the agent.
+func checkJobLog(t *testing.T, srv *prebootServer, id int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	d, err := srv.jobDetail(ctx, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(d.Log) == 0 {
-		t.Errorf("job %d has no log lines from the agent", j.ID)
+		t.Errorf("job %d has no log lines from the agent", id)
 	}
 }
 
-// checkBootsAfterJob asserts the device's boot history: one work boot
-// (the imaging environment), then the reboot's network boot went to the
-// local disk, which is the last event.
-func checkBootsAfterJob(t *testing.T, srv *prebootServer, mac string) {
+// checkBootsAfterJob asserts the device's boot history: the policy handed
+// out one bundle (one "work" event, one job created), then the reboot's
+// network boot went to the local disk, which is the last event; no
+// assignment is left (the quick tasks and rules assign once).
+func checkBootsAfterJob(t *testing.T, srv *prebootServer, mac string) *deviceInfo {
 	t.Helper()
 	d := srv.showDevice(mac)
 	t.Logf("device %s events:%s", mac, d.eventSummary())
-	// The order of d.Events is the API's: compare times.
-	works := 0
+	works, created := 0, 0
 	var workAt, localAt time.Time
 	for _, e := range d.Events {
 		switch e.Kind {
 		case store.EventWork:
 			works++
 			workAt = e.Time
-		case "job":
-			// Imaging work is recorded as "job N created: KIND IMAGE".
+		case store.EventJob:
 			if strings.Contains(e.Message, " created") {
-				works++
-				workAt = e.Time
+				created++
 			}
 		case store.EventLocalBoot:
 			if e.Time.After(localAt) {
@@ -210,8 +236,8 @@ func checkBootsAfterJob(t *testing.T, srv *prebootServer, mac string) {
 			}
 		}
 	}
-	if works != 1 {
-		t.Errorf("%d work boots (work or job-created events), want 1 (the job ran once)", works)
+	if works != 1 || created != 1 {
+		t.Errorf("%d work events and %d jobs created, want 1 and 1 (the bundle ran once)", works, created)
 	}
 	if localAt.IsZero() || !localAt.After(workAt) {
 		t.Errorf("no localboot event after the work boot (work at %v, last localboot at %v)", workAt, localAt)
@@ -219,19 +245,24 @@ func checkBootsAfterJob(t *testing.T, srv *prebootServer, mac string) {
 	if d.LastEvent == nil || d.LastEvent.Kind != store.EventLocalBoot {
 		t.Errorf("last event %+v, want localboot", d.LastEvent)
 	}
-	if len(d.Work) != 0 && string(d.Work) != "null" {
-		t.Errorf("work still assigned after the job succeeded: %s", d.Work)
+	if d.Assignment != nil {
+		t.Errorf("assignment still there after the job succeeded: %+v", d.Assignment)
 	}
+	if d.Decision == nil || d.Decision.Action != "local" {
+		t.Errorf("decision for the next boot %+v, want local", d.Decision)
+	}
+	return d
 }
 
 // imagingVM starts a BIOS VM (SeaBIOS + QEMU's iPXE e1000 ROM, network
-// first, the disk second) that may reboot in place.
-func imagingVM(t *testing.T, l *lab, name string, netArgs []string, diskArgs ...string) *vm {
+// first, the disk second) that may reboot in place. extra are the disk's
+// (and any other) QEMU arguments.
+func imagingVM(t *testing.T, l *lab, name string, netArgs []string, extra ...string) *vm {
 	t.Helper()
 	// -cpu max: RDRAND seeds the guest kernel's CRNG at once; without it
 	// (TCG, no virtio-rng) getrandom(2) in the agent can block for minutes.
 	args := append([]string{"-cpu", "max"}, netArgs...)
-	args = append(args, diskArgs...)
+	args = append(args, extra...)
 	return startVM(t, vmConfig{Name: name, Dir: l.Dir, Netns: l.NetNS, Reboot: true, Args: args})
 }
 
@@ -336,7 +367,7 @@ func TestImaging(t *testing.T) {
 		if err := v.waitExit(ctx); err != nil {
 			t.Error(err)
 		}
-		checkJobDone(t, srv, mac, store.WorkCapture)
+		checkJobDone(t, srv, mac, store.KindImageCapture)
 		checkBootsAfterJob(t, srv, mac)
 		found := false
 		for _, im := range srv.images().Images {
@@ -429,7 +460,7 @@ func TestImaging(t *testing.T) {
 					t.Fatal(err) // the disk is checked only once QEMU is gone
 				}
 				checkConsoleOrder(t, v.serial(), osLine)
-				checkJobDone(t, srv, tg.mac, store.WorkRestore)
+				checkJobDone(t, srv, tg.mac, store.KindImageRestore)
 				checkBootsAfterJob(t, srv, tg.mac)
 
 				// 3. Host-side checks on the stopped VM's disk.

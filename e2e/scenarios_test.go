@@ -2,13 +2,17 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/preboot/preboot/store"
 )
 
 // scenario is one PXE boot in a fresh lab.
@@ -21,6 +25,9 @@ type scenario struct {
 	once         bool   // assign with --once
 	localDisk    bool   // give the VM the marker disk (second in boot order)
 	server       serverOptions
+	// setup runs after the server started (and the quick task was
+	// assigned), before the VM starts.
+	setup func(t *testing.T, r *bootResult)
 }
 
 // Per-VM deadline for the markers to show (TCG: no KVM here).
@@ -76,6 +83,8 @@ func runScenario(t *testing.T, sc scenario) *bootResult {
 		serial: "E2E-" + strings.ToUpper(randomHex(4)),
 	}
 	if sc.assign {
+		// The quick task makes the os-install bundle boot-<mac> and
+		// assigns it to the device (forced; once with --once).
 		args := []string{"device", "boot", r.mac,
 			"--kernel", "boot/kernel",
 			"--initrd", "boot/initrd",
@@ -87,6 +96,9 @@ func runScenario(t *testing.T, sc scenario) *bootResult {
 			args = append(args, "--once")
 		}
 		srv.mustCLI(args...)
+	}
+	if sc.setup != nil {
+		sc.setup(t, r)
 	}
 
 	var args []string
@@ -210,7 +222,21 @@ func (r *bootResult) checkWorkBoot(t *testing.T, platform string) {
 	if r.device.Platform != platform {
 		t.Errorf("platform %q, want %q", r.device.Platform, platform)
 	}
+	r.checkQuickBootJob(t)
 	r.checkListed(t)
+}
+
+// quickBootBundle is the name of the bundle `preboot device boot MAC` makes.
+func quickBootBundle(mac string) string {
+	return "boot-" + strings.ReplaceAll(strings.ToLower(mac), ":", "")
+}
+
+// checkQuickBootJob asserts that the boot made exactly one job: the
+// os-install bundle of `device boot`, succeeded when it was handed out
+// (an installer does not report back).
+func (r *bootResult) checkQuickBootJob(t *testing.T) {
+	t.Helper()
+	checkOneJob(t, r.srv, r.mac, store.KindOSInstall, quickBootBundle(r.mac))
 }
 
 // checkListed asserts that `preboot device list` shows the device with its
@@ -371,6 +397,12 @@ func TestLocalBoot(t *testing.T) {
 	if r.device.hasEvent("work") {
 		t.Errorf("work handed out although nothing was assigned")
 	}
+	if len(r.device.Jobs) != 0 {
+		t.Errorf("%d jobs although nothing was assigned: %+v", len(r.device.Jobs), r.device.Jobs)
+	}
+	if r.device.Assignment != nil {
+		t.Errorf("assignment %+v although nothing was assigned", r.device.Assignment)
+	}
 	if r.device.LastEvent == nil || r.device.LastEvent.Kind != "localboot" {
 		t.Errorf("last event %+v, want localboot", r.device.LastEvent)
 	}
@@ -392,23 +424,84 @@ func TestPXELinux(t *testing.T) {
 	if !r.device.hasEvent("work") {
 		t.Errorf("no work event recorded for %s", r.mac)
 	}
+	r.checkQuickBootJob(t)
 	r.checkTFTPServed(t, "pxelinux.0", "ldlinux.c32", cfg, "boot/kernel", "boot/initrd")
 	r.checkUpdateDriversNotFound(t)
 	r.checkListed(t)
 }
 
-// The Preboot menu in "always" mode: nobody presses a key, the menu's
-// default after its timeout is the assigned work, and Preboot records that
-// the menu was shown.
+// The Preboot menu in "always" mode on UEFI (EFI iPXE writes to the
+// serial console; the BIOS iPXE ROM only to VGA): the server's default
+// menu comes from the configuration (always, 3 s), an administrator adds a
+// custom bundle entry with `preboot menu set --bundle`; the console shows
+// the menu's entries, nobody presses a key, and after the timeout the
+// menu's default — the assigned work — runs. Preboot records that the menu
+// was shown and that the work was the menu's choice.
 func TestMenuAlways(t *testing.T) {
 	t.Parallel()
-	r := runScenario(t, scenario{topo: separateDHCP, assign: true,
-		server: serverOptions{MenuMode: "always", MenuTimeout: "2s"}})
+	const entry = "lab-installer" // the custom entry: an os-install bundle
+	entryToken := randomHex(8)    // its command line's token: must never reach a kernel
+	r := runScenario(t, scenario{topo: separateDHCP, uefi: true, uefiBootFile: "ipxe.efi", assign: true,
+		server: serverOptions{MenuMode: "always", MenuTimeout: "3s"},
+		setup: func(t *testing.T, r *bootResult) {
+			r.srv.mustCLI("bundle", "create", entry, "--kind", store.KindOSInstall,
+				"--description", "offered in the menu, never picked",
+				"--kernel", "boot/kernel", "--initrd", "boot/initrd",
+				"--cmdline", guestCmdline(entryToken, labServerIP, controlFile))
+			r.srv.mustCLI("menu", "set", "--bundle", entry)
+			// menu set changes only the bundles: mode and timeout are
+			// still the configuration's.
+			var m store.Menu
+			out := r.srv.mustCLI("menu", "show", "-o", "json")
+			if err := json.Unmarshal([]byte(out), &m); err != nil {
+				t.Fatalf("menu show: %v\n%s", err, out)
+			}
+			if m.Mode != "always" || time.Duration(m.Timeout) != 3*time.Second || !slices.Equal(m.Bundles, []string{entry}) {
+				t.Errorf("server menu %+v, want mode always, timeout 3s (from the configuration), bundles [%s]", m, entry)
+			}
+		}})
 	r.checkGuest(t)
-	r.checkWorkBoot(t, "pcbios")
-	if !r.device.hasEvent("menu") {
-		t.Errorf("no menu event recorded for %s", r.mac)
+	r.checkWorkBoot(t, "efi")
+
+	console := consoleText(r.vm.serial())
+	marker := strings.Index(console, guestMarker+" token="+r.token)
+	for _, label := range []string{
+		"Preboot - " + strings.ToLower(r.mac), // menu title - MAC
+		"Assigned: " + quickBootBundle(r.mac) + " (" + store.KindOSInstall + ")",
+		"Start assigned work",
+		entry,
+		"Boot local disk",
+	} {
+		i := strings.Index(console, label)
+		switch {
+		case i < 0:
+			t.Errorf("serial console does not show the menu entry %q", label)
+		case i > marker:
+			t.Errorf("menu entry %q appears on the console after the work's marker", label)
+		}
 	}
+	if strings.Contains(console, entryToken) {
+		t.Errorf("the menu's custom entry %s ran, not the default", entry)
+	}
+	if len(r.device.eventsMatching(store.EventMenu, "menu shown")) != 1 {
+		t.Errorf("want one menu event \"menu shown\"")
+	}
+	if len(r.device.eventsMatching(store.EventWork, "menu choice")) != 1 {
+		t.Errorf("want one work event for the menu's choice (its default after the timeout)")
+	}
+	if len(r.device.eventsMatching(store.EventMenu, "operator picked")) != 0 {
+		t.Errorf("a menu entry was picked although nobody pressed a key")
+	}
+}
+
+// ansiEscape matches the terminal control sequences EFI consoles write
+// around text (cursor moves, colours, modes).
+var ansiEscape = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][0-9A-Za-z]|[=>78cDEHM])`)
+
+// consoleText is a serial log without terminal control sequences and
+// carriage returns, so that text drawn by a menu can be searched for.
+func consoleText(s string) string {
+	return strings.ReplaceAll(ansiEscape.ReplaceAllString(s, ""), "\r", "")
 }
 
 // Work assigned with --once is handed out once: the first boot runs it, the
@@ -432,10 +525,17 @@ func TestOnceThenLocal(t *testing.T) {
 	}
 	d := r.srv.showDevice(r.mac)
 	t.Logf("events after the second boot:%s", d.eventSummary())
-	if len(d.Work) != 0 && string(d.Work) != "null" {
-		t.Errorf("work still assigned after a --once boot: %s", d.Work)
+	if d.Assignment != nil {
+		t.Errorf("assignment still there after a --once boot: %+v", d.Assignment)
+	}
+	if d.Decision == nil || d.Decision.Action != "local" {
+		t.Errorf("decision for the next boot %+v, want local", d.Decision)
+	}
+	if n := len(d.eventsMatching(store.EventWork, "")); n != 1 {
+		t.Errorf("%d work events, want 1 (the first boot only)", n)
 	}
 	if d.LastEvent == nil || d.LastEvent.Kind != "localboot" {
 		t.Errorf("last event %+v, want localboot", d.LastEvent)
 	}
+	r.checkQuickBootJob(t) // still one job: the second boot made none
 }

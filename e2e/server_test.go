@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,11 +13,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/store"
 )
 
 // prebootBinary builds cmd/preboot once per test binary into the cache
@@ -167,27 +172,12 @@ func (s *prebootServer) mustCLI(args ...string) string {
 	return out
 }
 
-// deviceEvent and deviceInfo mirror the JSON of `preboot device show -o json`.
-type deviceEvent struct {
-	Time    time.Time `json:"time"`
-	Kind    string    `json:"kind"`
-	Message string    `json:"message"`
-}
-
+// deviceInfo is `preboot device show -o json` (api.DeviceDetail: the
+// device, its groups, its own assignment, the policy's decision for its
+// next boot, recent events and jobs); `device list -o json` fills only the
+// store.Device part.
 type deviceInfo struct {
-	MAC          string          `json:"mac"`
-	UUID         string          `json:"uuid"`
-	Serial       string          `json:"serial"`
-	Manufacturer string          `json:"manufacturer"`
-	Product      string          `json:"product"`
-	Arch         string          `json:"arch"`
-	Platform     string          `json:"platform"`
-	IP           string          `json:"ip"`
-	FirstSeen    time.Time       `json:"first_seen"`
-	LastSeen     time.Time       `json:"last_seen"`
-	LastEvent    *deviceEvent    `json:"last_event"`
-	Work         json.RawMessage `json:"work"`
-	Events       []deviceEvent   `json:"events"`
+	api.DeviceDetail
 }
 
 // hasEvent reports whether the device has an event of that kind.
@@ -211,17 +201,44 @@ func (d *deviceInfo) eventMatching(kind, substr string) bool {
 	return false
 }
 
-func (d *deviceInfo) eventSummary() string {
-	var b strings.Builder
+// eventsMatching returns the device's events of that kind whose message
+// contains substr.
+func (d *deviceInfo) eventsMatching(kind, substr string) []store.Event {
+	var out []store.Event
 	for _, e := range d.Events {
+		if e.Kind == kind && strings.Contains(e.Message, substr) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// inGroup reports whether the device is a member of the named group.
+func (d *deviceInfo) inGroup(name string) bool {
+	for _, g := range d.Groups {
+		if g.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// eventSummary lists the device's events, oldest first.
+func (d *deviceInfo) eventSummary() string {
+	es := slices.Clone(d.Events)
+	slices.SortStableFunc(es, func(a, b store.Event) int { return cmp.Compare(a.ID, b.ID) })
+	var b strings.Builder
+	for _, e := range es {
 		fmt.Fprintf(&b, "\n  %s %-9s %s", e.Time.Format(time.TimeOnly), e.Kind, e.Message)
 	}
 	return b.String()
 }
 
+// showDevice returns `preboot device show MAC -o json` with all of the
+// device's events (a lab device has a few dozen at most).
 func (s *prebootServer) showDevice(mac string) *deviceInfo {
 	s.lab.t.Helper()
-	out := s.mustCLI("device", "show", mac, "-o", "json")
+	out := s.mustCLI("device", "show", mac, "--events", "1000", "-o", "json")
 	var d deviceInfo
 	if err := json.Unmarshal([]byte(out), &d); err != nil {
 		s.lab.t.Fatalf("device show %s: %v\n%s", mac, err, out)

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -196,6 +197,14 @@ func TestBuildContent(t *testing.T) {
 		r, ok := recs[link]
 		if !ok || r.Mode&cpio.S_IFMT != cpio.S_IFLNK || string(content(t, r)) != target {
 			t.Errorf("%s: want symlink to %s", link, target)
+		}
+	}
+	// Script bundles run with /bin/sh and expect the basic tools.
+	for _, a := range []string{"bin/sh", "bin/cat", "bin/dd", "bin/grep", "bin/sed", "usr/bin/awk", "bin/mount", "usr/bin/wget",
+		"bin/sleep", "usr/bin/timeout", "usr/bin/blkdiscard", "sbin/fdisk", "usr/bin/wc"} {
+		r, ok := recs[a]
+		if !ok || r.Mode&cpio.S_IFMT != cpio.S_IFLNK || path.Base(string(content(t, r))) != "busybox" {
+			t.Errorf("%s: want a busybox applet link", a)
 		}
 	}
 	for _, f := range []string{"etc/passwd", "etc/group", "etc/hosts", "etc/nsswitch.conf", "usr/share/udhcpc/default.script"} {
@@ -429,6 +438,17 @@ func TestBoot(t *testing.T) {
 	mu.Unlock()
 	if !strings.Contains(got, "GET /files/boot/updateDrivers.tgz") {
 		t.Errorf("server saw %q, want the updateDrivers.tgz fetch", got)
+	}
+	// The agent's script runner works in the environment: busybox sh,
+	// the PATH it sets for pid 1's children, the basic tools.
+	for _, want := range []string{"PREBOOT-ENV-SCRIPT shell=/tmp/preboot-script-", "path=/sbin:/bin:/usr/sbin:/usr/bin",
+		"PREBOOT-ENV-SCRIPT sed-works", "PREBOOT-ENV-SCRIPT dd-bytes=3072", "PREBOOT-ENV-SCRIPT-RESULT <nil>"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("serial console lacks %q", want)
+		}
+	}
+	if strings.Contains(s, "PREBOOT-ENV-SCRIPT missing=") {
+		t.Error("a basic tool is missing from the environment")
 	}
 	if strings.Contains(s, "PREBOOT-ENV-FATAL") || strings.Contains(s, "Kernel panic") {
 		t.Error("fatal error on the console")

@@ -8,11 +8,14 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/preboot/preboot/disk"
 )
 
 // RestoreOptions tune Restore.
@@ -30,6 +33,18 @@ type RestoreOptions struct {
 	// SkipRegions names regions not to write, e.g. "tail" (the old GPT
 	// backup) when WriteTable lays out a bigger disk.
 	SkipRegions []string
+	// Partitions, when not empty, restores only these partitions (by
+	// their 1-based index) of the image and nothing else: no raw region
+	// (partition tables, boot code, gaps), no other partition. The target
+	// must already be partitioned like the image for them: TargetTable
+	// is required and each listed partition must exist in it with the
+	// image's start and size (MatchPartitions), else Restore fails with
+	// ErrTableMismatch before writing anything. SkipRegions and
+	// WriteTable must not be set with it.
+	Partitions []int
+	// TargetTable is the target disk's current partition table (as
+	// disk.ReadTable reads it); required with Partitions.
+	TargetTable *disk.Table
 	// WriteTable, when set, runs after all data is written, to write a
 	// partition table adjusted to the target (disk.WriteTable). Without
 	// it the raw regions reproduce the source table, which is right for a
@@ -57,6 +72,8 @@ type resResult struct {
 // before it is written; windows are written in disk order and the first
 // bad chunk stops the restore, so nothing after it is written. Only used
 // extents are written. If dst has a Sync method it is called at the end.
+// With opts.Partitions only those partitions are written, onto a target
+// whose table already has them where the image has them.
 func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore, opts RestoreOptions) error {
 	log := logger(opts.Logger)
 	if err := m.Validate(); err != nil {
@@ -65,20 +82,25 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 	if opts.TargetSize <= 0 {
 		return errors.New("restore: target size unknown")
 	}
-	if need := max(m.Disk.Size, m.RequiredSize()); opts.TargetSize < need {
+	selected, need, err := restoreSelection(m, opts)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", m.Name, err)
+	}
+	if opts.TargetSize < need {
 		return fmt.Errorf("restore %s: %w: image needs %d bytes (%s), target has %d (%s)",
 			m.Name, ErrTargetTooSmall, need, humanBytes(need), opts.TargetSize, humanBytes(opts.TargetSize))
 	}
-	if err := checkPresent(ctx, m, store); err != nil {
+	if err := checkPresent(ctx, m, store, selected); err != nil {
 		return fmt.Errorf("restore %s: %w", m.Name, err)
 	}
 	jobs := jobsFor(m, false)
-	var total int64
+	var total, nwin int64
 	for i := range jobs {
-		if slices.Contains(opts.SkipRegions, jobs[i].area.Name) && jobs[i].area.Name != "" {
+		if !selected(jobs[i].area) {
 			continue
 		}
 		total += jobs[i].nused
+		nwin++
 	}
 	// More workers than cores: each one waits on a fetch before it
 	// decodes, and the extra requests in flight hide the network's latency.
@@ -92,10 +114,10 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 	}
 	defer dec.Close()
 
-	cnt := &counters{phase: "restore", total: total, chunksTotal: int64(len(jobs)), start: time.Now()}
+	cnt := &counters{phase: "restore", total: total, chunksTotal: nwin, start: time.Now()}
 	stop := cnt.report(opts.Progress, opts.ProgressInterval)
-	log.InfoContext(ctx, "restore start", "image", m.Name, "used", total, "chunks", len(jobs), "workers", w,
-		"delta", opts.Current != nil, "target_size", opts.TargetSize)
+	log.InfoContext(ctx, "restore start", "image", m.Name, "used", total, "chunks", nwin, "workers", w,
+		"delta", opts.Current != nil, "target_size", opts.TargetSize, "partitions", opts.Partitions)
 
 	pool := newBufPool(3*w+2, m.ChunkSize)
 	zeros := make([]byte, m.ChunkSize)
@@ -112,7 +134,7 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 	g.Go(func() error {
 		defer close(workCh)
 		for i := range jobs {
-			if n := jobs[i].area.Name; n != "" && slices.Contains(opts.SkipRegions, n) {
+			if !selected(jobs[i].area) {
 				continue
 			}
 			buf, err := pool.get(gctx)
@@ -157,7 +179,7 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 		waiting := make(map[int]resResult)
 		next := 0
 		skip := func() {
-			for next < len(jobs) && jobs[next].area.Name != "" && slices.Contains(opts.SkipRegions, jobs[next].area.Name) {
+			for next < len(jobs) && !selected(jobs[next].area) {
 				next++
 			}
 		}
@@ -276,9 +298,112 @@ func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts Rest
 	return resResult{buf: out, data: true}
 }
 
-// checkPresent fails with ErrMissingChunks unless store holds every chunk.
-func checkPresent(ctx context.Context, m *Manifest, store ChunkStore) error {
-	hashes := m.ChunkHashes()
+// restoreSelection returns which areas a restore writes and the smallest
+// target it needs. A whole-disk restore writes every area but the
+// SkipRegions and needs the image's disk size; a partition restore
+// (opts.Partitions) writes only those partitions, after checking the
+// target's table matches, and needs only their end.
+func restoreSelection(m *Manifest, opts RestoreOptions) (func(*Area) bool, int64, error) {
+	if len(opts.Partitions) == 0 {
+		sel := func(a *Area) bool { return a.Name == "" || !slices.Contains(opts.SkipRegions, a.Name) }
+		return sel, max(m.Disk.Size, m.RequiredSize()), nil
+	}
+	if opts.WriteTable != nil || len(opts.SkipRegions) > 0 {
+		return nil, 0, errors.New("a partition restore leaves the partition table alone: WriteTable and SkipRegions do not apply")
+	}
+	if opts.TargetTable == nil {
+		return nil, 0, errors.New("a partition restore needs the target's partition table")
+	}
+	if err := MatchPartitions(m, opts.TargetTable, opts.Partitions); err != nil {
+		return nil, 0, err
+	}
+	var need int64
+	for _, n := range opts.Partitions {
+		a := m.Partition(n)
+		need = max(need, a.Start+a.Size)
+	}
+	sel := func(a *Area) bool { return a.Name == "" && slices.Contains(opts.Partitions, a.Index) }
+	return sel, need, nil
+}
+
+// Partition returns the image's partition with index n, nil if none.
+func (m *Manifest) Partition(n int) *Area {
+	for i := range m.Partitions {
+		if m.Partitions[i].Index == n {
+			return &m.Partitions[i]
+		}
+	}
+	return nil
+}
+
+// MatchPartitions checks that the partitions numbered parts exist in
+// image m and in the target table t at the same byte offset with the
+// same size, which is what restoring only those partitions needs. The
+// error (wrapping ErrTableMismatch) lists every problem and what to do.
+func MatchPartitions(m *Manifest, t *disk.Table, parts []int) error {
+	if len(parts) == 0 {
+		return errors.New("no partitions selected")
+	}
+	var have []int
+	for _, p := range m.Partitions {
+		have = append(have, p.Index)
+	}
+	slices.Sort(have)
+	var probs []string
+	seen := map[int]bool{}
+	for _, n := range parts {
+		if seen[n] {
+			probs = append(probs, fmt.Sprintf("partition %d is listed twice", n))
+			continue
+		}
+		seen[n] = true
+		a := m.Partition(n)
+		if a == nil || n < 1 {
+			probs = append(probs, fmt.Sprintf("the image has no partition %d (its partitions: %v)", n, have))
+			continue
+		}
+		var tp *disk.Partition
+		if t != nil {
+			for i := range t.Partitions {
+				if t.Partitions[i].Index == n && !t.Partitions[i].IsExtended() {
+					tp = &t.Partitions[i]
+					break
+				}
+			}
+		}
+		switch {
+		case t == nil || t.Kind == "none":
+			probs = append(probs, fmt.Sprintf("partition %d: the target disk has no partition table", n))
+		case tp == nil:
+			probs = append(probs, fmt.Sprintf("partition %d: the target's %s table has no such partition", n, t.Kind))
+		case tp.Start != a.Start || tp.Size != a.Size:
+			probs = append(probs, fmt.Sprintf("partition %d: in the image it starts at byte %d and holds %d bytes (%s), on the target it starts at byte %d and holds %d bytes (%s)",
+				n, a.Start, a.Size, humanBytes(a.Size), tp.Start, tp.Size, humanBytes(tp.Size)))
+		}
+	}
+	if len(probs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w for a partition restore: %s; partition the target like the image (same start and size) or restore the whole disk; nothing was written",
+		ErrTableMismatch, strings.Join(probs, "; "))
+}
+
+// checkPresent fails with ErrMissingChunks unless store holds every chunk
+// of the selected areas.
+func checkPresent(ctx context.Context, m *Manifest, store ChunkStore, selected func(*Area) bool) error {
+	seen := make(map[Hash]struct{})
+	var hashes []Hash
+	for _, a := range m.Areas() {
+		if !selected(a) {
+			continue
+		}
+		for _, c := range a.Chunks {
+			if _, ok := seen[c.Hash]; !ok && !c.Zero {
+				seen[c.Hash] = struct{}{}
+				hashes = append(hashes, c.Hash)
+			}
+		}
+	}
 	var missing []Hash
 	for len(hashes) > 0 {
 		n := min(len(hashes), 4096)

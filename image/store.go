@@ -37,6 +37,9 @@ var (
 	ErrMissingChunks  = errors.New("chunks missing from store")
 	ErrCorruptChunk   = errors.New("corrupt chunk")
 	ErrTargetTooSmall = errors.New("target disk too small")
+	// ErrTableMismatch: a partition restore onto a disk whose partition
+	// table does not have the selected partitions where the image has them.
+	ErrTableMismatch = errors.New("the target's partition table does not match the image's")
 )
 
 // ChunkError names the chunk and where in the image it belongs.

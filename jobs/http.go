@@ -10,15 +10,20 @@ import (
 	"github.com/preboot/preboot/store"
 )
 
-// Spec is what the agent gets from GET /api/v1/agent/job.
+// Spec is what the agent gets from GET /api/v1/agent/job. Kind is the
+// bundle kind (store.Kind*); Params the bundle's parameters (package
+// bundle's types); Image, Device, After and Compression repeat the ones
+// imaging kinds need.
 type Spec struct {
-	ID          int64  `json:"id"`
-	Kind        string `json:"kind"`
-	Image       string `json:"image"`
-	MAC         string `json:"mac"`
-	After       string `json:"after"`
-	Compression int    `json:"compression,omitempty"`
-	Device      string `json:"device,omitempty"`
+	ID          int64           `json:"id"`
+	Kind        string          `json:"kind"`
+	Bundle      string          `json:"bundle,omitempty"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Image       string          `json:"image"`
+	MAC         string          `json:"mac"`
+	After       string          `json:"after"`
+	Compression int             `json:"compression,omitempty"`
+	Device      string          `json:"device,omitempty"`
 }
 
 // Result is the body of POST /api/v1/agent/job/result.
@@ -38,7 +43,7 @@ func (s *Service) AgentHandler() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, Spec{ID: j.ID, Kind: j.Kind, Image: j.Image, MAC: j.MAC, After: j.After, Compression: j.Compression, Device: j.Device})
+		writeJSON(w, http.StatusOK, Spec{ID: j.ID, Kind: j.Kind, Bundle: j.Bundle, Params: j.Params, Image: j.Image, MAC: j.MAC, After: j.After, Compression: j.Compression, Device: j.Device})
 	}))
 	mux.HandleFunc("POST /api/v1/agent/job/progress", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
 		var p Progress
@@ -87,7 +92,8 @@ func (s *Service) AgentHandler() http.Handler {
 		if !decode(w, r, &raw) {
 			return
 		}
-		if err := s.Store.SetDeviceInfo(r.Context(), j.MAC, raw); err != nil {
+		ram, disk := infoFigures(raw)
+		if err := s.Store.SetDeviceInfo(r.Context(), j.MAC, raw, ram, disk); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -98,6 +104,29 @@ func (s *Service) AgentHandler() http.Handler {
 		writeError(w, http.StatusNotFound, "no such agent endpoint: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
+}
+
+// infoFigures reads the memory size and the total size of fixed disks
+// from an agent report (agent.Info), for rules that filter on them.
+func infoFigures(raw json.RawMessage) (ram, disk int64) {
+	var info struct {
+		Hardware struct {
+			MemoryBytes int64 `json:"memory_bytes"`
+		} `json:"hardware"`
+		Disks []struct {
+			Size      int64 `json:"size"`
+			Removable bool  `json:"removable"`
+		} `json:"disks"`
+	}
+	if json.Unmarshal(raw, &info) != nil {
+		return 0, 0
+	}
+	for _, d := range info.Disks {
+		if !d.Removable && d.Size > 0 {
+			disk += d.Size
+		}
+	}
+	return max(info.Hardware.MemoryBytes, 0), disk
 }
 
 // BearerToken returns the token of an "Authorization: Bearer" header.

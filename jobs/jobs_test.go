@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlite"
 )
@@ -25,18 +27,47 @@ func newService(t *testing.T) *Service {
 
 const mac = "52:54:00:00:00:07"
 
-func TestJobLifecycleClearsWorkOnlyOnSuccess(t *testing.T) {
+// setup creates a bundle and a device-level assignment of it.
+func setup(t *testing.T, s *Service, name, kind, params string, once bool) StartRequest {
+	t.Helper()
 	ctx := context.Background()
-	s := newService(t)
-	w := store.Work{MAC: mac, Kind: store.WorkRestore, Image: "win11", After: store.AfterReboot}
-	if err := s.Store.SetWork(ctx, w); err != nil {
+	p, err := bundle.Normalize(kind, json.RawMessage(params))
+	if err != nil {
 		t.Fatal(err)
 	}
+	b, err := s.Store.CreateBundle(ctx, store.Bundle{Name: name, Kind: kind, Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Store.Device(ctx, mac); errors.Is(err, store.ErrNotFound) {
+		if _, err := s.Store.CreateDevice(ctx, store.Device{MAC: mac, Registered: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := s.Store.CreateAssignment(ctx, store.Assignment{BundleID: b.ID, MAC: mac, Once: once})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return StartRequest{MAC: mac, Bundle: b, Assignment: &a}
+}
+
+func assignments(t *testing.T, s *Service) int {
+	as, err := s.Store.Assignments(context.Background(), store.AssignmentFilter{MAC: mac})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(as)
+}
+
+func TestJobLifecycleClearsOnceAssignmentOnlyOnSuccess(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	w := setup(t, s, "win", store.KindImageRestore, `{"image":"win11"}`, true)
 	j1, tok1, err := s.Start(ctx, w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j1.State != store.JobPending || !strings.HasPrefix(tok1, "pbj_") || j1.TokenHash == tok1 {
+	if j1.State != store.JobPending || !strings.HasPrefix(tok1, "pbj_") || j1.TokenHash == tok1 || j1.Image != "win11" || j1.Bundle != "win" || j1.AssignmentID != w.Assignment.ID {
 		t.Fatalf("new job: %+v token %q", j1, tok1)
 	}
 	// The device boots again before the job ends: the first job is interrupted.
@@ -63,12 +94,12 @@ func TestJobLifecycleClearsWorkOnlyOnSuccess(t *testing.T) {
 	if err != nil || j.State != store.JobRunning || j.StartedAt.IsZero() {
 		t.Fatalf("progress: %+v %v", j, err)
 	}
-	// A failure keeps the work for the next boot.
+	// A failure keeps the assignment for the next boot.
 	if _, err := s.Finish(ctx, j2.ID, false, "disk too small"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Store.Work(ctx, mac); err != nil {
-		t.Fatalf("work cleared after a failure: %v", err)
+	if n := assignments(t, s); n != 1 {
+		t.Fatalf("assignment cleared after a failure: %d left", n)
 	}
 	if _, err := s.Finish(ctx, j2.ID, true, ""); !errors.Is(err, ErrJobOver) {
 		t.Fatalf("finishing twice: %v", err)
@@ -81,10 +112,14 @@ func TestJobLifecycleClearsWorkOnlyOnSuccess(t *testing.T) {
 	if j, err := s.Finish(ctx, j3.ID, true, ""); err != nil || j.State != store.JobSucceeded {
 		t.Fatalf("finish: %+v %v", j, err)
 	}
-	if _, err := s.Store.Work(ctx, mac); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("work after success: %v", err)
+	if n := assignments(t, s); n != 0 {
+		t.Fatalf("once assignment after success: %d left", n)
 	}
-	evs, _ := s.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: EventJob})
+	d, _ := s.Store.Device(ctx, mac)
+	if d.Applied == nil || d.Applied.Job != j3.ID || d.Applied.Bundle != "win" || d.Applied.BundleVersion != 1 {
+		t.Fatalf("applied: %+v", d.Applied)
+	}
+	evs, _ := s.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventJob})
 	if len(evs) < 5 {
 		t.Fatalf("job events: %+v", evs)
 	}
@@ -93,10 +128,7 @@ func TestJobLifecycleClearsWorkOnlyOnSuccess(t *testing.T) {
 func TestAgentHTTP(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t)
-	w := store.Work{MAC: mac, Kind: store.WorkCapture, Image: "lab-base", After: store.AfterPoweroff, Compression: 5}
-	if err := s.Store.SetWork(ctx, w); err != nil {
-		t.Fatal(err)
-	}
+	w := setup(t, s, "cap", store.KindImageCapture, `{"image":"lab-base","after":"poweroff","compression":5}`, false)
 	j, tok, err := s.Start(ctx, w)
 	if err != nil {
 		t.Fatal(err)
@@ -128,7 +160,7 @@ func TestAgentHTTP(t *testing.T) {
 		t.Fatalf("no token: %d", code)
 	}
 	code, body := call("GET", "/api/v1/agent/job", tok, "")
-	if code != 200 || !strings.Contains(body, `"kind":"capture"`) || !strings.Contains(body, `"image":"lab-base"`) || !strings.Contains(body, `"after":"poweroff"`) {
+	if code != 200 || !strings.Contains(body, `"kind":"image-capture"`) || !strings.Contains(body, `"compression":5`) || !strings.Contains(body, `"image":"lab-base"`) || !strings.Contains(body, `"after":"poweroff"`) {
 		t.Fatalf("job: %d %s", code, body)
 	}
 	if got, _ := s.Store.Job(ctx, j.ID); got.State != store.JobBooting {
@@ -142,7 +174,7 @@ func TestAgentHTTP(t *testing.T) {
 		{"/api/v1/agent/job/progress", `{"bytes_done":-1}`, 422},
 		{"/api/v1/agent/job/progress", `{`, 400},
 		{"/api/v1/agent/job/log", `{"lines":["reading /dev/sda","done"]}`, 204},
-		{"/api/v1/agent/info", `{"hostname":"lab1","disks":[]}`, 204},
+		{"/api/v1/agent/info", `{"hostname":"lab1","hardware":{"memory_bytes":2147483648},"disks":[{"size":1000,"removable":false},{"size":5,"removable":true}]}`, 204},
 		{"/api/v1/agent/job/result", `{"ok":true,"image":"other"}`, 422},
 		{"/api/v1/agent/job/result", `{"ok":true,"image":"lab-base"}`, 204},
 		{"/api/v1/agent/job/log", `{"lines":["late"]}`, 409},
@@ -156,10 +188,42 @@ func TestAgentHTTP(t *testing.T) {
 		t.Fatalf("log: %+v", lines)
 	}
 	d, _ := s.Store.Device(ctx, mac)
-	if !strings.Contains(string(d.Info), "lab1") {
-		t.Fatalf("device info: %s", d.Info)
+	if !strings.Contains(string(d.Info), "lab1") || d.RAMBytes != 2<<30 || d.DiskBytes != 1000 {
+		t.Fatalf("device info: %s, ram %d, disk %d", d.Info, d.RAMBytes, d.DiskBytes)
+	}
+	// Always (not once) assignments stay after success.
+	if n := assignments(t, s); n != 1 {
+		t.Fatalf("always assignment after success: %d left", n)
 	}
 	if got, _ := s.Store.Job(ctx, j.ID); got.State != store.JobSucceeded {
 		t.Fatalf("final: %+v", got)
+	}
+}
+
+func TestHandOutAndCancel(t *testing.T) {
+	ctx := context.Background()
+	s := newService(t)
+	w := setup(t, s, "inst", store.KindOSInstall, `{"kernel":"boot/k"}`, true)
+	j, err := s.HandOut(ctx, w)
+	if err != nil || j.State != store.JobSucceeded || j.FinishedAt.IsZero() {
+		t.Fatalf("hand-out: %+v %v", j, err)
+	}
+	if n := assignments(t, s); n != 0 {
+		t.Fatalf("once os-install assignment after hand-out: %d", n)
+	}
+	w = setup(t, s, "inv", store.KindInventory, `{}`, false)
+	j, _, err = s.Start(ctx, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err = s.Cancel(ctx, j.ID, "token:admin")
+	if err != nil || j.State != store.JobCancelled || !strings.Contains(j.Error, "token:admin") {
+		t.Fatalf("cancel: %+v %v", j, err)
+	}
+	if n := assignments(t, s); n != 1 {
+		t.Fatalf("cancel removed an always assignment: %d", n)
+	}
+	if _, err := s.Cancel(ctx, j.ID, "x"); !errors.Is(err, ErrJobOver) {
+		t.Fatalf("cancel twice: %v", err)
 	}
 }

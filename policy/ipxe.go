@@ -2,12 +2,12 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,13 +19,14 @@ import (
 // Actions an iPXE client can ask for with ?action=. Every choice made at the
 // machine comes back to the server, so each one is recorded as an event.
 const (
-	actionAuto  = "" // first request: apply the menu mode
-	actionDef   = "default"
-	actionMenu  = "menu"
-	actionWork  = "work"
-	actionLocal = "local"
-	actionShell = "shell"
-	actionExit  = "exit"
+	actionAuto   = "" // first request: apply the menu mode
+	actionDef    = "default"
+	actionMenu   = "menu"
+	actionWork   = "work"
+	actionLocal  = "local"
+	actionShell  = "shell"
+	actionExit   = "exit"
+	actionBundle = "bundle" // a custom bundle entry of the menu (&bundle=name)
 )
 
 // ServeHTTP answers iPXE's /boot.ipxe requests.
@@ -44,7 +45,8 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	script, err := e.Script(ctx, base, mac, q.Get("action"), hardwareFrom(q, mac, clientIP(r), e.now()))
+	seen := hardwareFrom(q, mac, clientIP(r), e.now())
+	script, err := e.Script(ctx, base, mac, q.Get("action"), clean(q.Get("bundle")), seen)
 	if err != nil {
 		e.logger().ErrorContext(ctx, "boot policy failed", "mac", mac, "err", err)
 		// The machine must not hang on a server error: tell it, then
@@ -76,6 +78,7 @@ func hardwareFrom(q url.Values, mac, ip string, now time.Time) store.Sighting {
 		Serial:       clean(q.Get("serial")),
 		Manufacturer: clean(q.Get("manufacturer")),
 		Product:      clean(q.Get("product")),
+		AssetTag:     clean(q.Get("asset")),
 		Platform:     clean(q.Get("platform")),
 		IP:           ip,
 		Time:         now,
@@ -132,51 +135,70 @@ func bootstrapScript(base string) string {
 
 // Script returns the iPXE script for one request of a device and records
 // what it decided.
-func (e *Engine) Script(ctx context.Context, base, mac, action string, seen store.Sighting) (string, error) {
+// bundle is the menu entry an operator picked (action "bundle").
+func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, seen store.Sighting) (string, error) {
+	var dev store.Device
+	var err error
 	if action == actionAuto {
-		dev, created, err := e.Store.SeeDevice(ctx, seen)
+		var created bool
+		dev, created, err = e.Store.SeeDevice(ctx, seen)
 		if err != nil {
 			return "", err
 		}
-		msg := fmt.Sprintf("boot policy request from %s (%s %s, %s)", seen.IP, dev.Manufacturer, dev.Product, dev.Arch)
+		msg := "boot policy request from " + seen.IP
+		if hw := strings.Join(nonEmpty(strings.TrimSpace(dev.Manufacturer+" "+dev.Product), dev.Arch), ", "); hw != "" {
+			msg += " (" + hw + ")"
+		}
 		if created {
 			msg = "first contact: " + msg
 		}
 		if err := e.event(ctx, mac, store.EventBoot, msg); err != nil {
 			return "", err
 		}
+	} else if dev, err = e.Store.Device(ctx, mac); err != nil {
+		return "", err
 	}
-	work, err := e.Store.Work(ctx, mac)
-	hasWork := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	d, err := e.Decide(ctx, dev)
+	if err != nil {
 		return "", err
 	}
 	self := base + "/boot.ipxe?mac=" + url.QueryEscape(mac) + "&action="
 
 	switch action {
 	case actionAuto:
-		switch e.Menu.Mode {
+		if d.Action == ActionIgnore {
+			if err := e.event(ctx, mac, store.EventPolicy, d.Reason); err != nil {
+				return "", err
+			}
+			return "#!ipxe\nexit\n", nil
+		}
+		switch d.Menu.Mode {
 		case "always":
-			return e.menuScript(ctx, mac, self, hasWork, work)
+			return e.menuScript(ctx, mac, self, d)
 		case "hotkey":
-			key, label := hotkey(e.Menu.Hotkey)
+			key, label := hotkey(d.Menu.Hotkey)
 			return "#!ipxe\n" +
 				fmt.Sprintf("prompt --key 0x%02x --timeout %d Press %s for the %s menu... && chain %s || chain %s\n",
-					key, e.Menu.Timeout.Milliseconds(), label, e.title(), self+actionMenu, self+actionDef), nil
+					key, time.Duration(d.Menu.Timeout).Milliseconds(), label, title(d.Menu), self+actionMenu, self+actionDef), nil
 		}
-		return e.defaultScript(ctx, base, mac, hasWork, work)
+		return e.defaultScript(ctx, base, self, dev, d)
 	case actionDef:
-		return e.defaultScript(ctx, base, mac, hasWork, work)
+		return e.defaultScript(ctx, base, self, dev, d)
 	case actionMenu:
-		return e.menuScript(ctx, mac, self, hasWork, work)
+		return e.menuScript(ctx, mac, self, d)
 	case actionWork:
-		if !hasWork {
-			return e.localScript(ctx, mac, "menu: start assigned work, but none is assigned")
+		if d.Action != ActionBundle {
+			return e.localScript(ctx, mac, "menu: start assigned work, but none is due ("+d.Reason+")")
 		}
-		return e.workScript(ctx, base, mac, work, "menu choice")
+		return e.run(ctx, base, dev, d, "menu choice")
+	case actionBundle:
+		return e.menuBundle(ctx, base, dev, d, bundle)
 	case actionLocal:
 		return e.localScript(ctx, mac, "menu: boot local disk")
 	case actionShell:
+		if !d.Menu.Shell {
+			return e.localScript(ctx, mac, "menu: the maintenance shell is not offered to this device")
+		}
 		if err := e.event(ctx, mac, store.EventMenu, "maintenance shell opened"); err != nil {
 			return "", err
 		}
@@ -191,114 +213,105 @@ func (e *Engine) Script(ctx context.Context, base, mac, action string, seen stor
 }
 
 func (e *Engine) event(ctx context.Context, mac, kind, msg string) error {
-	return e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: kind, Message: msg})
+	_, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: kind, Message: msg})
+	return err
 }
 
-func (e *Engine) title() string {
-	if e.Menu.Title == "" {
+func title(m store.Menu) string {
+	if m.Title == "" {
 		return "Preboot"
 	}
-	return e.Menu.Title
+	return m.Title
 }
 
-func (e *Engine) defaultScript(ctx context.Context, base, mac string, hasWork bool, work store.Work) (string, error) {
-	if hasWork {
-		return e.workScript(ctx, base, mac, work, "assigned")
+func (e *Engine) defaultScript(ctx context.Context, base, self string, dev store.Device, d Decision) (string, error) {
+	switch d.Action {
+	case ActionBundle:
+		return e.run(ctx, base, dev, d, "assigned")
+	case ActionMenu:
+		return e.menuScript(ctx, dev.MAC, self, d)
 	}
-	return e.localScript(ctx, mac, "no work assigned")
+	return e.localScript(ctx, dev.MAC, d.Reason)
 }
 
-func (e *Engine) menuScript(ctx context.Context, mac, self string, hasWork bool, work store.Work) (string, error) {
+// menuBundle runs a bundle an operator picked from the menu's custom
+// entries (only bundles the device's menu offers).
+func (e *Engine) menuBundle(ctx context.Context, base string, dev store.Device, d Decision, name string) (string, error) {
+	// The name comes from the client: it goes to the event log, never
+	// into the script.
+	if err := e.event(ctx, dev.MAC, store.EventMenu, fmt.Sprintf("menu: operator picked bundle %q", name)); err != nil {
+		return "", err
+	}
+	if !slices.Contains(d.Menu.Bundles, name) {
+		return e.localScript(ctx, dev.MAC, "menu: the picked bundle is not offered to this device")
+	}
+	b, ok, err := e.bundleByName(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	if !ok {
+		return e.localScript(ctx, dev.MAC, "menu: the picked bundle no longer exists")
+	}
+	pick := Decision{Action: ActionBundle, Bundle: &b, Source: "menu", Reason: "picked at the device's menu", Menu: d.Menu}
+	if b.Kind == store.KindLocalBoot {
+		return e.localScript(ctx, dev.MAC, "menu: bundle "+name+" boots the local disk")
+	}
+	return e.run(ctx, base, dev, pick, "menu choice")
+}
+
+func (e *Engine) menuScript(ctx context.Context, mac, self string, d Decision) (string, error) {
 	if err := e.event(ctx, mac, store.EventMenu, "menu shown"); err != nil {
 		return "", err
 	}
 	var b strings.Builder
 	def := actionLocal
 	b.WriteString("#!ipxe\n")
-	fmt.Fprintf(&b, "menu %s - %s\n", e.title(), mac)
-	if hasWork {
+	fmt.Fprintf(&b, "menu %s - %s\n", menuText(title(d.Menu)), mac)
+	if d.Action == ActionBundle && d.Bundle != nil {
 		def = actionWork
-		fmt.Fprintf(&b, "item --gap Assigned: boot %s\n", path.Base(work.Kernel))
+		fmt.Fprintf(&b, "item --gap Assigned: %s (%s)\n", menuText(d.Bundle.Name), d.Bundle.Kind)
 		b.WriteString("item work Start assigned work\n")
 	} else {
 		b.WriteString("item --gap No work assigned\n")
 	}
-	b.WriteString("item shell Maintenance shell\n")
+	if len(d.Menu.Bundles) > 0 {
+		b.WriteString("item --gap Bundles\n")
+		for i, name := range d.Menu.Bundles {
+			fmt.Fprintf(&b, "item b%d %s\n", i, menuText(name))
+		}
+	}
+	if d.Menu.Shell {
+		b.WriteString("item shell Maintenance shell\n")
+	}
 	b.WriteString("item local Boot local disk\n")
 	b.WriteString("item exit Exit\n")
 	timeout := ""
-	if e.Menu.Timeout > 0 {
-		timeout = " --timeout " + strconv.FormatInt(e.Menu.Timeout.Milliseconds(), 10)
+	if d.Menu.Timeout > 0 {
+		timeout = " --timeout " + strconv.FormatInt(time.Duration(d.Menu.Timeout).Milliseconds(), 10)
 	}
 	fmt.Fprintf(&b, "choose --default %s%s target || set target %s\n", def, timeout, def)
+	for i, name := range d.Menu.Bundles {
+		fmt.Fprintf(&b, "iseq ${target} b%d && chain %s%s&bundle=%s ||\n", i, self, actionBundle, url.QueryEscape(name))
+	}
 	fmt.Fprintf(&b, "chain %s${target}\n", self)
 	return b.String(), nil
 }
 
-func (e *Engine) workScript(ctx context.Context, base, mac string, w store.Work, why string) (string, error) {
-	if w.Loader == store.LoaderPXELinux {
-		// A pxelinux device that reaches the HTTP policy (e.g. it is
-		// already iPXE and was handed pxelinux.0 by name) runs pxelinux
-		// from TFTP, which then asks for its generated config.
-		if err := e.event(ctx, mac, store.EventWork, "chain pxelinux ("+why+")"); err != nil {
-			return "", err
+// menuText keeps names safe inside an iPXE script line.
+func menuText(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '$' || r == '\n' || r == '\r' || unicode.IsControl(r) {
+			return -1
 		}
-		host := hostOnly(base)
-		return "#!ipxe\nset 210:string tftp://" + host + "/\nchain tftp://" + host + "/" + e.Boot.PXELinux + "\n", nil
-	}
-	var b strings.Builder
-	b.WriteString("#!ipxe\n")
-	if IsImaging(w) {
-		boot, err := e.imagingBoot(ctx, base, w)
-		if err != nil {
-			return e.localScript(ctx, mac, err.Error())
-		}
-		w.Kernel, w.Initrd, w.Cmdline = boot.Kernel, boot.Initrd, boot.Cmdline
-		fmt.Fprintf(&b, "echo Preboot: job %d: %s %s\n", boot.Job, w.Kind, w.Image)
-	} else {
-		fmt.Fprintf(&b, "echo Preboot: %s work for %s: %s\n", why, mac, path.Base(w.Kernel))
-	}
-	names := make([]string, len(w.Initrd))
-	cmdline := w.Cmdline
-	for i := range w.Initrd {
-		names[i] = fmt.Sprintf("initrd%d", i)
-		// EFI iPXE (2019) hands initrds to the kernel's EFI stub by
-		// name: the command line must name them.
-		cmdline = strings.TrimSpace(cmdline + " initrd=" + names[i])
-	}
-	fmt.Fprintf(&b, "kernel %s %s || goto failed\n", fileURL(base, w.Kernel), cmdline)
-	for i, in := range w.Initrd {
-		fmt.Fprintf(&b, "initrd --name %s %s || goto failed\n", names[i], fileURL(base, in))
-	}
-	b.WriteString("boot || goto failed\n")
-	b.WriteString(":failed\necho Preboot: the assigned work could not be started, booting the local disk\nsleep 5\n")
-	b.WriteString(e.localBoot())
-	if IsImaging(w) {
-		return b.String(), nil // the job records itself
-	}
-	msg := fmt.Sprintf("%s: kernel %s, initrd %s, cmdline %q", why, w.Kernel, strings.Join(w.Initrd, ","), w.Cmdline)
-	if err := e.handOut(ctx, mac, w, msg); err != nil {
-		return "", err
-	}
-	return b.String(), nil
-}
-
-// handOut records that work left the server and clears apply-once work.
-func (e *Engine) handOut(ctx context.Context, mac string, w store.Work, msg string) error {
-	if w.Once {
-		if err := e.Store.ClearWork(ctx, mac); err != nil {
-			return err
-		}
-		msg += " (once: cleared)"
-	}
-	return e.event(ctx, mac, store.EventWork, msg)
+		return r
+	}, s)
 }
 
 func (e *Engine) localScript(ctx context.Context, mac, why string) (string, error) {
 	if err := e.event(ctx, mac, store.EventLocalBoot, why); err != nil {
 		return "", err
 	}
-	return "#!ipxe\necho Preboot: " + why + ", booting the local disk\n" + e.localBoot(), nil
+	return "#!ipxe\necho Preboot: " + menuText(why) + ", booting the local disk\n" + e.localBoot(), nil
 }
 
 // localBoot is the seed's step 10: leave the network boot for the
@@ -351,4 +364,14 @@ func ValidHotkey(name string) bool {
 	n := strings.ToLower(strings.TrimSpace(name))
 	k, _ := hotkey(n)
 	return k != 0x10 || n == "ctrl-p"
+}
+
+func nonEmpty(ss ...string) []string {
+	var out []string
+	for _, s := range ss {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

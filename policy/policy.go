@@ -7,7 +7,6 @@ package policy
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/proxydhcp"
@@ -29,8 +29,10 @@ import (
 type Engine struct {
 	Store  store.Store
 	Boot   config.Boot
-	Menu   config.Menu
 	Logger *slog.Logger
+	// DefaultSettings apply until an administrator stores settings (the
+	// configuration file's menu, local boot for unregistered devices).
+	DefaultSettings store.Settings
 	// TFTPRoot is where boot programs live; used to check that an optional
 	// program (ARM64) exists before handing it out.
 	TFTPRoot string
@@ -42,6 +44,16 @@ type Engine struct {
 	Imaging config.Imaging
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
+
+	cache cache
+}
+
+// SettingsFromConfig are the settings a server starts with.
+func SettingsFromConfig(m config.Menu) store.Settings {
+	return store.Settings{
+		Menu:         store.Menu{Mode: m.Mode, Hotkey: m.Hotkey, Timeout: store.Duration(m.Timeout), Title: m.Title, Shell: true},
+		Unregistered: store.Unregistered{Action: store.UnregisteredLocal},
+	}
 }
 
 func (e *Engine) logger() *slog.Logger {
@@ -88,18 +100,26 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 	arch := ArchName(c.Arch)
 	// The DHCP stage knows little, but enough to register the device the
 	// first time it is seen.
-	if _, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: archIfFirmware(c), UUID: uuidString(c.UUID), Time: e.now(), FillOnly: true}); err != nil {
+	dev, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: archIfFirmware(c), UUID: uuidString(c.UUID), Time: e.now(), FillOnly: true})
+	if err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
 	}
-	work, err := e.Store.Work(ctx, mac)
-	hasWork := err == nil
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
+	d, err := e.Decide(ctx, dev)
+	if err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
+	}
+	if d.Action == ActionIgnore {
+		return proxydhcp.Boot{}, fmt.Errorf("%s: %s: %w", mac, d.Reason, proxydhcp.ErrIgnore)
+	}
+	pxelinux := false
+	if d.Action == ActionBundle && d.Bundle.Kind == store.KindOSInstall {
+		var p bundle.OSInstall
+		pxelinux = decodeParams(*d.Bundle, &p) == nil && p.Loader == store.LoaderPXELinux
 	}
 
 	var b proxydhcp.Boot
 	switch {
-	case hasWork && work.Loader == store.LoaderPXELinux && (c.Arch == iana.INTEL_X86PC):
+	case pxelinux && c.Arch == iana.INTEL_X86PC:
 		// The seed's phases 5–7: pxelinux.0 over TFTP, then a generated
 		// config. BIOS only: pxelinux.0 is a BIOS program.
 		b.Filename = e.Boot.PXELinux
@@ -124,7 +144,7 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 		return proxydhcp.Boot{}, fmt.Errorf("%s: no boot program for %s: %w", mac, arch, proxydhcp.ErrIgnore)
 	}
 	msg := fmt.Sprintf("port %d, %s, %s → %s", c.Port, arch, clientKind(c), b.Filename)
-	if err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: store.EventDHCP, Message: msg}); err != nil {
+	if err := e.event(ctx, mac, store.EventDHCP, msg); err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
 	}
 	return b, nil

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/proxydhcp"
@@ -35,7 +37,8 @@ func newEngine(t testing.TB, mode string) *Engine {
 	cfg := config.Default()
 	cfg.Menu.Mode = mode
 	root := t.TempDir()
-	return &Engine{Store: st, Boot: cfg.Boot, Menu: cfg.Menu, TFTPRoot: root, HTTPPort: "8080"}
+	return &Engine{Store: st, Boot: cfg.Boot, DefaultSettings: SettingsFromConfig(cfg.Menu), TFTPRoot: root, HTTPPort: "8080",
+		Jobs: &jobs.Service{Store: st}, Imaging: cfg.Imaging}
 }
 
 const mac = "52:54:00:12:34:56"
@@ -44,6 +47,40 @@ func client(arch iana.Arch, vendor, user string) proxydhcp.Client {
 	hw, _ := net.ParseMAC(mac)
 	return proxydhcp.Client{MAC: hw, Arch: arch, HasArch: true, VendorClass: vendor, UserClass: user,
 		ServerIP: net.IPv4(10, 0, 0, 1), Port: 67}
+}
+
+// mkBundle creates a bundle with validated params.
+func mkBundle(t testing.TB, st store.Store, name, kind, params string) store.Bundle {
+	t.Helper()
+	p, err := bundle.Normalize(kind, json.RawMessage(params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.CreateBundle(context.Background(), store.Bundle{Name: name, Kind: kind, Params: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func assign(t testing.TB, st store.Store, a store.Assignment) store.Assignment {
+	t.Helper()
+	if a.MAC != "" {
+		if _, err := st.Device(context.Background(), a.MAC); errors.Is(err, store.ErrNotFound) {
+			if _, err := st.CreateDevice(context.Background(), store.Device{MAC: a.MAC, Registered: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	a, err := st.CreateAssignment(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func osInstall(t testing.TB, st store.Store, name, params string) store.Bundle {
+	return mkBundle(t, st, name, store.KindOSInstall, params)
 }
 
 func TestBootForPicksProgramByFirmware(t *testing.T) {
@@ -95,12 +132,11 @@ func TestBootForPicksProgramByFirmware(t *testing.T) {
 	}
 }
 
-func TestBootForPXELinuxWork(t *testing.T) {
+func TestBootForPXELinuxBundle(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, "never")
-	if err := e.Store.SetWork(ctx, store.Work{MAC: mac, Kernel: "boot/kernel", Initrd: []string{"boot/initrd"}, Loader: store.LoaderPXELinux}); err != nil {
-		t.Fatal(err)
-	}
+	b := osInstall(t, e.Store, "inst", `{"kernel":"boot/kernel","initrd":["boot/initrd"],"loader":"pxelinux"}`)
+	assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac})
 	for _, user := range []string{"", "iPXE"} {
 		got, err := e.BootFor(ctx, client(iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", user))
 		if err != nil || got.Filename != "pxelinux.0" {
@@ -110,7 +146,7 @@ func TestBootForPXELinuxWork(t *testing.T) {
 	// pxelinux.0 is a BIOS program: UEFI clients keep iPXE.
 	got, err := e.BootFor(ctx, client(iana.EFI_X86_64, "PXEClient:Arch:00007:UNDI:003000", ""))
 	if err != nil || got.Filename != "ipxe.efi" {
-		t.Fatalf("efi with pxelinux work: %+v %v", got, err)
+		t.Fatalf("efi with a pxelinux bundle: %+v %v", got, err)
 	}
 }
 
@@ -148,12 +184,12 @@ func TestScriptRegistersAndBootsLocal(t *testing.T) {
 	mustContain(t, body, "chain http://10.0.0.1:8080/boot.ipxe?mac=${mac:hexhyp}", "${manufacturer:uristring}", "${platform}")
 
 	body = get(t, e, first)
-	mustContain(t, body, "sanboot --no-describe --drive 0x80", "iseq ${platform} pcbios || exit")
+	mustContain(t, body, "sanboot --no-describe --drive 0x80", "iseq ${platform} pcbios || exit", "unregistered default")
 	d, err := e.Store.Device(ctx, mac)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Manufacturer != "QEMU" || d.Product != "Standard PC (i440FX)" || d.Serial != "SN 1" || d.Arch != "bios" || d.IP != "10.0.0.50" || d.UUID != "4c4c4544-0001" {
+	if d.Manufacturer != "QEMU" || d.Product != "Standard PC (i440FX)" || d.Serial != "SN 1" || d.Arch != "bios" || d.IP != "10.0.0.50" || d.UUID != "4c4c4544-0001" || d.Registered {
 		t.Fatalf("registered device: %+v", d)
 	}
 	evs, _ := e.Store.Events(ctx, store.EventFilter{MAC: mac})
@@ -167,21 +203,192 @@ func TestScriptRegistersAndBootsLocal(t *testing.T) {
 	}
 }
 
-func TestScriptWork(t *testing.T) {
+func TestScriptOSInstallOnce(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, "never")
-	if err := e.Store.SetWork(ctx, store.Work{MAC: mac, Kernel: "boot/vmlinuz 6", Initrd: []string{"boot/initrd", "http://other/x.img"}, Cmdline: "console=ttyS0 quiet", Once: true}); err != nil {
+	b := osInstall(t, e.Store, "debian", `{"kernel":"boot/vmlinuz6","initrd":["boot/initrd","http://other/x.img"],"cmdline":"console=ttyS0 quiet"}`)
+	assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac, Once: true})
+	body := get(t, e, first)
+	mustContain(t, body,
+		"kernel http://10.0.0.1:8080/files/boot/vmlinuz6 console=ttyS0 quiet initrd=initrd0 initrd=initrd1 || goto failed",
+		"initrd --name initrd0 http://10.0.0.1:8080/files/boot/initrd || goto failed",
+		"initrd --name initrd1 http://other/x.img || goto failed",
+		"boot || goto failed", ":failed", "job 1: bundle debian")
+	// Handed out: the job succeeded, the once assignment is cleared, the
+	// next boot is local.
+	js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac})
+	if len(js) != 1 || js[0].State != store.JobSucceeded || js[0].Bundle != "debian" {
+		t.Fatalf("jobs: %+v", js)
+	}
+	if as, _ := e.Store.Assignments(ctx, store.AssignmentFilter{MAC: mac}); len(as) != 0 {
+		t.Fatalf("once assignment not cleared: %+v", as)
+	}
+	mustContain(t, get(t, e, first), "sanboot")
+
+	// Chain URL bundles chain.
+	c := osInstall(t, e.Store, "ks", `{"chain":"http://10.0.0.1/ks.ipxe"}`)
+	assign(t, e.Store, store.Assignment{BundleID: c.ID, MAC: mac, Force: true})
+	mustContain(t, get(t, e, first), "chain http://10.0.0.1/ks.ipxe || goto failed")
+	// Always + force: again at the next boot.
+	mustContain(t, get(t, e, first), "chain http://10.0.0.1/ks.ipxe")
+}
+
+func TestAlwaysAssignmentRunsOncePerVersionUnlessForced(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	b := osInstall(t, e.Store, "inst", `{"kernel":"boot/k"}`)
+	a := assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac})
+	mustContain(t, get(t, e, first), "kernel http://10.0.0.1:8080/files/boot/k")
+	body := get(t, e, first)
+	mustContain(t, body, "sanboot", "last one applied")
+	// A changed bundle (new version) applies again.
+	if _, err := e.Store.UpdateBundle(ctx, "inst", func(b *store.Bundle) error {
+		b.Params = json.RawMessage(`{"kernel":"boot/k2","loader":"ipxe"}`)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, get(t, e, first), "files/boot/k2")
+	mustContain(t, get(t, e, first), "sanboot")
+	// Force re-applies every time.
+	if err := e.Store.DeleteAssignment(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac, Force: true})
+	mustContain(t, get(t, e, first), "files/boot/k2")
+	mustContain(t, get(t, e, first), "files/boot/k2")
+}
+
+func TestDecisionPrecedence(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	get(t, e, first) // register the device (unregistered)
+	dev := func() store.Device {
+		d, err := st.Device(ctx, mac)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	decide := func() Decision {
+		t.Helper()
+		d, err := e.Decide(ctx, dev())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if d := decide(); d.Action != ActionLocal || d.Source != "unregistered-default" {
+		t.Fatalf("nothing configured: %+v", d)
+	}
+	inv := mkBundle(t, st, "inv", store.KindInventory, `{}`)
+	lab := osInstall(t, st, "lab", `{"kernel":"boot/lab"}`)
+	qemu := osInstall(t, st, "qemu", `{"kernel":"boot/qemu"}`)
+	dev1 := osInstall(t, st, "dev1", `{"kernel":"boot/dev1"}`)
+	// A rule for unregistered devices by MAC prefix.
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "other", Match: `mac ^= "00:11:22"`, Bundle: "lab", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "qemu-vms", Match: `mac ^= "52:54:00" and maker = "qemu"`, Bundle: "inv", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(); d.Action != ActionBundle || d.Source != "rule:qemu-vms" || d.Bundle.ID != inv.ID || !d.Register {
+		t.Fatalf("rule: %+v", d)
+	}
+	// Dynamic group by expression, and a static group with a lower
+	// priority number: the static one (priority 10) wins.
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "qemus", Priority: 20, Match: `maker = "QEMU"`}); err != nil {
+		t.Fatal(err)
+	}
+	assign(t, st, store.Assignment{BundleID: qemu.ID, Group: "qemus"})
+	if d := decide(); d.Source != "group:qemus" || d.Bundle.ID != qemu.ID {
+		t.Fatalf("dynamic group: %+v", d)
+	}
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "lab", Priority: 10}); err != nil {
+		t.Fatal(err)
+	}
+	assign(t, st, store.Assignment{BundleID: lab.ID, Group: "lab"})
+	if err := st.AddMember(ctx, "lab", mac); err != nil {
+		t.Fatal(err)
+	}
+	if d := decide(); d.Source != "group:lab" || d.Bundle.ID != lab.ID || strings.Join(d.Groups, ",") != "lab,qemus" {
+		t.Fatalf("group priority: %+v", d)
+	}
+	// The device's own assignment beats its groups.
+	assign(t, st, store.Assignment{BundleID: dev1.ID, MAC: mac})
+	if d := decide(); d.Source != "device" || d.Bundle.ID != dev1.ID {
+		t.Fatalf("device level: %+v", d)
+	}
+}
+
+func TestRuleRegistersNamesAndRunsOnce(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	writeEnv(t, e)
+	mkBundle(t, st, "inv", store.KindInventory, `{}`)
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "vms"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "vms", Match: `mac ^= "525400"`, Bundle: "inv", Group: "vms", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetSettings(ctx, store.Settings{Menu: e.DefaultSettings.Menu, Naming: store.Naming{Prefix: "lab-", From: store.NameFromSerial}}); err != nil {
 		t.Fatal(err)
 	}
 	body := get(t, e, first)
-	mustContain(t, body,
-		"kernel http://10.0.0.1:8080/files/boot/vmlinuz%206 console=ttyS0 quiet initrd=initrd0 initrd=initrd1 || goto failed",
-		"initrd --name initrd0 http://10.0.0.1:8080/files/boot/initrd || goto failed",
-		"initrd --name initrd1 http://other/x.img || goto failed",
-		"boot || goto failed", ":failed")
-	// Once: handed out, so cleared; the next boot is local.
-	if _, err := e.Store.Work(ctx, mac); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("once work not cleared: %v", err)
+	mustContain(t, body, "job 1: inventory inv", "preboot.job=1", "preboot.token=pbj_")
+	d, _ := st.Device(ctx, mac)
+	if !d.Registered || d.Name != "lab-SN-1" {
+		t.Fatalf("registered device: %+v", d)
+	}
+	if gs, _ := st.DeviceGroups(ctx, mac); len(gs) != 1 || gs[0].Name != "vms" {
+		t.Fatalf("groups: %+v", gs)
+	}
+	as, _ := st.Assignments(ctx, store.AssignmentFilter{MAC: mac})
+	if len(as) != 1 || !as[0].Once || as[0].Bundle != "inv" {
+		t.Fatalf("rule's once assignment: %+v", as)
+	}
+	// Interrupted: the next boot runs it again (the device is
+	// registered now, but its once assignment stays until success).
+	mustContain(t, get(t, e, first), "job 2: inventory inv")
+	if j, _ := st.Job(ctx, 1); j.State != store.JobFailed {
+		t.Fatalf("interrupted job: %+v", j)
+	}
+	if _, err := e.Jobs.Finish(ctx, 2, true, ""); err != nil {
+		t.Fatal(err)
+	}
+	if as, _ := st.Assignments(ctx, store.AssignmentFilter{MAC: mac}); len(as) != 0 {
+		t.Fatalf("once assignment kept after success: %+v", as)
+	}
+	d, _ = st.Device(ctx, mac)
+	if d.Applied == nil || d.Applied.Bundle != "inv" || d.Applied.Job != 2 {
+		t.Fatalf("applied: %+v", d.Applied)
+	}
+	// Registered: rules no longer apply; nothing assigned: local.
+	mustContain(t, get(t, e, first), "sanboot", "nothing is assigned")
+}
+
+func TestUnregisteredDefaults(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	set := func(u store.Unregistered) {
+		if err := st.SetSettings(ctx, store.Settings{Menu: e.DefaultSettings.Menu, Unregistered: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(store.Unregistered{Action: store.UnregisteredIgnore})
+	if _, err := e.BootFor(ctx, client(iana.INTEL_X86PC, "PXEClient:Arch:00000:UNDI:002001", "")); !errors.Is(err, proxydhcp.ErrIgnore) {
+		t.Fatalf("ignore: %v", err)
+	}
+	mustContain(t, get(t, e, first), "exit")
+	set(store.Unregistered{Action: store.UnregisteredMenu})
+	mustContain(t, get(t, e, first), "menu Preboot")
+	// A registered device is not concerned.
+	if _, err := st.UpdateDevice(ctx, mac, func(d *store.Device) error { d.Registered = true; return nil }); err != nil {
+		t.Fatal(err)
 	}
 	mustContain(t, get(t, e, first), "sanboot")
 }
@@ -189,21 +396,24 @@ func TestScriptWork(t *testing.T) {
 func TestMenuModes(t *testing.T) {
 	ctx := context.Background()
 	e := newEngine(t, "hotkey")
-	e.Menu.Hotkey, e.Menu.Timeout = "ctrl-b", 2*time.Second
+	e.DefaultSettings.Menu.Hotkey, e.DefaultSettings.Menu.Timeout = "ctrl-b", store.Duration(2*time.Second)
 	body := get(t, e, first)
 	mustContain(t, body, "prompt --key 0x02 --timeout 2000 Press Ctrl-B", "action=menu", "|| chain http://10.0.0.1:8080/boot.ipxe?mac=52%3A54%3A00%3A12%3A34%3A56&action=default")
 
-	e.Menu.Mode = "always"
+	m := e.DefaultSettings.Menu
+	m.Mode = "always"
+	if err := e.Store.SetSettings(ctx, store.Settings{Menu: m}); err != nil {
+		t.Fatal(err)
+	}
 	body = get(t, e, first)
 	mustContain(t, body, "menu Preboot - 52:54:00:12:34:56", "item shell Maintenance shell", "item local Boot local disk", "item exit Exit",
 		"choose --default local --timeout 2000 target", "action=${target}")
 	if strings.Contains(body, "item work") {
 		t.Fatalf("menu offers work when none is assigned:\n%s", body)
 	}
-	if err := e.Store.SetWork(ctx, store.Work{MAC: mac, Kernel: "boot/kernel"}); err != nil {
-		t.Fatal(err)
-	}
-	mustContain(t, get(t, e, first), "item work Start assigned work", "choose --default work")
+	b := osInstall(t, e.Store, "inst", `{"kernel":"boot/kernel"}`)
+	assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac})
+	mustContain(t, get(t, e, first), "item --gap Assigned: inst (os-install)", "item work Start assigned work", "choose --default work")
 	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=work"), "kernel http://h/files/boot/kernel")
 	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=local"), "sanboot")
 	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=shell"), "\nshell\n", "action=menu")
@@ -212,6 +422,23 @@ func TestMenuModes(t *testing.T) {
 	if len(evs) < 3 {
 		t.Fatalf("menu choices not recorded: %+v", evs)
 	}
+
+	// A device override: custom bundle entries, no shell, no timeout.
+	rescue := osInstall(t, e.Store, "rescue", `{"kernel":"boot/rescue"}`)
+	if err := e.Store.SetMenu(ctx, store.ScopeDevice, mac, store.Menu{Mode: "always", Title: "Lab", Bundles: []string{"rescue"}}); err != nil {
+		t.Fatal(err)
+	}
+	body = get(t, e, first)
+	mustContain(t, body, "menu Lab - ", "item --gap Bundles", "item b0 rescue", "iseq ${target} b0 && chain http://10.0.0.1:8080/boot.ipxe?mac=52%3A54%3A00%3A12%3A34%3A56&action=bundle&bundle=rescue")
+	if strings.Contains(body, "item shell") || strings.Contains(body, "--timeout") {
+		t.Fatalf("override not applied:\n%s", body)
+	}
+	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=bundle&bundle=rescue"), "files/boot/rescue")
+	if js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac, Bundle: rescue.Name}); len(js) != 1 || js[0].AssignmentID != 0 {
+		t.Fatalf("menu-picked job: %+v", js)
+	}
+	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=bundle&bundle=inst"), "not offered", "sanboot")
+	mustContain(t, get(t, e, "http://h/boot.ipxe?mac="+mac+"&action=shell"), "not offered", "sanboot")
 
 	rec := httptest.NewRecorder()
 	e.ServeHTTP(rec, httptest.NewRequest("GET", "http://h/boot.ipxe?mac=zz", nil))
@@ -274,16 +501,17 @@ func TestPXELinuxConfigs(t *testing.T) {
 			t.Fatalf("%s: %v", other, err)
 		}
 	}
-	// iPXE work is not pxelinux work.
-	if err := e.Store.SetWork(ctx, store.Work{MAC: mac, Kernel: "boot/kernel"}); err != nil {
-		t.Fatal(err)
-	}
+	// An iPXE bundle is not a pxelinux one.
+	b := osInstall(t, e.Store, "ipxe", `{"kernel":"boot/kernel"}`)
+	a := assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac, Force: true})
 	if _, err := req("pxelinux.cfg/01-52-54-00-12-34-56"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("ipxe work served as pxelinux: %v", err)
+		t.Fatalf("ipxe bundle served as pxelinux: %v", err)
 	}
-	if err := e.Store.SetWork(ctx, store.Work{MAC: mac, Kernel: "boot/kernel", Initrd: []string{"boot/initrd", "/boot/updateDrivers.tgz"}, Cmdline: "console=ttyS0", Loader: store.LoaderPXELinux}); err != nil {
+	if err := e.Store.DeleteAssignment(ctx, a.ID); err != nil {
 		t.Fatal(err)
 	}
+	p := osInstall(t, e.Store, "pxe", `{"kernel":"boot/kernel","initrd":["boot/initrd","/boot/updateDrivers.tgz"],"cmdline":"console=ttyS0","loader":"pxelinux"}`)
+	assign(t, e.Store, store.Assignment{BundleID: p.ID, MAC: mac, Once: true})
 	cfg, err := req("pxelinux.cfg/01-52-54-00-12-34-56")
 	if err != nil {
 		t.Fatal(err)
@@ -293,28 +521,17 @@ func TestPXELinuxConfigs(t *testing.T) {
 			t.Fatalf("config lacks %q:\n%s", want, cfg)
 		}
 	}
-	evs, _ := e.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventWork})
-	if len(evs) != 1 || !strings.Contains(evs[0].Message, "pxelinux config") {
+	if _, err := req("pxelinux.cfg/01-52-54-00-12-34-56"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("once pxelinux bundle served twice: %v", err)
+	}
+	evs, _ := e.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventJob})
+	if len(evs) < 2 || !strings.Contains(evs[0].Message, "succeeded: bundle pxe") {
 		t.Fatalf("events: %+v", evs)
 	}
 }
 
-func TestImagingWorkBootsTheEnvironmentWithAJobToken(t *testing.T) {
-	ctx := context.Background()
-	e := newEngine(t, "never")
-	e.Jobs = &jobs.Service{Store: e.Store}
-	e.Imaging = config.Default().Imaging
-	w := store.Work{MAC: mac, Kind: store.WorkCapture, Image: "base", After: store.AfterReboot}
-	if err := e.Store.SetWork(ctx, w); err != nil {
-		t.Fatal(err)
-	}
-	// No environment built: the job fails at once with a message, the device boots local.
-	body := get(t, e, first)
-	mustContain(t, body, "imaging environment is missing", "preboot env build", "sanboot")
-	js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac})
-	if len(js) != 1 || js[0].State != store.JobFailed {
-		t.Fatalf("jobs: %+v", js)
-	}
+func writeEnv(t *testing.T, e *Engine) {
+	t.Helper()
 	for _, f := range []string{"boot/kernel", "boot/initrd"} {
 		if err := os.MkdirAll(filepath.Join(e.TFTPRoot, "boot"), 0o755); err != nil {
 			t.Fatal(err)
@@ -323,26 +540,30 @@ func TestImagingWorkBootsTheEnvironmentWithAJobToken(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestImagingBundleBootsTheEnvironmentWithAJobToken(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	b := mkBundle(t, e.Store, "cap", store.KindImageCapture, `{"image":"base"}`)
+	assign(t, e.Store, store.Assignment{BundleID: b.ID, MAC: mac, Once: true})
+	// No environment built: the job fails at once with a message, the device boots local.
+	body := get(t, e, first)
+	mustContain(t, body, "imaging environment is missing", "preboot env build", "sanboot")
+	js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac})
+	if len(js) != 1 || js[0].State != store.JobFailed {
+		t.Fatalf("jobs: %+v", js)
+	}
+	writeEnv(t, e)
 	body = get(t, e, first)
-	mustContain(t, body, "echo Preboot: job 2: capture base", "kernel http://10.0.0.1:8080/files/boot/kernel console=tty0",
+	mustContain(t, body, "echo Preboot: job 2: image-capture cap", "kernel http://10.0.0.1:8080/files/boot/kernel console=tty0",
 		"preboot.server=http://10.0.0.1:8080 preboot.token=pbj_", "preboot.job=2", "initrd --name initrd0 http://10.0.0.1:8080/files/boot/initrd")
-	// The work stays until the job succeeds.
-	if _, err := e.Store.Work(ctx, mac); err != nil {
-		t.Fatalf("imaging work cleared at hand-out: %v", err)
+	j, _ := e.Store.Job(ctx, 2)
+	if j.Image != "base" || j.Kind != store.KindImageCapture || j.After != store.AfterReboot || j.Bundle != "cap" {
+		t.Fatalf("job: %+v", j)
 	}
-	// pxelinux path: the generated config carries the same kind of boot.
-	w.Loader = store.LoaderPXELinux
-	if err := e.Store.SetWork(ctx, w); err != nil {
-		t.Fatal(err)
-	}
-	r, _, err := e.Generate(ctx, tftp.Request{Peer: netip.MustParseAddrPort("10.0.0.9:2000"), Local: netip.MustParseAddr("10.0.0.1"), Filename: "pxelinux.cfg/01-52-54-00-12-34-56"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, _ := io.ReadAll(r)
-	for _, want := range []string{"KERNEL /boot/kernel", "INITRD /boot/initrd", "preboot.server=http://10.0.0.1:8080", "preboot.job=3"} {
-		if !strings.Contains(string(cfg), want) {
-			t.Fatalf("pxelinux imaging config lacks %q:\n%s", want, cfg)
-		}
+	// The assignment stays until the job succeeds.
+	if as, _ := e.Store.Assignments(ctx, store.AssignmentFilter{MAC: mac}); len(as) != 1 {
+		t.Fatalf("assignment cleared at hand-out: %+v", as)
 	}
 }

@@ -29,7 +29,7 @@ import (
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/store"
-	"github.com/preboot/preboot/store/sqlite"
+	"github.com/preboot/preboot/store/sqlstore"
 	"github.com/preboot/preboot/tftp"
 )
 
@@ -48,11 +48,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
-	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	db, err := OpenStore(ctx, cfg.Store)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer db.Close()
+	events := &api.Notifier{}
+	st := api.NotifyingStore{Store: db, N: events}
 
 	if cfg.Boot.CopyDebianFiles {
 		if _, err := bootfiles.Stage(ctx, cfg.TFTP.Root, bootfiles.Debian(), log); err != nil {
@@ -77,14 +79,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pol := &policy.Engine{
-		Store:    st,
-		Boot:     cfg.Boot,
-		Menu:     cfg.Menu,
-		Logger:   log.With("component", "policy"),
-		TFTPRoot: cfg.TFTP.Root,
-		HTTPPort: httpPort,
-		Jobs:     js,
-		Imaging:  cfg.Imaging,
+		Store:           st,
+		Boot:            cfg.Boot,
+		DefaultSettings: policy.SettingsFromConfig(cfg.Menu),
+		Logger:          log.With("component", "policy"),
+		TFTPRoot:        cfg.TFTP.Root,
+		HTTPPort:        httpPort,
+		Jobs:            js,
+		Imaging:         cfg.Imaging,
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -124,7 +126,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	hs := &http.Server{
-		Handler:           Handler(st, pol, js, repo, cfg, reg, log),
+		Handler:           Handler(st, pol, js, repo, cfg, reg, events, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -149,18 +151,32 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return err
 }
 
-// Handler is the HTTP side of Preboot.
-func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, log *slog.Logger) http.Handler {
+// OpenStore opens the configured database (migrating it).
+func OpenStore(ctx context.Context, c config.Store) (store.Store, error) {
+	switch c.Driver {
+	case "postgres":
+		return sqlstore.Open(ctx, "postgres", c.DSN)
+	default:
+		return sqlstore.Open(ctx, "sqlite", c.Path)
+	}
+}
+
+// Handler is the HTTP side of Preboot. events (optional) wakes the API's
+// event streams.
+func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot.ipxe", pol)
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
-	admin := api.New(st, log.With("component", "api"), cfg.HTTP.AdminFromAnywhere)
-	admin.ImageExists = func(name string) bool { _, err := repo.Manifest(name); return err == nil }
+	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth")}
+	admin := api.New(api.Options{
+		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
+		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
+	})
 	mux.Handle("/api/v1/", admin)
 	mux.Handle("/api/v1/agent/", js.AgentHandler())
-	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Allow: allowImage}
+	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Allow: allowImage()}
 	for _, p := range images.Prefixes() {
-		mux.Handle(p, imageAuth(images, js, cfg.HTTP.AdminFromAnywhere))
+		mux.Handle(p, imageAuth(images, js, auth, st))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -169,7 +185,7 @@ func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "Preboot %s\n\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/devices\nmetrics:     /metrics\n", Version)
+		fmt.Fprintf(w, "Preboot %s\n\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/ (OpenAPI: /api/v1/openapi.json)\nmetrics:     /metrics\n", Version)
 	})
 	return accessLog(mux, log.With("component", "http"))
 }
@@ -223,6 +239,20 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	s.bytes += int64(n)
 	return n, err
 }
+
+// Flush lets streaming handlers (the API's event stream) flush through
+// the access log.
+func (s *statusWriter) Flush() {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // ReadFrom keeps the underlying writer's fast path (sendfile) for io.Copy.
 func (s *statusWriter) ReadFrom(r io.Reader) (int64, error) {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
@@ -39,11 +40,11 @@ func newHandler(t *testing.T) (http.Handler, *jobs.Service, config.Config) {
 		t.Fatal(err)
 	}
 	js := &jobs.Service{Store: st}
-	pol := &policy.Engine{Store: st, Boot: cfg.Boot, Menu: cfg.Menu, Jobs: js, Imaging: cfg.Imaging, TFTPRoot: cfg.TFTP.Root}
+	pol := &policy.Engine{Store: st, Boot: cfg.Boot, DefaultSettings: policy.SettingsFromConfig(cfg.Menu), Jobs: js, Imaging: cfg.Imaging, TFTPRoot: cfg.TFTP.Root}
 	if err := os.MkdirAll(cfg.TFTP.Root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return Handler(st, pol, js, repo, cfg, prometheus.NewRegistry(), slog.New(slog.DiscardHandler)), js, cfg
+	return Handler(st, pol, js, repo, cfg, prometheus.NewRegistry(), nil, slog.New(slog.DiscardHandler)), js, cfg
 }
 
 func call(h http.Handler, method, path, remote, token, body string) (int, string) {
@@ -72,8 +73,16 @@ func TestImageRepositoryAccess(t *testing.T) {
 	if code, _ := call(h, "GET", "/api/v1/images", remote, "pbj_forged", ""); code != http.StatusUnauthorized {
 		t.Fatalf("forged token: %d", code)
 	}
-	capture := store.Work{MAC: "02:00:00:00:00:01", Kind: store.WorkCapture, Image: "mine", After: store.AfterReboot}
-	restore := store.Work{MAC: "02:00:00:00:00:02", Kind: store.WorkRestore, Image: "mine", After: store.AfterReboot}
+	capture := jobs.StartRequest{MAC: "02:00:00:00:00:01", Bundle: store.Bundle{Name: "cap", Kind: store.KindImageCapture, Params: json.RawMessage(`{"image":"mine"}`)}}
+	restore := jobs.StartRequest{MAC: "02:00:00:00:00:02", Bundle: store.Bundle{Name: "res", Kind: store.KindImageRestore, Params: json.RawMessage(`{"image":"mine"}`)}}
+	inventory := jobs.StartRequest{MAC: "02:00:00:00:00:03", Bundle: store.Bundle{Name: "inv", Kind: store.KindInventory}}
+	_, itok, err := js.Start(ctx, inventory)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := call(h, "GET", "/api/v1/images/mine", remote, itok, ""); code != http.StatusForbidden {
+		t.Fatalf("inventory token reading an image: %d", code)
+	}
 	_, ctok, err := js.Start(ctx, capture)
 	if err != nil {
 		t.Fatal(err)
@@ -103,9 +112,35 @@ func TestImageRepositoryAccess(t *testing.T) {
 	if code, _ := call(h, "GET", "/api/v1/images/mine", remote, rtok, ""); code != http.StatusForbidden {
 		t.Fatalf("token of an ended job: %d", code)
 	}
-	// The admin API stays loopback-only, tokens or not.
+	// Job tokens never reach the admin API.
 	if code, _ := call(h, "GET", "/api/v1/devices", remote, ctok, ""); code != http.StatusForbidden {
 		t.Fatalf("job token on the admin API: %d", code)
+	}
+	if code, _ := call(h, "GET", "/api/v1/devices", remote, "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("remote admin without a token: %d", code)
+	}
+	// An admin token opens the admin API and the repository from anywhere.
+	code, body := call(h, "POST", "/api/v1/tokens", "127.0.0.1:1", "", `{"name":"ops"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("token create: %d %s", code, body)
+	}
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/api/v1/devices", "/api/v1/images"} {
+		if code, body := call(h, "GET", p, remote, tok.Token, ""); code != http.StatusOK {
+			t.Fatalf("admin token on %s: %d %s", p, code, body)
+		}
+	}
+	// An image a restore bundle uses cannot be deleted.
+	if _, err := js.Store.CreateBundle(ctx, store.Bundle{Name: "r", Kind: store.KindImageRestore, Params: json.RawMessage(`{"image":"mine"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := call(h, "DELETE", "/api/v1/images/mine", remote, tok.Token, ""); code != http.StatusConflict || !strings.Contains(body, "bundle r") {
+		t.Fatalf("deleting an image a bundle restores: %d %s", code, body)
 	}
 }
 

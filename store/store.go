@@ -32,6 +32,17 @@ type Device struct {
 	FirstSeen    time.Time `json:"first_seen"`
 	LastSeen     time.Time `json:"last_seen"`
 	LastEvent    *Event    `json:"last_event,omitempty"`
+	AssetTag     string    `json:"asset_tag,omitempty"`
+	Notes        string    `json:"notes,omitempty"`
+	// Registered: an administrator, a rule or the unregistered default
+	// took charge of the device. Rules only apply to unregistered devices.
+	Registered bool `json:"registered"`
+	// RAMBytes and DiskBytes (total of fixed disks) come from the agent's
+	// last report; 0 = unknown.
+	RAMBytes  int64 `json:"ram_bytes,omitempty"`
+	DiskBytes int64 `json:"disk_bytes,omitempty"`
+	// Applied is the last bundle applied to the device.
+	Applied *Applied `json:"applied,omitempty"`
 	// Info is what the agent last reported from the imaging environment:
 	// hardware, disks, image-safe data (JSON, see agent.Info).
 	Info json.RawMessage `json:"info,omitempty"`
@@ -45,6 +56,7 @@ type Sighting struct {
 	Serial       string
 	Manufacturer string
 	Product      string
+	AssetTag     string
 	Arch         string
 	Platform     string
 	IP           string
@@ -62,37 +74,76 @@ const (
 	EventWork      = "work"      // the policy handed out assigned work
 	EventMenu      = "menu"      // the policy showed the Preboot menu
 	EventAdmin     = "admin"     // an administrator changed something
+	EventJob       = "job"       // a job changed state
+	EventPolicy    = "policy"    // a rule matched, a device was registered or named
 )
 
-// Event is one thing that happened to a device.
+// Event is one thing that happened: to a device (MAC set), in a job (Job
+// set), or an administrator's change (Actor names the token).
 type Event struct {
 	ID      int64     `json:"id"`
-	MAC     string    `json:"mac"`
+	MAC     string    `json:"mac,omitempty"`
+	Job     int64     `json:"job,omitempty"`
 	Time    time.Time `json:"time"`
 	Kind    string    `json:"kind"`
+	Actor   string    `json:"actor,omitempty"`
 	Message string    `json:"message"`
 }
 
 // EventFilter selects events; zero values mean "any".
 type EventFilter struct {
-	MAC   string
-	Kind  string
-	Since time.Time
-	Limit int // 0 = a default of 100
+	MAC      string
+	Kind     string
+	Job      int64
+	Since    time.Time // time >= Since
+	Until    time.Time // time < Until
+	AfterID  int64     // id > AfterID, oldest first (for streaming)
+	BeforeID int64     // id < BeforeID (for paging back)
+	Limit    int       // 0 = a default of 100
 }
 
-// Loaders a device can be sent through.
+// Other errors the store returns (wrapped), so that the API can answer
+// 409 and 422 instead of 500.
+var (
+	// ErrConflict: a name, priority or assignment already exists, or the
+	// record is still referenced (a bundle that is assigned, a group with
+	// an assignment...).
+	ErrConflict = errors.New("conflict")
+	// ErrInvalid: the record breaks a rule of the model the caller should
+	// have checked (e.g. a reference to a bundle that does not exist).
+	ErrInvalid = errors.New("invalid")
+)
+
+// Loaders a device can be sent through (os-install bundles).
 const (
 	LoaderIPXE     = "ipxe"     // HTTP boot script (default)
 	LoaderPXELinux = "pxelinux" // pxelinux.0 over TFTP with a generated config
 )
 
-// Kinds of work.
+// Bundle kinds (DESIGN.md §3).
 const (
-	WorkBoot    = "boot"    // boot Kernel + Initrd with Cmdline
-	WorkCapture = "capture" // boot the imaging environment, capture the disk to Image
-	WorkRestore = "restore" // boot the imaging environment, restore Image to the disk
+	KindImageRestore = "image-restore"
+	KindImageCapture = "image-capture"
+	KindScript       = "script"
+	KindMulticast    = "multicast"
+	KindOSInstall    = "os-install"
+	KindWipe         = "wipe"
+	KindInventory    = "inventory"
+	KindLocalBoot    = "local-boot"
 )
+
+// BundleKinds lists every kind, in the order the docs present them.
+var BundleKinds = []string{KindImageRestore, KindImageCapture, KindScript, KindMulticast, KindOSInstall, KindWipe, KindInventory, KindLocalBoot}
+
+// RunsAgent reports whether a bundle kind runs in the imaging environment
+// (a job the agent carries out and reports on).
+func RunsAgent(kind string) bool {
+	switch kind {
+	case KindImageRestore, KindImageCapture, KindScript, KindMulticast, KindWipe, KindInventory:
+		return true
+	}
+	return false
+}
 
 // What the imaging environment does when its job is over.
 const (
@@ -100,45 +151,295 @@ const (
 	AfterPoweroff = "poweroff"
 )
 
-// Work is what a device does at its next network boot: boot a given
-// kernel, initrd and command line (Kernel and Initrd are paths under the
-// TFTP root or http(s) URLs), or run an imaging job (capture, restore).
-// Boot work with Once is cleared when handed out; imaging work is cleared
-// only when its job succeeds, so a failed or interrupted job runs again at
-// the next boot.
-type Work struct {
-	MAC         string    `json:"mac"`
-	Kind        string    `json:"kind"`
-	Image       string    `json:"image,omitempty"`
-	After       string    `json:"after,omitempty"`
-	Compression int       `json:"compression,omitempty"`
-	Device      string    `json:"device,omitempty"` // disk for the job; "" = the first fixed disk
-	Kernel      string    `json:"kernel,omitempty"`
-	Initrd      []string  `json:"initrd,omitempty"`
-	Cmdline     string    `json:"cmdline,omitempty"`
-	Loader      string    `json:"loader"`
-	Once        bool      `json:"once"`
-	CreatedAt   time.Time `json:"created_at"`
+// Bundle is something a device can be told to do at its next network
+// boot, with its parameters (package bundle validates them per kind; the
+// store keeps them as JSON). Version grows by one at every change, so
+// that "always" assignments apply a changed bundle again.
+type Bundle struct {
+	ID          int64           `json:"id"`
+	Name        string          `json:"name"`
+	Kind        string          `json:"kind"`
+	Description string          `json:"description,omitempty"`
+	Params      json.RawMessage `json:"params"`
+	Version     int64           `json:"version"`
+	CreatedAt   time.Time       `json:"created_at"`
+	UpdatedAt   time.Time       `json:"updated_at"`
 }
 
-// Store is the persistence boundary of Preboot.
+// BundleFilter selects bundles; zero values mean "any".
+type BundleFilter struct {
+	Kind  string
+	Image string // bundles whose params name this image
+	Page
+}
+
+// Page is the pagination of a list: Limit 0 means the store's default
+// (100), Offset skips that many records.
+type Page struct {
+	Limit  int
+	Offset int
+}
+
+// Group is a set of devices: members added by hand, and devices matching
+// Match (a rule expression, see package rules; "" = none). Groups are
+// ordered by Priority (lower first, unique) to decide which group's
+// assignment a device in several groups gets.
+type Group struct {
+	ID          int64     `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description,omitempty"`
+	Priority    int       `json:"priority"`
+	Match       string    `json:"match,omitempty"`
+	Members     int       `json:"members"` // number of static members (read only)
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Assignment gives a bundle to one device (MAC set) or to a group (Group
+// set). Once: cleared for the device after a successful run. Force: run
+// even if the bundle (at this version) was the last one applied to the
+// device. A device or a group has at most one assignment.
+type Assignment struct {
+	ID         int64     `json:"id"`
+	BundleID   int64     `json:"bundle_id"`
+	Bundle     string    `json:"bundle"` // bundle name (read only)
+	BundleKind string    `json:"bundle_kind"`
+	MAC        string    `json:"device,omitempty"`
+	Group      string    `json:"group,omitempty"`
+	Once       bool      `json:"once"`
+	Force      bool      `json:"force"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// AssignmentFilter selects assignments; zero values mean "any".
+type AssignmentFilter struct {
+	MAC    string
+	Group  string
+	Bundle string // name
+	Page
+}
+
+// Rule decides what an unregistered device does at its first boots:
+// enabled rules are tried in Position order, the first whose Match holds
+// wins. It registers the device, adds it to Group (if set) and runs
+// Bundle once (if set).
+type Rule struct {
+	ID        int64     `json:"id"`
+	Name      string    `json:"name"`
+	Position  int       `json:"position"`
+	Enabled   bool      `json:"enabled"`
+	Match     string    `json:"match"`
+	Bundle    string    `json:"bundle,omitempty"` // bundle name
+	Group     string    `json:"group,omitempty"`  // group name
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Menu is the Preboot menu (the seed's pxemenu) as configured at one
+// scope: the server default (settings), a group or a device. Bundles are
+// extra entries an operator may pick at the machine.
+type Menu struct {
+	Mode    string   `json:"mode"`             // always, hotkey, never
+	Hotkey  string   `json:"hotkey,omitempty"` // e.g. ctrl-p, esc, f
+	Timeout Duration `json:"timeout"`          // menu and hotkey prompt timeout
+	Title   string   `json:"title,omitempty"`
+	Bundles []string `json:"bundles,omitempty"` // names of bundles offered as entries
+	Shell   bool     `json:"shell"`             // offer the maintenance shell
+}
+
+// Duration is a time.Duration that reads and writes JSON as "3s" (and
+// reads a number of seconds too).
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs float64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration: want a string like \"3s\" or a number of seconds")
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Menu scopes.
+const (
+	ScopeDevice = "device"
+	ScopeGroup  = "group"
+)
+
+// Unregistered-default actions: what an unregistered device no rule
+// matched does.
+const (
+	UnregisteredLocal  = "local"  // boot its own disk (default)
+	UnregisteredMenu   = "menu"   // show the Preboot menu
+	UnregisteredBundle = "bundle" // run Settings.Unregistered.Bundle once (e.g. an inventory bundle)
+	UnregisteredIgnore = "ignore" // proxyDHCP does not answer it at all
+)
+
+// Naming sources for new devices.
+const (
+	NameFromNone     = ""         // leave unnamed
+	NameFromSerial   = "serial"   // prefix + SMBIOS serial
+	NameFromAsset    = "asset"    // prefix + asset tag
+	NameFromMAC      = "mac"      // prefix + MAC without separators
+	NameFromSequence = "sequence" // prefix + 001, 002, ...
+)
+
+// Settings are the server-wide policy settings kept in the store (so that
+// several servers sharing a database agree). A server starts from its
+// configuration file's values until an administrator changes them.
+type Settings struct {
+	Menu         Menu         `json:"menu"`
+	Unregistered Unregistered `json:"unregistered"`
+	Naming       Naming       `json:"naming"`
+}
+
+// Unregistered is the default policy for unregistered devices.
+type Unregistered struct {
+	Action string `json:"action"`           // local, menu, bundle, ignore
+	Bundle string `json:"bundle,omitempty"` // for action "bundle"
+}
+
+// Naming names devices when they are registered by a rule or the
+// unregistered default.
+type Naming struct {
+	Prefix string `json:"prefix,omitempty"`
+	From   string `json:"from,omitempty"` // "", serial, asset, mac, sequence
+}
+
+// Token is an administrator's API token; only its SHA-256 is stored.
+type Token struct {
+	ID        int64     `json:"id"`
+	Name      string    `json:"name"`
+	Hash      string    `json:"-"`
+	Prefix    string    `json:"prefix"` // first characters, to recognise it
+	CreatedAt time.Time `json:"created_at"`
+	LastUsed  time.Time `json:"last_used,omitzero"`
+}
+
+// Applied records the last bundle applied to a device (for "force").
+type Applied struct {
+	BundleID      int64     `json:"bundle_id"`
+	Bundle        string    `json:"bundle"`
+	BundleVersion int64     `json:"bundle_version"`
+	AssignmentID  int64     `json:"assignment_id,omitempty"`
+	Job           int64     `json:"job,omitempty"`
+	Time          time.Time `json:"time"`
+}
+
+// DeviceFilter selects devices; zero values mean "any".
+type DeviceFilter struct {
+	Search     string // substring of MAC, name, serial, maker, model, IP
+	Group      string // static members of this group
+	Registered *bool
+	Page
+}
+
+// Store is the persistence boundary of Preboot. Every method is safe for
+// concurrent use; methods that change several rows do it in one
+// transaction. Names (bundles, groups, rules, tokens) are unique:
+// creating or renaming onto a used one is ErrConflict.
 type Store interface {
 	// SeeDevice records a sighting, creating the device on first contact.
 	SeeDevice(ctx context.Context, s Sighting) (dev Device, created bool, err error)
 	Device(ctx context.Context, mac string) (Device, error)
-	Devices(ctx context.Context) ([]Device, error)
-	// SetDeviceInfo stores the agent's report on the device.
-	SetDeviceInfo(ctx context.Context, mac string, info json.RawMessage) error
+	Devices(ctx context.Context, f DeviceFilter) ([]Device, error)
+	CountDevices(ctx context.Context, f DeviceFilter) (int, error)
+	// CreateDevice registers a device by hand (ErrConflict if its MAC is known).
+	CreateDevice(ctx context.Context, d Device) (Device, error)
+	// UpdateDevice applies fn inside a transaction; fn may change Name,
+	// AssetTag, Notes, Registered.
+	UpdateDevice(ctx context.Context, mac string, fn func(*Device) error) (Device, error)
+	// DeleteDevice forgets a device, its assignment, memberships, menu and
+	// applied record (its jobs and events stay).
+	DeleteDevice(ctx context.Context, mac string) error
+	// SetDeviceInfo stores the agent's report on the device with the
+	// figures rules filter on.
+	SetDeviceInfo(ctx context.Context, mac string, info json.RawMessage, ramBytes, diskBytes int64) error
+	// SetApplied records the last bundle applied to the device.
+	SetApplied(ctx context.Context, mac string, a Applied) error
 
-	AddEvent(ctx context.Context, e Event) error
+	CreateGroup(ctx context.Context, g Group) (Group, error)
+	Group(ctx context.Context, name string) (Group, error)
+	Groups(ctx context.Context, p Page) ([]Group, error)
+	UpdateGroup(ctx context.Context, name string, fn func(*Group) error) (Group, error)
+	// DeleteGroup removes a group, its memberships, menu and assignment;
+	// ErrConflict if a rule still adds devices to it.
+	DeleteGroup(ctx context.Context, name string) error
+	// AddMember and RemoveMember edit static membership (idempotent).
+	AddMember(ctx context.Context, group, mac string) error
+	RemoveMember(ctx context.Context, group, mac string) error
+	Members(ctx context.Context, group string, p Page) ([]Device, error)
+	// DeviceGroups returns the groups the device is a static member of,
+	// by priority.
+	DeviceGroups(ctx context.Context, mac string) ([]Group, error)
+
+	CreateBundle(ctx context.Context, b Bundle) (Bundle, error)
+	Bundle(ctx context.Context, name string) (Bundle, error)
+	BundleByID(ctx context.Context, id int64) (Bundle, error)
+	Bundles(ctx context.Context, f BundleFilter) ([]Bundle, error)
+	// UpdateBundle applies fn in a transaction and bumps Version.
+	UpdateBundle(ctx context.Context, name string, fn func(*Bundle) error) (Bundle, error)
+	// DeleteBundle: ErrConflict while an assignment, rule, menu or the
+	// unregistered default still uses it.
+	DeleteBundle(ctx context.Context, name string) error
+
+	// CreateAssignment: ErrConflict if the device or group already has
+	// one; ErrNotFound if the bundle, device or group does not exist.
+	CreateAssignment(ctx context.Context, a Assignment) (Assignment, error)
+	// ReplaceAssignment removes the target's assignment (if any) and
+	// creates a, in one transaction.
+	ReplaceAssignment(ctx context.Context, a Assignment) (Assignment, error)
+	Assignment(ctx context.Context, id int64) (Assignment, error)
+	Assignments(ctx context.Context, f AssignmentFilter) ([]Assignment, error)
+	DeleteAssignment(ctx context.Context, id int64) error
+
+	// CreateRule inserts at r.Position (0 = last), shifting later rules.
+	CreateRule(ctx context.Context, r Rule) (Rule, error)
+	Rule(ctx context.Context, name string) (Rule, error)
+	// Rules returns every rule in Position order (1, 2, 3...).
+	Rules(ctx context.Context) ([]Rule, error)
+	// UpdateRule applies fn in a transaction; a changed Position moves
+	// the rule and renumbers the others.
+	UpdateRule(ctx context.Context, name string, fn func(*Rule) error) (Rule, error)
+	DeleteRule(ctx context.Context, name string) error
+
+	// SetMenu stores a group's or device's menu override; Menu returns it
+	// (ErrNotFound when there is none); DeleteMenu removes it.
+	SetMenu(ctx context.Context, scope, target string, m Menu) error
+	Menu(ctx context.Context, scope, target string) (Menu, error)
+	DeleteMenu(ctx context.Context, scope, target string) error
+
+	// Settings returns the stored settings (ok false if never set).
+	Settings(ctx context.Context) (s Settings, ok bool, err error)
+	SetSettings(ctx context.Context, s Settings) error
+	// PolicyVersion grows at every change to bundles, groups, members,
+	// assignments, rules, menus or settings, so that caches of them (in
+	// this or another server sharing the database) know to reload.
+	PolicyVersion(ctx context.Context) (int64, error)
+
+	CreateToken(ctx context.Context, t Token) (Token, error)
+	TokenByHash(ctx context.Context, hash string) (Token, error)
+	Tokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id int64) error
+	TouchToken(ctx context.Context, id int64, at time.Time) error
+
+	// AddEvent stores an event and returns it with its ID.
+	AddEvent(ctx context.Context, e Event) (Event, error)
+	// Events are newest first, unless f.AfterID is set (then oldest first).
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
-
-	// SetWork assigns work to a device, registering the device if needed.
-	SetWork(ctx context.Context, w Work) error
-	// Work returns the device's assigned work or an error wrapping ErrNotFound.
-	Work(ctx context.Context, mac string) (Work, error)
-	// ClearWork removes the device's work; clearing nothing is not an error.
-	ClearWork(ctx context.Context, mac string) error
 
 	// CreateJob stores a new job and returns it with its ID.
 	CreateJob(ctx context.Context, j Job) (Job, error)
@@ -185,35 +486,44 @@ func JobFinished(state string) bool {
 	return state == JobSucceeded || state == JobFailed || state == JobCancelled
 }
 
-// Job is one run of imaging work on a device.
+// Job is one run of a bundle on a device. Kind is the bundle's kind;
+// Params a copy of the bundle's parameters when the job started (Image,
+// Device, After and Compression repeat the ones the imaging agent needs).
 type Job struct {
-	ID          int64     `json:"id"`
-	MAC         string    `json:"mac"`
-	Kind        string    `json:"kind"`
-	Image       string    `json:"image"`
-	Device      string    `json:"device,omitempty"`
-	After       string    `json:"after"`
-	Compression int       `json:"compression,omitempty"`
-	State       string    `json:"state"`
-	Phase       string    `json:"phase,omitempty"`
-	BytesDone   int64     `json:"bytes_done"`
-	BytesTotal  int64     `json:"bytes_total"`
-	Rate        int64     `json:"rate"` // bytes per second
-	Message     string    `json:"message,omitempty"`
-	Error       string    `json:"error,omitempty"`
-	TokenHash   string    `json:"-"`
-	CreatedAt   time.Time `json:"created_at"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	UpdatedAt   time.Time `json:"updated_at"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	ID            int64           `json:"id"`
+	MAC           string          `json:"mac"`
+	Kind          string          `json:"kind"`
+	BundleID      int64           `json:"bundle_id,omitempty"`
+	Bundle        string          `json:"bundle,omitempty"`
+	BundleVersion int64           `json:"bundle_version,omitempty"`
+	AssignmentID  int64           `json:"assignment_id,omitempty"`
+	Params        json.RawMessage `json:"params,omitempty"`
+	Image         string          `json:"image"`
+	Device        string          `json:"device,omitempty"`
+	After         string          `json:"after"`
+	Compression   int             `json:"compression,omitempty"`
+	State         string          `json:"state"`
+	Phase         string          `json:"phase,omitempty"`
+	BytesDone     int64           `json:"bytes_done"`
+	BytesTotal    int64           `json:"bytes_total"`
+	Rate          int64           `json:"rate"` // bytes per second
+	Message       string          `json:"message,omitempty"`
+	Error         string          `json:"error,omitempty"`
+	TokenHash     string          `json:"-"`
+	CreatedAt     time.Time       `json:"created_at"`
+	StartedAt     time.Time       `json:"started_at,omitzero"`
+	UpdatedAt     time.Time       `json:"updated_at"`
+	FinishedAt    time.Time       `json:"finished_at,omitzero"`
 }
 
-// JobFilter selects jobs; zero values mean "any".
+// JobFilter selects jobs; zero values mean "any". Newest first.
 type JobFilter struct {
-	MAC   string
-	State string
-	Open  bool // only jobs not finished
-	Limit int  // 0 = 100
+	MAC      string
+	State    string
+	Bundle   string
+	Open     bool  // only jobs not finished
+	BeforeID int64 // id < BeforeID (paging back)
+	Limit    int   // 0 = 100
 }
 
 // JobLine is one line of a job's log.

@@ -2,16 +2,23 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
-	"sync"
+	"reflect"
 	"testing"
-	"time"
 
+	"github.com/pressly/goose/v3"
+
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/store/sqlstore"
+	"github.com/preboot/preboot/store/storetest"
 )
 
-func open(t *testing.T) *Store {
+func open(t *testing.T) store.Store {
 	t.Helper()
 	st, err := Open(context.Background(), filepath.Join(t.TempDir(), "preboot.db"))
 	if err != nil {
@@ -21,128 +28,8 @@ func open(t *testing.T) *Store {
 	return st
 }
 
-func TestSeeDeviceRegistersThenKeepsKnownValues(t *testing.T) {
-	ctx := context.Background()
-	st := open(t)
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	d, created, err := st.SeeDevice(ctx, store.Sighting{MAC: "52-54-00-AA-BB-CC", Manufacturer: "QEMU", Product: "Standard PC", Serial: "S1", Arch: "bios", Time: t0})
-	if err != nil || !created {
-		t.Fatalf("first sighting: created=%v err=%v", created, err)
-	}
-	if d.MAC != "52:54:00:aa:bb:cc" || !d.FirstSeen.Equal(t0) {
-		t.Fatalf("device = %+v", d)
-	}
-	// A DHCP sighting knows less: it must not erase, and FillOnly must not overwrite.
-	d, created, err = st.SeeDevice(ctx, store.Sighting{MAC: "52:54:00:aa:bb:cc", Arch: "efi-x64", UUID: "u-1", Time: t0.Add(time.Minute), FillOnly: true})
-	if err != nil || created {
-		t.Fatalf("second sighting: created=%v err=%v", created, err)
-	}
-	if d.Manufacturer != "QEMU" || d.Serial != "S1" || d.Arch != "bios" || d.UUID != "u-1" {
-		t.Fatalf("FillOnly sighting changed known values or missed empty ones: %+v", d)
-	}
-	if !d.LastSeen.Equal(t0.Add(time.Minute)) || !d.FirstSeen.Equal(t0) {
-		t.Fatalf("times: first %v last %v", d.FirstSeen, d.LastSeen)
-	}
-	d, _, err = st.SeeDevice(ctx, store.Sighting{MAC: "5254.00aa.bbcc", Product: "Other", Time: t0.Add(-time.Hour)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d.Product != "Other" || !d.LastSeen.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("full sighting: %+v", d)
-	}
-	if _, _, err := st.SeeDevice(ctx, store.Sighting{MAC: "not-a-mac"}); err == nil {
-		t.Fatal("bad MAC accepted")
-	}
-}
-
-func TestEventsAndDeviceList(t *testing.T) {
-	ctx := context.Background()
-	st := open(t)
-	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for i, mac := range []string{"00:00:00:00:00:01", "00:00:00:00:00:02"} {
-		if _, _, err := st.SeeDevice(ctx, store.Sighting{MAC: mac, Time: base.Add(time.Duration(i) * time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
-		for j := 0; j < 3; j++ {
-			if err := st.AddEvent(ctx, store.Event{MAC: mac, Time: base.Add(time.Duration(j) * time.Minute), Kind: store.EventBoot, Message: mac}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := st.AddEvent(ctx, store.Event{MAC: "00:00:00:00:00:01", Time: base.Add(time.Hour), Kind: store.EventLocalBoot, Message: "last"}); err != nil {
-		t.Fatal(err)
-	}
-	devs, err := st.Devices(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(devs) != 2 || devs[0].MAC != "00:00:00:00:00:02" {
-		t.Fatalf("devices not newest first: %+v", devs)
-	}
-	if devs[1].LastEvent == nil || devs[1].LastEvent.Kind != store.EventLocalBoot {
-		t.Fatalf("last event of device 1: %+v", devs[1].LastEvent)
-	}
-	evs, err := st.Events(ctx, store.EventFilter{MAC: "00-00-00-00-00-01", Kind: store.EventBoot, Limit: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(evs) != 2 || !evs[0].Time.After(evs[1].Time) {
-		t.Fatalf("filtered events: %+v", evs)
-	}
-	evs, err = st.Events(ctx, store.EventFilter{Since: base.Add(2 * time.Minute)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(evs) != 3 {
-		t.Fatalf("since filter: got %d events, want 3", len(evs))
-	}
-	d, err := st.Device(ctx, "00:00:00:00:00:01")
-	if err != nil || d.LastEvent == nil || d.LastEvent.Message != "last" {
-		t.Fatalf("device with last event: %+v, %v", d, err)
-	}
-	if _, err := st.Device(ctx, "00:00:00:00:00:09"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("unknown device: %v", err)
-	}
-}
-
-func TestWork(t *testing.T) {
-	ctx := context.Background()
-	st := open(t)
-	mac := "aa:bb:cc:dd:ee:ff"
-	if _, err := st.Work(ctx, mac); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("no work yet: %v", err)
-	}
-	w := store.Work{MAC: mac, Kernel: "boot/kernel", Initrd: []string{"boot/a", "boot/b"}, Cmdline: "console=ttyS0", Once: true}
-	if err := st.SetWork(ctx, w); err != nil {
-		t.Fatal(err)
-	}
-	// SetWork registers an unknown device.
-	if _, err := st.Device(ctx, mac); err != nil {
-		t.Fatalf("device not registered by SetWork: %v", err)
-	}
-	got, err := st.Work(ctx, mac)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Kernel != w.Kernel || len(got.Initrd) != 2 || got.Initrd[1] != "boot/b" || !got.Once || got.Loader != store.LoaderIPXE {
-		t.Fatalf("work = %+v", got)
-	}
-	w.Loader, w.Initrd = store.LoaderPXELinux, nil
-	if err := st.SetWork(ctx, w); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ = st.Work(ctx, mac); got.Loader != store.LoaderPXELinux || len(got.Initrd) != 0 {
-		t.Fatalf("replaced work = %+v", got)
-	}
-	if err := st.ClearWork(ctx, mac); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.ClearWork(ctx, mac); err != nil {
-		t.Fatalf("clearing nothing: %v", err)
-	}
-	if _, err := st.Work(ctx, mac); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("work after clear: %v", err)
-	}
+func TestConformance(t *testing.T) {
+	storetest.Run(t, open)
 }
 
 func TestConcurrentSightingsAndReopen(t *testing.T) {
@@ -152,22 +39,26 @@ func TestConcurrentSightingsAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
 	errs := make(chan error, 64)
+	done := make(chan struct{})
 	for i := 0; i < 8; i++ {
-		wg.Add(1)
 		go func(i int) {
-			defer wg.Done()
+			defer func() { done <- struct{}{} }()
 			for j := 0; j < 8; j++ {
-				if _, _, err := st.SeeDevice(ctx, store.Sighting{MAC: "02:00:00:00:00:0" + string(rune('0'+i))}); err != nil {
+				if _, _, err := st.SeeDevice(ctx, store.Sighting{MAC: fmt.Sprintf("02:00:00:00:00:0%d", i)}); err != nil {
 					errs <- err
 				}
 			}
 		}(i)
 	}
-	wg.Wait()
+	for i := 0; i < 8; i++ {
+		<-done
+	}
 	close(errs)
 	for err := range errs {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateBundle(ctx, store.Bundle{Name: "inv", Kind: store.KindInventory}); err != nil {
 		t.Fatal(err)
 	}
 	st.Close()
@@ -177,8 +68,180 @@ func TestConcurrentSightingsAndReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	devs, err := st.Devices(ctx)
+	devs, err := st.Devices(ctx, store.DeviceFilter{})
 	if err != nil || len(devs) != 8 {
 		t.Fatalf("after reopen: %d devices, %v", len(devs), err)
+	}
+	if _, err := st.Bundle(ctx, "inv"); err != nil {
+		t.Fatalf("after reopen: %v", err)
+	}
+}
+
+func TestOpenByDriver(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.Open(ctx, "sqlite", filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.Driver() != "sqlite" {
+		t.Fatalf("driver = %q", st.Driver())
+	}
+	if _, err := sqlstore.Open(ctx, "oracle", "x"); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("unknown driver: %v", err)
+	}
+	if _, err := Open(ctx, ""); err == nil {
+		t.Fatal("empty path accepted")
+	}
+}
+
+// TestMigrateWorkToBundles creates a database at schema version 2 (the
+// per-device work table), migrates it and checks that every work row
+// became a bundle and a device assignment, then migrates back down.
+func TestMigrateWorkToBundles(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	migrations, err := sqlstore.MigrationFS("sqlite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goose.NewProvider(goose.DialectSQLite3, db, migrations, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`INSERT INTO devices (mac, name, first_seen, last_seen) VALUES
+			('52:54:00:00:00:01', 'boot-once', 1, 2), ('52:54:00:00:00:02', 'capture', 1, 2),
+			('52:54:00:00:00:03', 'restore', 1, 2), ('52:54:00:00:00:04', 'no-work', 1, 2),
+			('52:54:00:00:00:05', 'boot-always', 1, 2), ('52:54:00:00:00:06', 'dup', 1, 2), ('52:54:00:00:00:07', 'dup', 1, 2)`,
+		`INSERT INTO work (mac, kind, kernel, initrd, cmdline, loader, once, created_at) VALUES
+			('52:54:00:00:00:01', 'boot', 'boot/vmlinuz', '["boot/a.img","boot/b.img"]', 'console=ttyS0', 'pxelinux', 1, 1000),
+			('52:54:00:00:00:05', 'boot', 'http://x/k', '[]', '', 'ipxe', 0, 1001)`,
+		`INSERT INTO work (mac, kind, kernel, image, compression, device, after, once, created_at) VALUES
+			('52:54:00:00:00:02', 'capture', '', 'lab-golden', 9, '/dev/vda', 'poweroff', 0, 2000),
+			('52:54:00:00:00:03', 'restore', '', 'lab-golden', 0, '', 'reboot', 0, 3000)`,
+		`INSERT INTO events (mac, time, kind, message) VALUES ('52:54:00:00:00:01', 5, 'boot', 'old event')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	st, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundles, err := st.Bundles(ctx, store.BundleFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		kind   string
+		params map[string]any
+		once   bool
+	}
+	wants := map[string]want{
+		"525400000001": {store.KindOSInstall, map[string]any{"kernel": "boot/vmlinuz", "initrd": []any{"boot/a.img", "boot/b.img"},
+			"cmdline": "console=ttyS0", "loader": "pxelinux"}, true},
+		"525400000005": {store.KindOSInstall, map[string]any{"kernel": "http://x/k", "initrd": []any{}, "cmdline": "", "loader": "ipxe"}, false},
+		"525400000002": {store.KindImageCapture, map[string]any{"image": "lab-golden", "compression": 9.0, "device": "/dev/vda", "after": "poweroff"}, true},
+		"525400000003": {store.KindImageRestore, map[string]any{"image": "lab-golden", "device": "", "after": "reboot"}, true},
+	}
+	if len(bundles) != len(wants) {
+		t.Fatalf("%d bundles after migration: %+v", len(bundles), bundles)
+	}
+	for hex, w := range wants {
+		name := "legacy-" + hex
+		b, err := st.Bundle(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var params map[string]any
+		if err := json.Unmarshal(b.Params, &params); err != nil {
+			t.Fatal(err)
+		}
+		if b.Kind != w.kind || !reflect.DeepEqual(params, w.params) || b.Version != 1 {
+			t.Errorf("bundle %s = %s %s v%d, want %s %v", name, b.Kind, b.Params, b.Version, w.kind, w.params)
+		}
+		if _, err := bundle.Normalize(b.Kind, b.Params); err != nil {
+			t.Errorf("bundle %s: converted params do not validate: %v", name, err)
+		}
+		mac := hex[0:2] + ":" + hex[2:4] + ":" + hex[4:6] + ":" + hex[6:8] + ":" + hex[8:10] + ":" + hex[10:12]
+		as, err := st.Assignments(ctx, store.AssignmentFilter{MAC: mac})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(as) != 1 || as[0].Bundle != name || as[0].BundleKind != w.kind || as[0].Once != w.once || as[0].Force {
+			t.Errorf("assignment of %s = %+v", mac, as)
+		}
+		d, err := st.Device(ctx, mac)
+		if err != nil || !d.Registered {
+			t.Errorf("device %s with work not registered: %+v %v", mac, d, err)
+		}
+	}
+	if b, _ := st.Bundles(ctx, store.BundleFilter{Image: "lab-golden"}); len(b) != 2 {
+		t.Errorf("bundles reading or writing lab-golden: %+v", b)
+	}
+	d, err := st.Device(ctx, "52:54:00:00:00:04")
+	if err != nil || d.Registered || d.Name != "no-work" {
+		t.Errorf("device without work: %+v %v", d, err)
+	}
+	// Names become unique.
+	d6, err6 := st.Device(ctx, "52:54:00:00:00:06")
+	d7, err7 := st.Device(ctx, "52:54:00:00:00:07")
+	if err6 != nil || err7 != nil || d6.Name != "dup" || d7.Name != fmt.Sprintf("dup-%d", d7.ID) {
+		t.Errorf("duplicate names after migration: %q %q (%v %v)", d6.Name, d7.Name, err6, err7)
+	}
+	if d, _ := st.Device(ctx, "52:54:00:00:00:01"); d.LastEvent == nil || d.LastEvent.Message != "old event" {
+		t.Errorf("old event lost: %+v", d.LastEvent)
+	}
+	st.Close()
+
+	// Down to version 2: device assignments go back to work.
+	db, err = sql.Open("sqlite", "file:"+path+"?_pragma=foreign_keys(1)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = goose.NewProvider(goose.DialectSQLite3, db, migrations, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.DownTo(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var kind, image, after string
+	var once bool
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM work`).Scan(&n); err != nil || n != 4 {
+		t.Fatalf("work rows after down: %d %v", n, err)
+	}
+	if err := db.QueryRowContext(ctx, `SELECT kind, image, after, once FROM work WHERE mac = '52:54:00:00:00:02'`).Scan(&kind, &image, &after, &once); err != nil ||
+		kind != "capture" || image != "lab-golden" || after != "poweroff" || !once {
+		t.Fatalf("capture work after down: %s %s %s %v %v", kind, image, after, once, err)
+	}
+}
+
+// BenchmarkBootPath runs the store calls of one boot-policy decision
+// against a store holding 10,000 devices, 1,000 groups and 500 rules.
+func BenchmarkBootPath(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	storetest.Populate(b, st, 10000, 1000, 500)
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		storetest.Decide(b, st, storetest.BenchMAC(i%10000))
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/initenv"
 )
 
@@ -38,6 +39,14 @@ func main() {
 		fmt.Printf("PREBOOT-ENV-MODULES %s\n", strings.Join(mods, ","))
 		fmt.Printf("PREBOOT-ENV-BLOCK %s\n", strings.Join(blocks, ","))
 		fmt.Printf("PREBOOT-ENV-PARAMS server=%s token=%s job=%s iface=%s\n", env.Server, env.Token, env.Job, env.Interface)
+		// A script bundle's path: the agent runs a script with /bin/sh
+		// (busybox) and the basic tools, with the PATH it sets up.
+		script := "echo \"shell=$0 path=$PATH\"\necho hello | sed s/hello/sed-works/\n" +
+			"dd if=/dev/zero bs=1024 count=3 2>/dev/null | wc -c | awk '{print \"dd-bytes=\" $1}'\n" +
+			"for t in cat grep mount blkdiscard wget sleep timeout; do command -v $t >/dev/null || echo missing=$t; done\n"
+		err := agent.RunScript(ctx, agent.ScriptOptions{Script: script, Timeout: 30 * time.Second,
+			Output: func(l string) { fmt.Printf("PREBOOT-ENV-SCRIPT %s\n", l) }})
+		fmt.Printf("PREBOOT-ENV-SCRIPT-RESULT %v\n", err)
 		fmt.Printf("PREBOOT-ENV-OK %s\n", env.Addr.Addr())
 		env.After = initenv.PowerOff
 		return nil

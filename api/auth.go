@@ -1,0 +1,138 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/preboot/preboot/store"
+)
+
+// Token prefixes: administrators' API tokens and the per-job tokens of the
+// imaging agent.
+const (
+	AdminTokenPrefix = "pba_"
+	JobTokenPrefix   = "pbj_"
+)
+
+// Auth decides who may use the admin API (and the image repository's
+// administrative side): a bearer admin token, or — when TrustLoopback is
+// set — any client on the loopback interface.
+type Auth struct {
+	Store         store.Store
+	TrustLoopback bool
+	Logger        *slog.Logger
+
+	mu      sync.Mutex
+	touched map[int64]time.Time // last_used written at most once a minute
+}
+
+// NewToken returns a fresh admin token and its hash.
+func NewToken() (token, hash string, err error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	token = AdminTokenPrefix + hex.EncodeToString(b)
+	return token, HashToken(token), nil
+}
+
+// HashToken is how tokens are kept: only their SHA-256, hex.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	return ""
+}
+
+// Errors of Authenticate.
+var (
+	ErrNoCredentials = errors.New("authentication required: send an admin token (Authorization: Bearer pba_...; create one with `preboot token create NAME` on the server)")
+	ErrBadToken      = errors.New("unknown or revoked admin token")
+	ErrJobToken      = errors.New("a job token only reaches its job's agent endpoints and image, not the admin API")
+)
+
+// Authenticate returns the actor a request acts as.
+func (a *Auth) Authenticate(ctx context.Context, r *http.Request) (string, error) {
+	tok := BearerToken(r)
+	switch {
+	case tok == "":
+		if a.TrustLoopback && IsLoopback(r.RemoteAddr) {
+			return "loopback", nil
+		}
+		return "", ErrNoCredentials
+	case strings.HasPrefix(tok, JobTokenPrefix):
+		return "", ErrJobToken
+	}
+	t, err := a.Store.TokenByHash(ctx, HashToken(tok))
+	if errors.Is(err, store.ErrNotFound) {
+		return "", ErrBadToken
+	}
+	if err != nil {
+		return "", fmt.Errorf("check token: %w", err)
+	}
+	a.touch(ctx, t.ID)
+	return "token:" + t.Name, nil
+}
+
+func (a *Auth) touch(ctx context.Context, id int64) {
+	now := time.Now()
+	a.mu.Lock()
+	if a.touched == nil {
+		a.touched = map[int64]time.Time{}
+	}
+	last := a.touched[id]
+	due := now.Sub(last) > time.Minute
+	if due {
+		a.touched[id] = now
+	}
+	a.mu.Unlock()
+	if due {
+		if err := a.Store.TouchToken(ctx, id, now); err != nil && a.Logger != nil {
+			a.Logger.WarnContext(ctx, "record token use", "token", id, "err", err)
+		}
+	}
+}
+
+// Admin authenticates an administrator's request; on failure it answers
+// 401 or 403 and returns false.
+func (a *Auth) Admin(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
+	actor, err := a.Authenticate(r.Context(), r)
+	switch {
+	case err == nil:
+		return context.WithValue(r.Context(), actorKey, actor), true
+	case errors.Is(err, ErrJobToken):
+		writeError(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrBadToken):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="preboot"`)
+		writeError(w, http.StatusUnauthorized, err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, err.Error())
+	}
+	return nil, false
+}
+
+// IsLoopback reports whether a remote address is on the loopback network.
+func IsLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

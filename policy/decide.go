@@ -1,0 +1,381 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/preboot/preboot/rules"
+	"github.com/preboot/preboot/store"
+)
+
+// Decision actions.
+const (
+	ActionBundle = "bundle" // run Decision.Bundle
+	ActionLocal  = "local"  // boot the local disk
+	ActionMenu   = "menu"   // show the Preboot menu (unregistered default "menu")
+	ActionIgnore = "ignore" // do not answer the device at all
+)
+
+// Decision is what the policy does for a device at its next boot, and why.
+//
+// Precedence: the device's own assignment; else the assignment of the
+// device's first group by priority (static members and devices matching
+// the group's expression alike); else, for an unregistered device, the
+// first enabled rule that matches it; else the unregistered default
+// (unregistered devices) or the local disk.
+type Decision struct {
+	Action     string            `json:"action"`
+	Bundle     *store.Bundle     `json:"bundle,omitempty"`
+	Assignment *store.Assignment `json:"assignment,omitempty"`
+	// Source says where the decision came from: "device", "group:<name>",
+	// "rule:<name>", "unregistered-default" or "none".
+	Source string     `json:"source"`
+	Reason string     `json:"reason"`
+	Menu   store.Menu `json:"menu"`
+	// Register: the device becomes registered when this decision is
+	// applied (a rule or the unregistered default took charge of it);
+	// JoinGroup is the group a matching rule adds it to.
+	Register  bool   `json:"register,omitempty"`
+	JoinGroup string `json:"join_group,omitempty"`
+	// Groups are the device's groups (static and by expression) by
+	// priority.
+	Groups []string `json:"groups"`
+}
+
+// snapshot is the policy's view of bundles, groups, assignments, rules
+// and settings at one PolicyVersion; boot decisions read it without
+// going to the store.
+type snapshot struct {
+	version     int64
+	settings    store.Settings
+	bundles     map[int64]store.Bundle
+	byName      map[string]store.Bundle
+	devAssign   map[string]store.Assignment
+	groupAssign map[string]store.Assignment
+	groups      []groupEntry // by priority
+	groupByName map[string]groupEntry
+	rules       []ruleEntry // by position
+
+	mu    sync.Mutex
+	menus map[string]menuEntry // lazily filled: scope+"\x00"+target
+}
+
+type groupEntry struct {
+	g    store.Group
+	expr *rules.Expr // nil: static members only
+}
+
+type ruleEntry struct {
+	r    store.Rule
+	expr *rules.Expr
+}
+
+type menuEntry struct {
+	m  store.Menu
+	ok bool
+}
+
+// cache holds the current snapshot.
+type cache struct {
+	mu   sync.Mutex
+	snap *snapshot
+}
+
+// snapshot returns the policy snapshot for the store's current
+// PolicyVersion, loading it when it changed.
+func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
+	v, err := e.Store.PolicyVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy version: %w", err)
+	}
+	e.cache.mu.Lock()
+	defer e.cache.mu.Unlock()
+	if s := e.cache.snap; s != nil && s.version == v {
+		return s, nil
+	}
+	s, err := e.load(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	e.cache.snap = s
+	return s, nil
+}
+
+func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
+	s := &snapshot{version: v, bundles: map[int64]store.Bundle{}, byName: map[string]store.Bundle{},
+		devAssign: map[string]store.Assignment{}, groupAssign: map[string]store.Assignment{},
+		groupByName: map[string]groupEntry{}, menus: map[string]menuEntry{}}
+	set, ok, err := e.Store.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load settings: %w", err)
+	}
+	if !ok {
+		set = e.DefaultSettings
+	}
+	s.settings = fillSettings(set, e.DefaultSettings)
+	const page = 1000
+	for off := 0; ; off += page {
+		bs, err := e.Store.Bundles(ctx, store.BundleFilter{Page: store.Page{Limit: page, Offset: off}})
+		if err != nil {
+			return nil, fmt.Errorf("load bundles: %w", err)
+		}
+		for _, b := range bs {
+			s.bundles[b.ID], s.byName[b.Name] = b, b
+		}
+		if len(bs) < page {
+			break
+		}
+	}
+	for off := 0; ; off += page {
+		as, err := e.Store.Assignments(ctx, store.AssignmentFilter{Page: store.Page{Limit: page, Offset: off}})
+		if err != nil {
+			return nil, fmt.Errorf("load assignments: %w", err)
+		}
+		for _, a := range as {
+			if a.MAC != "" {
+				s.devAssign[a.MAC] = a
+			} else {
+				s.groupAssign[a.Group] = a
+			}
+		}
+		if len(as) < page {
+			break
+		}
+	}
+	for off := 0; ; off += page {
+		gs, err := e.Store.Groups(ctx, store.Page{Limit: page, Offset: off})
+		if err != nil {
+			return nil, fmt.Errorf("load groups: %w", err)
+		}
+		for _, g := range gs {
+			ge := groupEntry{g: g}
+			if g.Match != "" {
+				if ge.expr, err = rules.Parse(g.Match); err != nil {
+					// The API validates expressions; one that no longer
+					// parses (a newer server wrote it?) matches nothing.
+					e.logger().WarnContext(ctx, "group expression does not parse: ignored", "group", g.Name, "err", err)
+					ge.expr = nil
+				}
+			}
+			s.groups = append(s.groups, ge)
+			s.groupByName[g.Name] = ge
+		}
+		if len(gs) < page {
+			break
+		}
+	}
+	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
+	rs, err := e.Store.Rules(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	for _, r := range rs {
+		if !r.Enabled {
+			continue
+		}
+		x, err := rules.Parse(r.Match)
+		if err != nil {
+			e.logger().WarnContext(ctx, "rule expression does not parse: rule skipped", "rule", r.Name, "err", err)
+			continue
+		}
+		s.rules = append(s.rules, ruleEntry{r: r, expr: x})
+	}
+	return s, nil
+}
+
+// fillSettings completes stored settings with the configured defaults.
+func fillSettings(s, def store.Settings) store.Settings {
+	if s.Menu.Mode == "" {
+		s.Menu = def.Menu
+	}
+	if s.Unregistered.Action == "" {
+		s.Unregistered = def.Unregistered
+	}
+	if s.Unregistered.Action == "" {
+		s.Unregistered.Action = store.UnregisteredLocal
+	}
+	return s
+}
+
+// Settings returns the effective server settings.
+func (e *Engine) Settings(ctx context.Context) (store.Settings, error) {
+	s, err := e.snapshot(ctx)
+	if err != nil {
+		return store.Settings{}, err
+	}
+	return s.settings, nil
+}
+
+// Decide says what the device does at its next boot. It reads only; Apply
+// carries a decision out.
+func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error) {
+	s, err := e.snapshot(ctx)
+	if err != nil {
+		return Decision{}, err
+	}
+	static, err := e.Store.DeviceGroups(ctx, dev.MAC)
+	if err != nil {
+		return Decision{}, fmt.Errorf("groups of %s: %w", dev.MAC, err)
+	}
+	facts := rules.FactsOf(dev)
+	member := make(map[string]bool, len(static))
+	for _, g := range static {
+		member[g.Name] = true
+	}
+	var groups []groupEntry
+	for _, ge := range s.groups {
+		if member[ge.g.Name] || (ge.expr != nil && ge.expr.Match(facts)) {
+			groups = append(groups, ge)
+		}
+	}
+	d := Decision{Groups: make([]string, len(groups))}
+	for i, ge := range groups {
+		d.Groups[i] = ge.g.Name
+	}
+	d.Menu, err = e.effectiveMenu(ctx, s, dev.MAC, groups)
+	if err != nil {
+		return Decision{}, err
+	}
+
+	if a, ok := s.devAssign[dev.MAC]; ok {
+		return s.fromAssignment(d, dev, a, "device"), nil
+	}
+	for _, ge := range groups {
+		if a, ok := s.groupAssign[ge.g.Name]; ok {
+			return s.fromAssignment(d, dev, a, "group:"+ge.g.Name), nil
+		}
+	}
+	if dev.Registered {
+		d.Action, d.Source, d.Reason = ActionLocal, "none", "nothing is assigned to the device or its groups"
+		return d, nil
+	}
+	for _, re := range s.rules {
+		if !re.expr.Match(facts) {
+			continue
+		}
+		d.Source, d.Register, d.JoinGroup = "rule:"+re.r.Name, true, re.r.Group
+		if re.r.Bundle != "" {
+			b, ok := s.byName[re.r.Bundle]
+			if !ok {
+				return Decision{}, fmt.Errorf("rule %s: bundle %s: %w", re.r.Name, re.r.Bundle, store.ErrNotFound)
+			}
+			d.Action, d.Bundle = ActionBundle, &b
+			if b.Kind == store.KindLocalBoot {
+				d.Action = ActionLocal
+			}
+			d.Reason = fmt.Sprintf("unregistered device matched rule %s (%s): registers it and runs bundle %s once", re.r.Name, re.r.Match, b.Name)
+			return d, nil
+		}
+		// A rule without a bundle registers the device into its group:
+		// the group's assignment (if any) decides.
+		if a, ok := s.groupAssign[re.r.Group]; ok {
+			d2 := s.fromAssignment(d, dev, a, d.Source)
+			d2.Reason = fmt.Sprintf("unregistered device matched rule %s: joins group %s, whose assignment applies: %s", re.r.Name, re.r.Group, d2.Reason)
+			return d2, nil
+		}
+		d.Action = ActionLocal
+		d.Reason = fmt.Sprintf("unregistered device matched rule %s: registers it (group %q), nothing to run", re.r.Name, re.r.Group)
+		return d, nil
+	}
+	d.Source = "unregistered-default"
+	switch u := s.settings.Unregistered; u.Action {
+	case store.UnregisteredBundle:
+		b, ok := s.byName[u.Bundle]
+		if !ok {
+			return Decision{}, fmt.Errorf("unregistered default: bundle %s: %w", u.Bundle, store.ErrNotFound)
+		}
+		d.Action, d.Bundle, d.Register = ActionBundle, &b, true
+		d.Reason = "unregistered device, no rule matched: the unregistered default runs bundle " + b.Name + " once and registers it"
+	case store.UnregisteredMenu:
+		d.Action, d.Reason = ActionMenu, "unregistered device, no rule matched: the unregistered default shows the menu"
+	case store.UnregisteredIgnore:
+		d.Action, d.Reason = ActionIgnore, "unregistered device, no rule matched: the unregistered default ignores it"
+	default:
+		d.Action, d.Reason = ActionLocal, "unregistered device, no rule matched: the unregistered default boots the local disk"
+	}
+	return d, nil
+}
+
+func (s *snapshot) fromAssignment(d Decision, dev store.Device, a store.Assignment, source string) Decision {
+	d.Source = source
+	b, ok := s.bundles[a.BundleID]
+	if !ok {
+		d.Action, d.Reason = ActionLocal, fmt.Sprintf("assignment %d names bundle %d, which no longer exists", a.ID, a.BundleID)
+		return d
+	}
+	d.Assignment, d.Bundle = &a, &b
+	if b.Kind == store.KindLocalBoot {
+		d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment: bundle %s boots the local disk", source, b.Name)
+		return d
+	}
+	if ap := dev.Applied; ap != nil && !a.Force {
+		switch {
+		case a.Once && ap.AssignmentID == a.ID:
+			d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment of %s is apply-once and already succeeded on this device", source, b.Name)
+			return d
+		case ap.BundleID == b.ID && ap.BundleVersion == b.Version:
+			d.Action, d.Reason = ActionLocal, fmt.Sprintf("bundle %s (version %d) was the last one applied to this device; assign it with force to run it again", b.Name, b.Version)
+			return d
+		}
+	}
+	d.Action = ActionBundle
+	mode := "always"
+	if a.Once {
+		mode = "once"
+	}
+	if a.Force {
+		mode += ", force"
+	}
+	d.Reason = fmt.Sprintf("%s assignment (%s): run bundle %s (%s)", source, mode, b.Name, b.Kind)
+	return d
+}
+
+// effectiveMenu is the device's override, else its first group's (by
+// priority) override, else the server default.
+func (e *Engine) effectiveMenu(ctx context.Context, s *snapshot, mac string, groups []groupEntry) (store.Menu, error) {
+	if m, ok, err := s.menu(ctx, e.Store, store.ScopeDevice, mac); err != nil || ok {
+		return m, err
+	}
+	for _, ge := range groups {
+		if m, ok, err := s.menu(ctx, e.Store, store.ScopeGroup, ge.g.Name); err != nil || ok {
+			return m, err
+		}
+	}
+	return s.settings.Menu, nil
+}
+
+func (s *snapshot) menu(ctx context.Context, st store.Store, scope, target string) (store.Menu, bool, error) {
+	key := scope + "\x00" + target
+	s.mu.Lock()
+	me, cached := s.menus[key]
+	s.mu.Unlock()
+	if cached {
+		return me.m, me.ok, nil
+	}
+	m, err := st.Menu(ctx, scope, target)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		me = menuEntry{}
+	case err != nil:
+		return store.Menu{}, false, fmt.Errorf("%s %s menu: %w", scope, target, err)
+	default:
+		me = menuEntry{m: m, ok: true}
+	}
+	s.mu.Lock()
+	s.menus[key] = me
+	s.mu.Unlock()
+	return me.m, me.ok, nil
+}
+
+// bundleByName returns a bundle of the current snapshot.
+func (e *Engine) bundleByName(ctx context.Context, name string) (store.Bundle, bool, error) {
+	s, err := e.snapshot(ctx)
+	if err != nil {
+		return store.Bundle{}, false, err
+	}
+	b, ok := s.byName[name]
+	return b, ok, nil
+}

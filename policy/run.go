@@ -1,0 +1,254 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/store"
+)
+
+// run carries out a bundle decision for a device: registers it when a
+// rule or the unregistered default took charge of it, then boots what
+// the bundle needs — the imaging environment with a job token for agent
+// kinds, the installer for os-install.
+func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decision, why string) (string, error) {
+	d, err := e.register(ctx, dev, d)
+	if err != nil {
+		return "", err
+	}
+	b := d.Bundle
+	if b == nil {
+		return e.localScript(ctx, dev.MAC, d.Reason)
+	}
+	switch {
+	case b.Kind == store.KindOSInstall:
+		var p bundle.OSInstall
+		if err := decodeParams(*b, &p); err != nil {
+			return e.localScript(ctx, dev.MAC, err.Error())
+		}
+		if p.Loader == store.LoaderPXELinux {
+			// A pxelinux bundle reached by iPXE (already iPXE, or handed
+			// pxelinux.0 by name): run pxelinux from TFTP, which then asks
+			// for its generated config.
+			if err := e.event(ctx, dev.MAC, store.EventWork, "chain pxelinux for bundle "+b.Name+" ("+why+")"); err != nil {
+				return "", err
+			}
+			host := hostOnly(base)
+			return "#!ipxe\nset 210:string tftp://" + host + "/\nchain tftp://" + host + "/" + e.Boot.PXELinux + "\n", nil
+		}
+		job, err := e.handOut(ctx, dev, d, why)
+		if err != nil {
+			return "", err
+		}
+		if p.Chain != "" {
+			return fmt.Sprintf("#!ipxe\necho Preboot: job %d: bundle %s: chain %s\nchain %s || goto failed\n:failed\necho Preboot: %s could not be chained, booting the local disk\nsleep 5\n%s",
+				job.ID, menuText(b.Name), p.Chain, p.Chain, p.Chain, e.localBoot()), nil
+		}
+		return e.kernelScript(base, fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Cmdline), nil
+	case store.RunsAgent(b.Kind):
+		spec, err := e.imagingBoot(ctx, base, dev, d)
+		if err != nil {
+			return e.localScript(ctx, dev.MAC, err.Error())
+		}
+		if err := e.event(ctx, dev.MAC, store.EventWork, fmt.Sprintf("%s: bundle %s in the imaging environment (job %d, %s)", why, b.Name, spec.Job, d.Source)); err != nil {
+			return "", err
+		}
+		return e.kernelScript(base, fmt.Sprintf("job %d: %s %s", spec.Job, b.Kind, b.Name), spec.Kernel, spec.Initrd, spec.Cmdline), nil
+	}
+	return e.localScript(ctx, dev.MAC, "bundle "+b.Name+" boots the local disk")
+}
+
+func decodeParams(b store.Bundle, v any) error {
+	p, err := bundle.Decode(b.Kind, b.Params)
+	if err != nil {
+		return fmt.Errorf("bundle %s: %w", b.Name, err)
+	}
+	switch t := v.(type) {
+	case *bundle.OSInstall:
+		*t = *p.(*bundle.OSInstall)
+	default:
+		return fmt.Errorf("bundle %s: unexpected params type %T", b.Name, v)
+	}
+	return nil
+}
+
+// kernelScript boots a kernel with initrds; on failure the local disk.
+func (e *Engine) kernelScript(base, what, kernel string, initrd []string, cmdline string) string {
+	var b strings.Builder
+	b.WriteString("#!ipxe\n")
+	fmt.Fprintf(&b, "echo Preboot: %s\n", menuText(what))
+	names := make([]string, len(initrd))
+	for i := range initrd {
+		names[i] = fmt.Sprintf("initrd%d", i)
+		// EFI iPXE (2019) hands initrds to the kernel's EFI stub by
+		// name: the command line must name them.
+		cmdline = strings.TrimSpace(cmdline + " initrd=" + names[i])
+	}
+	fmt.Fprintf(&b, "kernel %s %s || goto failed\n", fileURL(base, kernel), cmdline)
+	for i, in := range initrd {
+		fmt.Fprintf(&b, "initrd --name %s %s || goto failed\n", names[i], fileURL(base, in))
+	}
+	b.WriteString("boot || goto failed\n")
+	b.WriteString(":failed\necho Preboot: the assigned work could not be started, booting the local disk\nsleep 5\n")
+	b.WriteString(e.localBoot())
+	return b.String()
+}
+
+// handOut records a bundle that leaves the server and never reports back
+// (os-install): its job succeeds when handed out.
+func (e *Engine) handOut(ctx context.Context, dev store.Device, d Decision, why string) (store.Job, error) {
+	if e.Jobs == nil {
+		return store.Job{}, errors.New("this server runs no job service")
+	}
+	j, err := e.Jobs.HandOut(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: why})
+	if err != nil {
+		return store.Job{}, fmt.Errorf("hand out bundle %s to %s: %w", d.Bundle.Name, dev.MAC, err)
+	}
+	msg := fmt.Sprintf("%s: bundle %s (job %d, %s)", why, d.Bundle.Name, j.ID, d.Source)
+	if err := e.event(ctx, dev.MAC, store.EventWork, msg); err != nil {
+		return store.Job{}, err
+	}
+	return j, nil
+}
+
+// register applies the registration part of a decision made by a rule or
+// the unregistered default: the device is registered (and named), joins
+// the rule's group, and the bundle becomes a once assignment of the
+// device, so that a failed run runs again at the next boot and a
+// successful one is not repeated.
+func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (Decision, error) {
+	if !d.Register {
+		return d, nil
+	}
+	set, err := e.Settings(ctx)
+	if err != nil {
+		return d, err
+	}
+	name, err := e.nameDevice(ctx, dev, set.Naming)
+	if err != nil {
+		return d, err
+	}
+	msg := fmt.Sprintf("registered by %s", d.Source)
+	if name != "" {
+		msg += " as " + name
+	}
+	if d.JoinGroup != "" {
+		if err := e.Store.AddMember(ctx, d.JoinGroup, dev.MAC); err != nil {
+			return d, fmt.Errorf("register %s: join group %s: %w", dev.MAC, d.JoinGroup, err)
+		}
+		msg += ", joined group " + d.JoinGroup
+	}
+	if d.Bundle != nil && d.Assignment == nil && d.Bundle.Kind != store.KindLocalBoot {
+		a, err := e.Store.CreateAssignment(ctx, store.Assignment{BundleID: d.Bundle.ID, MAC: dev.MAC, Once: true})
+		if err != nil {
+			return d, fmt.Errorf("register %s: assign bundle %s: %w", dev.MAC, d.Bundle.Name, err)
+		}
+		d.Assignment = &a
+		msg += ", bundle " + d.Bundle.Name + " assigned once"
+	}
+	if err := e.event(ctx, dev.MAC, store.EventPolicy, msg); err != nil {
+		return d, err
+	}
+	e.logger().InfoContext(ctx, "device registered", "mac", dev.MAC, "source", d.Source, "name", name, "group", d.JoinGroup)
+	return d, nil
+}
+
+var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// nameDevice marks the device registered and names it by the naming
+// settings (keeping a name it already has); a taken name gets -2, -3...
+func (e *Engine) nameDevice(ctx context.Context, dev store.Device, n store.Naming) (string, error) {
+	base := ""
+	if dev.Name == "" {
+		switch n.From {
+		case store.NameFromSerial:
+			base = dev.Serial
+		case store.NameFromAsset:
+			base = dev.AssetTag
+		case store.NameFromSequence:
+			cnt, err := e.Store.CountDevices(ctx, store.DeviceFilter{Registered: ptr(true)})
+			if err != nil {
+				return "", err
+			}
+			base = fmt.Sprintf("%03d", cnt+1)
+		}
+		if n.From != "" && strings.Trim(nameUnsafe.ReplaceAllString(base, ""), "-._") == "" {
+			base = strings.ReplaceAll(dev.MAC, ":", "") // fall back when the source is empty
+		}
+		if base != "" {
+			base = n.Prefix + strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-")
+		}
+	}
+	for i := 1; i <= 20; i++ {
+		name := base
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d", base, i)
+		}
+		_, err := e.Store.UpdateDevice(ctx, dev.MAC, func(d *store.Device) error {
+			d.Registered = true
+			if name != "" && d.Name == "" {
+				d.Name = name
+			}
+			return nil
+		})
+		if errors.Is(err, store.ErrConflict) && base != "" {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("register %s: %w", dev.MAC, err)
+		}
+		if dev.Name != "" {
+			return dev.Name, nil
+		}
+		return name, nil
+	}
+	return "", fmt.Errorf("register %s: names %s..%s-20 are all taken", dev.MAC, base, base)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// imagingBootSpec is the imaging environment boot of one job.
+type imagingBootSpec struct {
+	Job     int64
+	Kernel  string
+	Initrd  []string
+	Cmdline string
+}
+
+// imagingBoot starts a job for the bundle and returns the imaging
+// environment's kernel, initrd and command line carrying the server URL and
+// the job's token (the seed's phase 8). When the environment has not been
+// built the job fails at once with a message that says what to do.
+func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device, d Decision) (imagingBootSpec, error) {
+	if e.Jobs == nil {
+		return imagingBootSpec{}, fmt.Errorf("bundle %s for %s, but this server runs no job service", d.Bundle.Name, dev.MAC)
+	}
+	job, token, err := e.Jobs.Start(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason})
+	if err != nil {
+		return imagingBootSpec{}, fmt.Errorf("start %s job for %s: %w", d.Bundle.Kind, dev.MAC, err)
+	}
+	kernel, initrd := e.Imaging.Kernel, e.Imaging.Initrd
+	for _, f := range []string{kernel, initrd} {
+		if !e.exists(f) {
+			msg := fmt.Sprintf("the imaging environment is missing (%s not in the TFTP root): run `preboot env build --out %s`", f, e.TFTPRoot+"/"+path.Dir(kernel))
+			if err := e.Jobs.Fail(ctx, job.ID, msg); err != nil {
+				return imagingBootSpec{}, err
+			}
+			return imagingBootSpec{}, fmt.Errorf("job %d failed: %s", job.ID, msg)
+		}
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return imagingBootSpec{}, err
+	}
+	cmdline := strings.TrimSpace(fmt.Sprintf("%s preboot.server=%s://%s preboot.token=%s preboot.job=%d",
+		e.Imaging.Cmdline, u.Scheme, u.Host, token, job.ID))
+	return imagingBootSpec{Job: job.ID, Kernel: kernel, Initrd: []string{initrd}, Cmdline: cmdline}, nil
+}
