@@ -70,6 +70,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxydhcp/
 	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime 30s ./proxydhcp/
 	$(GO) test -run '^$$' -fuzz FuzzBootScript -fuzztime 30s ./policy/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./rules/
+	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./bundle/
 	$(GO) test -run '^$$' -fuzz FuzzReadTable -fuzztime 30s -fuzzminimizetime 5s ./disk/
 	$(GO) test -run '^$$' -fuzz FuzzUsed -fuzztime 30s -fuzzminimizetime 5s ./fsmap/
 	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 30s ./image/

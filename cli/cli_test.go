@@ -1073,3 +1073,20 @@ func TestServerDown(t *testing.T) {
 		t.Fatalf("version: %s", r)
 	}
 }
+
+// The first token, when loopback is not trusted, is written straight into
+// the server's database.
+func TestTokenCreateLocal(t *testing.T) {
+	s := newServer(t)
+	locked := s.serve(t, s.st, false)
+	c := newCLI(t, "PREBOOT_SERVER="+locked)
+	c.fails(t, "preboot token create", "device", "list")
+	c.fails(t, "no database", "token", "create", "first", "--local", "--data-dir", t.TempDir())
+	tok := strings.TrimSpace(c.ok(t, "token", "create", "first", "--local", "--data-dir", s.cfg.DataDir))
+	if !strings.HasPrefix(tok, "pba_") {
+		t.Fatalf("token: %q", tok)
+	}
+	c.ok(t, "device", "list", "--token", tok)
+	contains(t, c.ok(t, "token", "list", "--token", tok), "first")
+	contains(t, c.ok(t, "event", "list", "--token", tok), "created (id 1) on the server host")
+}

@@ -1,13 +1,19 @@
 package cli
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/server"
 	"github.com/preboot/preboot/store"
 )
 
@@ -52,28 +58,50 @@ func newToken(g *globals) *cobra.Command {
 		},
 	})
 
-	cmd.AddCommand(&cobra.Command{
+	var local bool
+	var dataDir string
+	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an admin token; it is printed once, the server keeps only its hash",
-		Args:  cobra.ExactArgs(1),
+		Long: "Create an admin token over the API, or with --local directly in the server's database (on the\n" +
+			"server, as the user that runs it: the first token when loopback clients are not trusted).",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := af.client(g)
-			if err != nil {
-				return err
-			}
 			var t createdToken
-			raw, _, err := c.call(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": args[0]}, &t)
-			if err != nil {
-				return err
+			var raw []byte
+			base := ""
+			if local {
+				var err error
+				if t, err = createLocalToken(cmd.Context(), g, dataDir, args[0]); err != nil {
+					return err
+				}
+				if raw, err = json.MarshalIndent(t, "", "  "); err != nil {
+					return err
+				}
+			} else {
+				c, err := af.client(g)
+				if err != nil {
+					return err
+				}
+				if raw, _, err = c.call(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": args[0]}, &t); err != nil {
+					return err
+				}
+				base = c.base
+			}
+			if base == "" {
+				base = "http://SERVER:8080"
 			}
 			return af.emit(g, raw, func() error {
 				fmt.Fprintln(g.stdout, t.Secret)
 				fmt.Fprintf(g.stderr, "Token %s (id %d) created. Copy it now: it is not shown again and cannot be recovered.\n"+
-					"Use it with --token, $PREBOOT_TOKEN, or: preboot login --server %s --token <token>\n", t.Name, t.ID, c.base)
+					"Use it with --token, $PREBOOT_TOKEN, or: preboot login --server %s --token <token>\n", t.Name, t.ID, base)
 				return nil
 			})
 		},
-	})
+	}
+	create.Flags().BoolVar(&local, "local", false, "write the token into the server's database directly (reads --config for the store)")
+	create.Flags().StringVar(&dataDir, "data-dir", "", "with --local: the server's data directory (default: the config's data_dir)")
+	cmd.AddCommand(create)
 
 	cmd.AddCommand(&cobra.Command{
 		Use:     "rm ID",
@@ -159,4 +187,44 @@ func tokenText(t string) string {
 		return "token " + t[:8] + "..."
 	}
 	return "a token"
+}
+
+// createLocalToken writes an admin token into the store the server's
+// configuration names, without the API.
+func createLocalToken(ctx context.Context, g *globals, dataDir, name string) (createdToken, error) {
+	if err := bundle.ValidName("token", name); err != nil {
+		return createdToken{}, err
+	}
+	cfg, err := g.load()
+	if err != nil {
+		return createdToken{}, err
+	}
+	if dataDir != "" {
+		cfg.DataDir = dataDir
+	}
+	if err := cfg.Finish(); err != nil {
+		return createdToken{}, fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.Store.Driver == "sqlite" {
+		if _, err := os.Stat(cfg.Store.Path); err != nil {
+			return createdToken{}, fmt.Errorf("no database at %s (give the server's --config or --data-dir): %w", cfg.Store.Path, err)
+		}
+	}
+	st, err := server.OpenStore(ctx, cfg.Store)
+	if err != nil {
+		return createdToken{}, err
+	}
+	defer st.Close()
+	secret, hash, err := api.NewToken()
+	if err != nil {
+		return createdToken{}, err
+	}
+	t, err := st.CreateToken(ctx, store.Token{Name: name, Hash: hash, Prefix: secret[:len(api.AdminTokenPrefix)+6]})
+	if err != nil {
+		return createdToken{}, fmt.Errorf("create token %s: %w", name, err)
+	}
+	if _, err := st.AddEvent(ctx, store.Event{Kind: store.EventAdmin, Actor: "local", Message: fmt.Sprintf("token %s created (id %d) on the server host", t.Name, t.ID)}); err != nil {
+		return createdToken{}, err
+	}
+	return createdToken{Token: t, Secret: secret}, nil
 }

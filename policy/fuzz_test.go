@@ -18,6 +18,8 @@ func FuzzBootScript(f *testing.F) {
 	f.Add("mac=52:54:00:12:34:56&action=work")
 	f.Add("mac=52:54:00:12:34:56&serial=%0Achain%20http://evil/&product=%0D%0Ashell")
 	f.Add("mac=%00&action=%FF")
+	f.Add("mac=52:54:00:12:34:56&action=bundle&bundle=%24%7Bx%7D%0Ashell")
+	f.Add("mac=52:54:00:12:34:56&action=shell")
 	f.Add("")
 	e := newEngine(f, "always")
 	allowed := []string{"#!ipxe", "menu ", "item ", "choose ", "chain ", "echo ", "prompt ", "sanboot ", "iseq ", "exit", "shell", "kernel ", "initrd ", "boot ", ":failed", "sleep "}
