@@ -225,6 +225,14 @@ func title(m store.Menu) string {
 }
 
 func (e *Engine) defaultScript(ctx context.Context, base, self string, dev store.Device, d Decision) (string, error) {
+	if d.Register && d.Action != ActionBundle {
+		// A rule that only adds the device to a group (with nothing
+		// to run) still registers it.
+		var err error
+		if d, err = e.register(ctx, dev, d); err != nil {
+			return "", err
+		}
+	}
 	switch d.Action {
 	case ActionBundle:
 		return e.run(ctx, base, dev, d, "assigned")

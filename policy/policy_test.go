@@ -567,3 +567,27 @@ func TestImagingBundleBootsTheEnvironmentWithAJobToken(t *testing.T) {
 		t.Fatalf("assignment cleared at hand-out: %+v", as)
 	}
 }
+
+func TestRuleWithOnlyAGroupRegisters(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "seen"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "all", Match: "true", Group: "seen", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, get(t, e, first), "sanboot", "nothing to run")
+	d, _ := st.Device(ctx, mac)
+	if !d.Registered {
+		t.Fatalf("not registered: %+v", d)
+	}
+	if gs, _ := st.DeviceGroups(ctx, mac); len(gs) != 1 || gs[0].Name != "seen" {
+		t.Fatalf("groups: %+v", gs)
+	}
+	// The group's assignment now applies at the next boot.
+	b := osInstall(t, st, "inst", `{"kernel":"boot/k"}`)
+	assign(t, st, store.Assignment{BundleID: b.ID, Group: "seen"})
+	mustContain(t, get(t, e, first), "files/boot/k")
+}

@@ -89,14 +89,18 @@ type result struct {
 	bytes        uint64
 	cpu          time.Duration // user + system time of the process
 	others       time.Duration // CPU time other processes took on the process's CPU
+	server       time.Duration // CPU time of the database server (PostgreSQL), if any
 	changes      int64         // policy version changes during the measurement
 }
 
 func (r result) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
 
-// cpuRate is the decisions per second of CPU time the process used: what
-// the rate would be with the core to itself and no waiting.
-func (r result) cpuRate() float64 { return float64(r.ops) / r.cpu.Seconds() }
+// cpuRate is the decisions per second of CPU time the process and the
+// database server used: what the rate would be with a core to
+// themselves and no waiting.
+func (r result) cpuRate() float64 { return float64(r.ops) / (r.cpu + r.server).Seconds() }
+
+func (r result) serverPerOp() time.Duration { return r.server / time.Duration(r.ops) }
 
 func (r result) cpuPerOp() time.Duration { return r.cpu / time.Duration(r.ops) }
 
@@ -109,8 +113,8 @@ func (r result) kib() float64 { return float64(r.bytes) / float64(r.ops) / 1024 
 func (r result) othersShare() float64 { return 100 * r.others.Seconds() / r.elapsed.Seconds() }
 
 func (r result) line() string {
-	s := fmt.Sprintf("%-36s %8d ops in %5.1fs: %7.0f/s  p50 %s  p99 %s  max %s ms  %5.0f allocs/op  CPU %s ms/op (%.0f/CPU-s), others used %.0f %% of the CPU",
-		r.op, r.ops, r.elapsed.Seconds(), r.rate(), ms(r.p50), ms(r.p99), ms(r.mx), r.allocs(), ms(r.cpuPerOp()), r.cpuRate(), r.othersShare())
+	s := fmt.Sprintf("%-36s %8d ops in %5.1fs: %7.0f/s  p50 %s  p99 %s  max %s ms  %5.0f allocs/op  CPU %s ms/op, server %s ms/op (%.0f/CPU-s), others used %.0f %% of the CPU",
+		r.op, r.ops, r.elapsed.Seconds(), r.rate(), ms(r.p50), ms(r.p99), ms(r.mx), r.allocs(), ms(r.cpuPerOp()), srvCell(r), r.cpuRate(), r.othersShare())
 	if r.changes != 0 {
 		s += fmt.Sprintf(", %d policy changes", r.changes)
 	}
@@ -251,31 +255,32 @@ func allowedCPUs() string {
 	return "?"
 }
 
-// openStore opens a fresh store of a kind; stop releases what it started.
-func openStore(ctx context.Context, o options, name, dir string, log io.Writer) (st *sqlstore.Store, stop func(), err error) {
+// openStore opens a fresh store of a kind; stop releases what it
+// started; server is the PID of the database server (0: in-process).
+func openStore(ctx context.Context, o options, name, dir string, log io.Writer) (st *sqlstore.Store, stop func(), server int, err error) {
 	switch name {
 	case "sqlite":
 		st, err = sqlstore.OpenSQLite(ctx, filepath.Join(dir, "policy.db"))
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
-		return st, func() { st.Close() }, nil
+		return st, func() { st.Close() }, 0, nil
 	case "postgres":
 		// pgtest wants a short path (unix socket) that the postgres user
 		// can reach.
 		pgdir, err := os.MkdirTemp("", "preboot-pgbench-")
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		if err := os.Chmod(pgdir, 0o755); err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		sctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 		c, err := pgtest.Start(sctx, filepath.Join(pgdir, "pg"))
 		cancel()
 		if err != nil {
 			os.RemoveAll(pgdir)
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		cleanup := func() {
 			if err := c.Stop(); err != nil {
@@ -294,11 +299,11 @@ func openStore(ctx context.Context, o options, name, dir string, log io.Writer) 
 		}
 		if err != nil {
 			cleanup()
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
-		return st, func() { st.Close(); cleanup() }, nil
+		return st, func() { st.Close(); cleanup() }, c.PID(), nil
 	}
-	return nil, nil, fmt.Errorf("unknown store %q", name)
+	return nil, nil, 0, fmt.Errorf("unknown store %q", name)
 }
 
 // pinTree sets the CPU affinity of a process and its children (the
@@ -341,7 +346,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 	ctx := context.Background()
 	rep := storeReport{name: name}
 	fmt.Fprintf(log, "\n== %s\n", name)
-	st, stop, err := openStore(ctx, o, name, dir, log)
+	st, stop, server, err := openStore(ctx, o, name, dir, log)
 	if err != nil {
 		return nil, rep, err
 	}
@@ -449,7 +454,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 			if _, err := changes(); err != nil {
 				return out, rep, err
 			}
-			r, err := measureWith(op.n, o.duration, op.prep, op.run)
+			r, err := measureWith(op.n, o.duration, server, op.prep, op.run)
 			if err != nil {
 				return out, rep, fmt.Errorf("%s: %w", op.name, err)
 			}
@@ -512,25 +517,27 @@ func tally(m map[string]int, total int) string {
 }
 
 // measureWith runs op up to n times or until limit has passed, timing
-// each call; prep (may be nil) runs untimed before each op.
-func measureWith(n int, limit time.Duration, prep, op func(i int) error) (result, error) {
+// each call; prep (may be nil) runs untimed before each op. server is
+// the PID of a database server whose CPU time is measured too (0: none).
+func measureWith(n int, limit time.Duration, server int, prep, op func(i int) error) (result, error) {
 	lat := make([]time.Duration, n)
 	runtime.GC()
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	cpu0, busy0 := cpuTime(), cpuBusy()
-	var untimed, untimedCPU time.Duration
+	cpu0, busy0, srv0 := cpuTime(), cpuBusy(), treeCPU(server)
+	var untimed, untimedCPU, untimedSrv time.Duration
 	start := time.Now()
 	end := start.Add(limit)
 	i := 0
 	for ; i < n; i++ {
 		if prep != nil {
-			p0, c0 := time.Now(), cpuTime()
+			p0, c0, s0 := time.Now(), cpuTime(), treeCPU(server)
 			if err := prep(i); err != nil {
 				return result{}, fmt.Errorf("prepare op %d: %w", i, err)
 			}
 			untimed += time.Since(p0)
 			untimedCPU += cpuTime() - c0
+			untimedSrv += treeCPU(server) - s0
 		}
 		t0 := time.Now()
 		if err := op(i); err != nil {
@@ -545,6 +552,7 @@ func measureWith(n int, limit time.Duration, prep, op func(i int) error) (result
 	}
 	elapsed := time.Since(start) - untimed
 	cpu, others := cpuTime()-cpu0-untimedCPU, cpuBusy()-busy0-(cpuTime()-cpu0)
+	srv := treeCPU(server) - srv0 - untimedSrv
 	runtime.ReadMemStats(&m1)
 	if i == 0 {
 		return result{}, errors.New("no operation ran")
@@ -552,7 +560,7 @@ func measureWith(n int, limit time.Duration, prep, op func(i int) error) (result
 	lat = lat[:i]
 	slices.Sort(lat)
 	r := result{ops: i, elapsed: elapsed, lat: lat, mallocs: m1.Mallocs - m0.Mallocs, bytes: m1.TotalAlloc - m0.TotalAlloc,
-		cpu: cpu, others: max(others, 0)}
+		cpu: cpu, others: max(others, 0), server: max(srv, 0)}
 	r.rates = []float64{r.rate()}
 	r.percentiles()
 	return r, nil
@@ -585,6 +593,7 @@ func mergeRounds(rs []result) []result {
 		m.bytes += r.bytes
 		m.cpu += r.cpu
 		m.others += r.others
+		m.server += r.server
 		m.changes += r.changes
 	}
 	for i := range out {
@@ -607,6 +616,41 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// treeCPU is the user and system time of a process and its children
+// (the PostgreSQL postmaster and its backends); 0 for pid 0.
+func treeCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	var ticks int64
+	todo := []int{pid}
+	for n := 0; len(todo) > 0 && n < 1000; n++ {
+		p := todo[0]
+		todo = todo[1:]
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name (which may hold spaces): state is
+		// field 3, utime 14, stime 15.
+		if i := strings.LastIndexByte(string(b), ')'); i >= 0 {
+			f := strings.Fields(string(b)[i+1:])
+			if len(f) > 12 {
+				u, _ := strconv.ParseInt(f[11], 10, 64)
+				s, _ := strconv.ParseInt(f[12], 10, 64)
+				ticks += u + s
+			}
+		}
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p, p))
+		for _, f := range strings.Fields(string(c)) {
+			if v, err := strconv.Atoi(f); err == nil {
+				todo = append(todo, v)
+			}
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
 // cpuBusy is the time the CPUs this process may run on have been busy
@@ -652,12 +696,19 @@ func rateList(rs []float64) string {
 }
 
 var columns = []string{"store", "operation", "ops", "decisions/s", "per round", "p50 ms", "p99 ms", "max ms", "allocs/op", "KiB/op",
-	"CPU ms/op", "decisions/CPU-s", "CPU taken by others"}
+	"CPU ms/op", "server CPU ms/op", "decisions/CPU-s", "CPU taken by others"}
 
 func cells(r result) []string {
 	return []string{r.store, r.op, strconv.Itoa(r.ops), fmt.Sprintf("%.0f", r.rate()), rateList(r.rates),
 		ms(r.p50), ms(r.p99), ms(r.mx), fmt.Sprintf("%.0f", r.allocs()), fmt.Sprintf("%.1f", r.kib()),
-		ms(r.cpuPerOp()), fmt.Sprintf("%.0f", r.cpuRate()), fmt.Sprintf("%.0f %%", r.othersShare())}
+		ms(r.cpuPerOp()), srvCell(r), fmt.Sprintf("%.0f", r.cpuRate()), fmt.Sprintf("%.0f %%", r.othersShare())}
+}
+
+func srvCell(r result) string {
+	if r.store == "sqlite" {
+		return "–"
+	}
+	return ms(r.serverPerOp())
 }
 
 func printResults(w io.Writer, rs []result, markdown bool) {
