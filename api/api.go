@@ -36,7 +36,9 @@ type Handler struct {
 	Events *Notifier
 	// Version is reported by GET /api/v1/version.
 	Version string
-	mux     *http.ServeMux
+	// Status answers GET /api/v1/status (404 when nil).
+	Status StatusFunc
+	mux    *http.ServeMux
 }
 
 // Options configure New.
@@ -49,6 +51,8 @@ type Options struct {
 	ImageExists func(name string) bool
 	Events      *Notifier
 	Version     string
+	// Status fills GET /api/v1/status (the server sets it).
+	Status StatusFunc
 }
 
 // New returns a ready Handler.
@@ -60,7 +64,7 @@ func New(o Options) *Handler {
 		o.Auth = &Auth{Store: o.Store, TrustLoopback: true}
 	}
 	h := &Handler{Store: o.Store, Policy: o.Policy, Jobs: o.Jobs, Logger: o.Logger, Auth: o.Auth, ImageExists: o.ImageExists,
-		Events: o.Events, Version: o.Version, mux: http.NewServeMux()}
+		Events: o.Events, Version: o.Version, Status: o.Status, mux: http.NewServeMux()}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.pattern, rt.fn)
 	}
@@ -81,6 +85,7 @@ func (h *Handler) routes() []route {
 	return []route{
 		{"GET /api/v1/openapi.json", serveOpenAPI},
 		{"GET /api/v1/version", h.version},
+		{"GET /api/v1/status", h.status},
 
 		{"GET /api/v1/devices", h.listDevices},
 		{"POST /api/v1/devices", h.createDevice},
@@ -326,7 +331,8 @@ type ctxKey int
 
 const actorKey ctxKey = 1
 
-// ActorFrom names who makes a request: "token:<name>" or "loopback".
+// ActorFrom names who makes a request: "token:<name>", "user:<name>" (a
+// console session) or "loopback".
 func ActorFrom(ctx context.Context) string {
 	if a, ok := ctx.Value(actorKey).(string); ok {
 		return a

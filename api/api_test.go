@@ -488,3 +488,42 @@ func compact(raw json.RawMessage) string {
 	}
 	return b.String()
 }
+
+// A web page open in a browser on the server host must not borrow the
+// loopback trust to change things.
+func TestLoopbackTrustRefusesOtherSites(t *testing.T) {
+	e := newEnv(t, func() store.Store {
+		st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "api.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}())
+	for _, h := range []map[string]string{{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}} {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/api/v1/groups", strings.NewReader(`{"name":"x"}`))
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%v: %d, want 401", h, resp.StatusCode)
+		}
+	}
+	// Same origin (the console's own page) and plain clients keep it.
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/v1/groups", nil)
+	req.Header.Set("Origin", e.srv.URL)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("same origin: %d", resp.StatusCode)
+	}
+}

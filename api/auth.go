@@ -10,10 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
 )
 
@@ -25,12 +27,21 @@ const (
 )
 
 // Auth decides who may use the admin API (and the image repository's
-// administrative side): a bearer admin token, or — when TrustLoopback is
-// set — any client on the loopback interface.
+// administrative side): a bearer admin token; else the web console's
+// session cookie (when Sessions is set); else — when TrustLoopback is set
+// — any client on the loopback interface. A request that carries a valid
+// session cookie and no token acts as the console user even from
+// loopback, so that a browser on the server itself is CSRF-checked and
+// audited by name too.
 type Auth struct {
 	Store         store.Store
 	TrustLoopback bool
 	Logger        *slog.Logger
+	// Sessions checks the console's session cookie (nil: cookies are
+	// ignored). Requests it authenticates act as "user:<name>"; those that
+	// change something (not GET, HEAD or OPTIONS) must send the session's
+	// CSRF token in the X-CSRF-Token header.
+	Sessions *session.Manager
 
 	mu      sync.Mutex
 	touched map[int64]time.Time // last_used written at most once a minute
@@ -65,14 +76,41 @@ var (
 	ErrNoCredentials = errors.New("authentication required: send an admin token (Authorization: Bearer pba_...; create one with `preboot token create NAME` on the server)")
 	ErrBadToken      = errors.New("unknown or revoked admin token")
 	ErrJobToken      = errors.New("a job token only reaches its job's agent endpoints and image, not the admin API")
+	// ErrCSRF: a change made with the console's session cookie without
+	// the session's X-CSRF-Token header.
+	ErrCSRF = session.ErrCSRF
 )
 
 // Authenticate returns the actor a request acts as.
 func (a *Auth) Authenticate(ctx context.Context, r *http.Request) (string, error) {
+	actor, _, err := a.authenticate(ctx, r)
+	return actor, err
+}
+
+// authenticate also returns the console session the request was
+// authenticated with, if any.
+func (a *Auth) authenticate(ctx context.Context, r *http.Request) (string, *session.Info, error) {
 	tok := BearerToken(r)
+	if tok == "" && a.Sessions != nil {
+		i, err := a.Sessions.Lookup(r)
+		switch {
+		case err == nil:
+			if !session.Safe(r.Method) && !session.CheckCSRF(i, r.Header.Get(session.CSRFHeader)) {
+				return "", nil, ErrCSRF
+			}
+			return "user:" + i.User, &i, nil
+		case !errors.Is(err, session.ErrNoSession):
+			return "", nil, fmt.Errorf("check console session: %w", err)
+		}
+	}
+	actor, err := a.tokenOrLoopback(ctx, r, tok)
+	return actor, nil, err
+}
+
+func (a *Auth) tokenOrLoopback(ctx context.Context, r *http.Request, tok string) (string, error) {
 	switch {
 	case tok == "":
-		if a.TrustLoopback && IsLoopback(r.RemoteAddr) {
+		if a.TrustLoopback && IsLoopback(r.RemoteAddr) && !fromOtherSite(r) {
 			return "loopback", nil
 		}
 		return "", ErrNoCredentials
@@ -112,11 +150,15 @@ func (a *Auth) touch(ctx context.Context, id int64) {
 // Admin authenticates an administrator's request; on failure it answers
 // 401 or 403 and returns false.
 func (a *Auth) Admin(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
-	actor, err := a.Authenticate(r.Context(), r)
+	actor, sess, err := a.authenticate(r.Context(), r)
 	switch {
 	case err == nil:
-		return context.WithValue(r.Context(), actorKey, actor), true
-	case errors.Is(err, ErrJobToken):
+		ctx := context.WithValue(r.Context(), actorKey, actor)
+		if sess != nil {
+			ctx = session.NewContext(ctx, *sess)
+		}
+		return ctx, true
+	case errors.Is(err, ErrJobToken), errors.Is(err, ErrCSRF):
 		writeError(w, http.StatusForbidden, err.Error())
 	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrBadToken):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="preboot"`)
@@ -135,4 +177,22 @@ func IsLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// fromOtherSite reports whether a browser sent the request on behalf of
+// another site (a web page open on the server host posting to
+// 127.0.0.1): such requests never get loopback trust. The CLI and curl
+// send neither header.
+func fromOtherSite(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "cross-site", "same-site":
+		return true
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		if err != nil || u.Host != r.Host {
+			return true
+		}
+	}
+	return false
 }

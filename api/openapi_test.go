@@ -78,7 +78,7 @@ var contractRoutes = []string{
 
 	"GET /tokens", "POST /tokens", "DELETE /tokens/{id}",
 
-	"GET /openapi.json", "GET /version",
+	"GET /openapi.json", "GET /version", "GET /status",
 }
 
 var httpMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -448,6 +448,16 @@ var goSchemas = map[string]reflect.Type{
 	"Job":            reflect.TypeFor[store.Job](),
 	"JobLine":        reflect.TypeFor[store.JobLine](),
 	"JobDetail":      reflect.TypeFor[api.JobDetail](),
+
+	"StatusInfo":      reflect.TypeFor[api.StatusInfo](),
+	"ServiceStatus":   reflect.TypeFor[api.ServiceStatus](),
+	"RepoStatus":      reflect.TypeFor[api.RepoStatus](),
+	"ConfigSummary":   reflect.TypeFor[api.ConfigSummary](),
+	"ProxyDHCPConfig": reflect.TypeFor[api.ProxyDHCPConfig](),
+	"TFTPConfig":      reflect.TypeFor[api.TFTPConfig](),
+	"HTTPConfig":      reflect.TypeFor[api.HTTPConfig](),
+	"StoreConfig":     reflect.TypeFor[api.StoreConfig](),
+	"StatusCounts":    reflect.TypeFor[api.StatusCounts](),
 
 	"RestoreParams":   reflect.TypeFor[bundle.Restore](),
 	"CaptureParams":   reflect.TypeFor[bundle.Capture](),
@@ -910,6 +920,7 @@ func TestOpenAPIValuesValidate(t *testing.T) {
 		{"JobDetail", api.JobDetail{Job: job, Log: []store.JobLine{{Time: now, Line: "restoring partition 1"}}}},
 		{"JobLine", store.JobLine{Time: now, Line: "x"}},
 		{"Error", api.Error{Error: "name: required"}},
+		{"StatusInfo", exampleStatus(now)},
 		{"ImageError", httpstore.ErrorBody{Error: "missing", Code: httpstore.CodeMissingChunks, Missing: []string{hash.String()}, MissingCount: 1}},
 		{"ImageList", httpstore.ImageList{Images: []httpstore.ImageInfo{info}, Chunks: 1, StoredBytes: 1 << 19}},
 		{"ImageDetail", httpstore.ImageDetail{Info: info, Manifest: &man}},
@@ -975,7 +986,8 @@ func newLiveAPI(t *testing.T, images map[string]bool) *liveAPI {
 	js := &jobs.Service{Store: ns}
 	pol := &policy.Engine{Store: ns, Boot: config.Default().Boot, DefaultSettings: policy.SettingsFromConfig(config.Default().Menu), Jobs: js}
 	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: &api.Auth{Store: ns, TrustLoopback: true}, Events: n, Version: "test",
-		ImageExists: func(name string) bool { return images[name] }})
+		ImageExists: func(name string) bool { return images[name] },
+		Status:      func(context.Context) (api.StatusInfo, error) { return exampleStatus(time.Now()), nil }})
 	l := newLive(t, h)
 	l.st, l.js = ns, js
 	return l
@@ -1151,6 +1163,7 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.anonymous("POST", "/tokens", map[string]any{"name": "walkthrough"}, 201, &tok)
 	l.token = tok.Secret
 	l.do("GET", "/version", nil, 200, nil)
+	l.do("GET", "/status", nil, 200, nil)
 	l.do("GET", "/tokens", nil, 200, nil)
 	l.bad("POST", "/tokens", map[string]any{"name": "walkthrough"}, 409)
 
@@ -1391,5 +1404,25 @@ func TestOpenAPIMatchesLiveImageAnswers(t *testing.T) {
 		if strings.Contains(r, " /images") && !l.covered[r] {
 			t.Errorf("%s: not exercised against the real handler", r)
 		}
+	}
+}
+
+// exampleStatus is a status as package server fills it in (the server's
+// own test checks the real one).
+func exampleStatus(now time.Time) api.StatusInfo {
+	return api.StatusInfo{Version: "test", StartedAt: now.Add(-time.Hour), UptimeSeconds: 3600,
+		Services: []api.ServiceStatus{
+			{Name: "http", Enabled: true, Listen: []string{"[::]:8080"}, Up: true},
+			{Name: "tftp", Enabled: true, Listen: []string{"0.0.0.0:69"}, Up: true},
+			{Name: "proxydhcp", Enabled: false, Listen: []string{}, Up: false},
+		},
+		ImageRepo: api.RepoStatus{Path: "/var/lib/preboot/images", TotalBytes: 100 << 30, FreeBytes: 60 << 30, UsedByImagesBytes: 12 << 30},
+		Config: api.ConfigSummary{
+			ProxyDHCP: api.ProxyDHCPConfig{Enabled: false, DHCPListen: ":67", PXEListen: ":4011"},
+			TFTP:      api.TFTPConfig{Enabled: true, Listen: ":69", Root: "/var/lib/preboot/tftp", MaxBlksize: 65464, MaxWindowsize: 64},
+			HTTP:      api.HTTPConfig{Listen: ":8080", TrustLoopback: true},
+			Store:     api.StoreConfig{Driver: "sqlite"},
+		},
+		Counts: api.StatusCounts{Devices: 12, DevicesSeenLastHour: 3, JobsRunning: 1, JobsFailedLastDay: 0},
 	}
 }

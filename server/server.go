@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,11 +24,13 @@ import (
 	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/bootfiles"
 	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/console"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlstore"
 	"github.com/preboot/preboot/tftp"
@@ -55,6 +58,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	defer db.Close()
 	events := &api.Notifier{}
 	st := api.NotifyingStore{Store: db, N: events}
+	if err := firstAdmin(ctx, st, cfg, os.Stderr, log); err != nil {
+		return err
+	}
 
 	if cfg.Boot.CopyDebianFiles {
 		if _, err := bootfiles.Stage(ctx, cfg.TFTP.Root, bootfiles.Debian(), log); err != nil {
@@ -89,6 +95,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Imaging:         cfg.Imaging,
 	}
 
+	status := newStatus(cfg, st, repo)
 	g, ctx := errgroup.WithContext(ctx)
 	if cfg.TFTP.Enabled {
 		ts := &tftp.Server{
@@ -104,7 +111,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return fmt.Errorf("tftp: listen %s: %w", cfg.TFTP.Listen, err)
 		}
 		log.Info("tftp listening", "addr", conn.LocalAddr().String(), "root", cfg.TFTP.Root)
-		g.Go(func() error { return ts.Serve(ctx, conn) })
+		status.up(serviceTFTP, conn.LocalAddr().String())
+		g.Go(func() error {
+			defer status.down(serviceTFTP)
+			return ts.Serve(ctx, conn)
+		})
 	}
 	if cfg.ProxyDHCP.Enabled {
 		ps := &proxydhcp.Server{
@@ -117,16 +128,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			PXEAddr:   cfg.ProxyDHCP.PXEListen,
 			PXEOnly:   cfg.ProxyDHCP.DHCPListen == "",
 		}
+		dhcpConn, pxeConn, addrs, err := listenProxyDHCP(ctx, cfg)
+		if err != nil {
+			return err
+		}
 		log.Info("proxydhcp listening", "dhcp", cfg.ProxyDHCP.DHCPListen, "pxe", cfg.ProxyDHCP.PXEListen, "interface", cfg.Interface)
-		g.Go(func() error { return ps.ListenAndServe(ctx) })
+		status.up(serviceProxyDHCP, addrs...)
+		g.Go(func() error {
+			defer status.down(serviceProxyDHCP)
+			return ps.Serve(ctx, dhcpConn, pxeConn)
+		})
 	}
 
 	ln, err := net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
+	status.up(serviceHTTP, ln.Addr().String())
 	hs := &http.Server{
-		Handler:           Handler(st, pol, js, repo, cfg, reg, events, log),
+		Handler:           handler(st, pol, js, repo, cfg, reg, events, status, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -162,16 +182,31 @@ func OpenStore(ctx context.Context, c config.Store) (store.Store, error) {
 }
 
 // Handler is the HTTP side of Preboot. events (optional) wakes the API's
-// event streams.
+// event streams. Its /api/v1/status reports the configured listen
+// addresses (Run reports the real ones).
 func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, log *slog.Logger) http.Handler {
+	return handler(st, pol, js, repo, cfg, reg, events, newStatus(cfg, st, repo), log)
+}
+
+func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, status *serverStatus, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot.ipxe", pol)
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
-	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth")}
+	// The web console's sessions: a third way into the admin API (after
+	// tokens; before loopback trust when the request carries a session).
+	sessions := session.New(st, log.With("component", "session"))
+	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth"), Sessions: sessions}
 	admin := api.New(api.Options{
 		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
+		Status:      status.Info,
 	})
+	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
+	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
+	// The console's pages: the login page and static assets are public,
+	// every other page goes through sessions.Require (GETs without a
+	// session are sent to the login page; changes need the CSRF token).
+	mux.Handle("/console/", console.New(console.Options{Version: Version, Logger: log.With("component", "console"), Require: sessions.Require}))
 	mux.Handle("/api/v1/", admin)
 	mux.Handle("/api/v1/agent/", js.AgentHandler())
 	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Allow: allowImage()}
@@ -184,8 +219,12 @@ func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			http.Redirect(w, r, "/console/", http.StatusSeeOther) // a browser: the web console
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "Preboot %s\n\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/ (OpenAPI: /api/v1/openapi.json)\nmetrics:     /metrics\n", Version)
+		fmt.Fprintf(w, "Preboot %s\n\nweb console: /console/\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/ (OpenAPI: /api/v1/openapi.json)\nmetrics:     /metrics\n", Version)
 	})
 	return accessLog(mux, log.With("component", "http"))
 }
@@ -298,4 +337,55 @@ func advertisedIP(cfg config.Config) (net.IP, error) {
 		}
 	}
 	return nil, fmt.Errorf("interface %s has no IPv4 address", cfg.Interface)
+}
+
+// listenProxyDHCP binds proxyDHCP's sockets as proxydhcp.ListenAndServe
+// would (no DHCP port when dhcp_listen is empty), so that Run knows the
+// addresses and fails at once when a port is taken.
+func listenProxyDHCP(ctx context.Context, cfg config.Config) (dhcpConn, pxeConn net.PacketConn, addrs []string, err error) {
+	pxeAddr := cfg.ProxyDHCP.PXEListen
+	if pxeAddr == "" {
+		pxeAddr = fmt.Sprintf(":%d", proxydhcp.PXEPort)
+	}
+	if cfg.ProxyDHCP.DHCPListen != "" {
+		c, err := proxydhcp.ListenUDP(ctx, cfg.Interface, cfg.ProxyDHCP.DHCPListen)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("proxydhcp: %w", err)
+		}
+		dhcpConn = c
+		addrs = append(addrs, c.LocalAddr().String())
+	}
+	c, err := proxydhcp.ListenUDP(ctx, cfg.Interface, pxeAddr)
+	if err != nil {
+		if dhcpConn != nil {
+			dhcpConn.Close()
+		}
+		return nil, nil, nil, fmt.Errorf("proxydhcp: %w", err)
+	}
+	return dhcpConn, c, append(addrs, c.LocalAddr().String()), nil
+}
+
+// firstAdmin creates the console user "admin" with a random password when
+// the store has none, and prints the password once on w (the log says
+// only that it was created and how to change it).
+func firstAdmin(ctx context.Context, st store.Store, cfg config.Config, w io.Writer, log *slog.Logger) error {
+	pw, err := session.EnsureFirstAdmin(ctx, st)
+	if err != nil {
+		return fmt.Errorf("web console: %w", err)
+	}
+	if pw == "" {
+		return nil
+	}
+	if _, err := st.AddEvent(ctx, store.Event{Kind: store.EventAdmin, Actor: "system",
+		Message: "console user " + session.FirstAdmin + " created with a random password at the first start"}); err != nil {
+		return fmt.Errorf("web console: %w", err)
+	}
+	_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
+	fmt.Fprintf(w, "\nPreboot web console: created the first user %q with the password\n\n    %s\n\n"+
+		"It is shown only this once. Log in at http://SERVER:%s%s and change it with\n"+
+		"`preboot admin passwd %s` on this host (add users with `preboot admin create NAME`).\n\n",
+		session.FirstAdmin, pw, port, session.DefaultNext, session.FirstAdmin)
+	log.Warn("created the first web console user with a random password, printed once on stderr; change it with `preboot admin passwd admin`",
+		"user", session.FirstAdmin)
+	return nil
 }

@@ -175,3 +175,23 @@ func TestFilesAreConfinedToTheTFTPRoot(t *testing.T) {
 		t.Fatalf("metrics: %d", code)
 	}
 }
+
+func TestConsoleIsMounted(t *testing.T) {
+	h, _, _ := newHandler(t)
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/console/" {
+		t.Fatalf("browser at /: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+	if code, body := call(h, "GET", "/console/login", remote, "", ""); code != http.StatusOK || !strings.Contains(body, "password") {
+		t.Fatalf("login page: %d", code)
+	}
+	req = httptest.NewRequest("GET", "/console/devices", nil)
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther || !strings.HasPrefix(rec.Header().Get("Location"), "/console/login") {
+		t.Fatalf("page without a session: %d %q", rec.Code, rec.Header().Get("Location"))
+	}
+}

@@ -344,12 +344,14 @@ type DeviceFilter struct {
 	Search     string // substring of MAC, name, serial, maker, model, IP
 	Group      string // static members of this group
 	Registered *bool
+	// SeenSince: devices last seen at or after this time (zero = any).
+	SeenSince time.Time
 	Page
 }
 
 // Store is the persistence boundary of Preboot. Every method is safe for
 // concurrent use; methods that change several rows do it in one
-// transaction. Names (bundles, groups, rules, tokens) are unique:
+// transaction. Names (bundles, groups, rules, tokens, users) are unique:
 // creating or renaming onto a used one is ErrConflict.
 type Store interface {
 	// SeeDevice records a sighting, creating the device on first contact.
@@ -451,8 +453,63 @@ type Store interface {
 	UpdateJob(ctx context.Context, id int64, fn func(*Job) error) (Job, error)
 	AddJobLog(ctx context.Context, id int64, lines []string) error
 	JobLog(ctx context.Context, id int64, limit int) ([]JobLine, error)
+	// CountJobs counts the jobs f selects (f.Limit is ignored).
+	CountJobs(ctx context.Context, f JobFilter) (int, error)
+
+	// CreateUser adds a web console user: Name and PasswordHash are
+	// required, the name is unique (ErrConflict).
+	CreateUser(ctx context.Context, u User) (User, error)
+	User(ctx context.Context, name string) (User, error)
+	// Users returns every console user, by name.
+	Users(ctx context.Context) ([]User, error)
+	// SetUserPassword replaces a user's password hash and ends all of the
+	// user's sessions, in one transaction.
+	SetUserPassword(ctx context.Context, name, hash string) error
+	// DeleteUser removes a user and the user's sessions.
+	DeleteUser(ctx context.Context, name string) error
+
+	// CreateSession stores a console session of s.UserID (ErrNotFound if
+	// the user does not exist; Hash and CSRF are required) and records
+	// the user's login time.
+	CreateSession(ctx context.Context, s Session) (Session, error)
+	// SessionByHash returns a session, expired or not, with its user's
+	// name.
+	SessionByHash(ctx context.Context, hash string) (Session, error)
+	// TouchSession records a session's use and its new expiry.
+	TouchSession(ctx context.Context, hash string, lastSeen, expires time.Time) error
+	DeleteSession(ctx context.Context, hash string) error
+	// DeleteExpiredSessions removes the sessions whose Expires is not
+	// after now and returns how many.
+	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 
 	Close() error
+}
+
+// User is a web console user; only a bcrypt hash of the password is
+// stored.
+type User struct {
+	ID                int64     `json:"id"`
+	Name              string    `json:"name"`
+	PasswordHash      string    `json:"-"`
+	CreatedAt         time.Time `json:"created_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+	LastLogin         time.Time `json:"last_login,omitzero"`
+}
+
+// Session is a web console login. Only the SHA-256 of its secret id (the
+// cookie's value) is stored, as Hash. CSRF is the token its pages send
+// with every change. Expires is when it ends unless it is used again
+// (package session keeps it at min(last use + idle timeout, creation +
+// maximum age)).
+type Session struct {
+	ID        int64     `json:"id"`
+	Hash      string    `json:"-"`
+	UserID    int64     `json:"user_id"`
+	User      string    `json:"user"` // the user's name (read only)
+	CSRF      string    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
+	LastSeen  time.Time `json:"last_seen"`
+	Expires   time.Time `json:"expires"`
 }
 
 // NormalizeMAC returns the canonical lower-case, colon-separated form of a
@@ -524,6 +581,8 @@ type JobFilter struct {
 	Open     bool  // only jobs not finished
 	BeforeID int64 // id < BeforeID (paging back)
 	Limit    int   // 0 = 100
+	// FinishedSince: jobs that finished at or after this time (zero = any).
+	FinishedSince time.Time
 }
 
 // JobLine is one line of a job's log.

@@ -150,6 +150,10 @@ func deviceWhere(f store.DeviceFilter) (string, []any) {
 		where = append(where, `d.registered = ?`)
 		args = append(args, *f.Registered)
 	}
+	if !f.SeenSince.IsZero() {
+		where = append(where, `d.last_seen >= ?`)
+		args = append(args, micros(f.SeenSince))
+	}
 	if len(where) == 0 {
 		return "", nil
 	}

@@ -98,15 +98,15 @@ func (s *Store) JobByToken(ctx context.Context, tokenHash string) (store.Job, er
 	return j, nil
 }
 
-// Jobs implements store.Store: newest first; Limit 100 by default, at
-// most 10000.
-func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
-	q := `SELECT ` + jobCols + ` FROM jobs WHERE 1 = 1`
+// jobFilter returns the conditions of f (after "WHERE 1 = 1") and their
+// arguments.
+func jobFilter(f store.JobFilter) (string, []any, error) {
+	var q string
 	var args []any
 	if f.MAC != "" {
 		m, err := normMAC(f.MAC)
 		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
+			return "", nil, err
 		}
 		q += ` AND mac = ?`
 		args = append(args, m)
@@ -127,7 +127,21 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 		q += ` AND id < ?`
 		args = append(args, f.BeforeID)
 	}
-	q += ` ORDER BY id DESC LIMIT ?`
+	if !f.FinishedSince.IsZero() {
+		q += ` AND finished_at >= ? AND finished_at <> 0`
+		args = append(args, micros(f.FinishedSince))
+	}
+	return q, args, nil
+}
+
+// Jobs implements store.Store: newest first; Limit 100 by default, at
+// most 10000.
+func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error) {
+	where, args, err := jobFilter(f)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	q := `SELECT ` + jobCols + ` FROM jobs WHERE 1 = 1` + where + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, clampLimit(f.Limit, 100))
 	rows, err := s.r().query(ctx, q, args...)
 	if err != nil {
@@ -146,6 +160,19 @@ func (s *Store) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	return out, nil
+}
+
+// CountJobs implements store.Store.
+func (s *Store) CountJobs(ctx context.Context, f store.JobFilter) (int, error) {
+	where, args, err := jobFilter(f)
+	if err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	var n int
+	if err := s.r().queryRow(ctx, `SELECT count(*) FROM jobs WHERE 1 = 1`+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	return n, nil
 }
 
 // UpdateJob implements store.Store: fn may change the state, phase,
