@@ -311,12 +311,14 @@ func (s *snapshot) fromAssignment(d Decision, dev store.Device, a store.Assignme
 		d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment: bundle %s boots the local disk", source, b.Name)
 		return d
 	}
-	if ap := dev.Applied; ap != nil && !a.Force {
+	if ap := dev.Applied; ap != nil {
 		switch {
 		case a.Once && ap.AssignmentID == a.ID:
+			// A group's apply-once assignment (a device's own is
+			// deleted when its run succeeds), forced or not.
 			d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment of %s is apply-once and already succeeded on this device", source, b.Name)
 			return d
-		case ap.BundleID == b.ID && ap.BundleVersion == b.Version:
+		case !a.Force && ap.BundleID == b.ID && ap.BundleVersion == b.Version:
 			d.Action, d.Reason = ActionLocal, fmt.Sprintf("bundle %s (version %d) was the last one applied to this device; assign it with force to run it again", b.Name, b.Version)
 			return d
 		}

@@ -150,10 +150,13 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 			msg += " (" + hw + ")"
 		}
 		if created {
-			msg = "first contact: " + msg
-		}
-		if err := e.event(ctx, mac, store.EventBoot, msg); err != nil {
-			return "", err
+			if err := e.event(ctx, mac, store.EventBoot, "first contact: "+msg); err != nil {
+				return "", err
+			}
+		} else {
+			// One event per boot: the request goes into the event of
+			// what the policy decided (a boot writes ~2 rows less).
+			ctx = withBootNote(ctx, msg)
 		}
 	} else if dev, err = e.Store.Device(ctx, mac); err != nil {
 		return "", err
@@ -176,6 +179,14 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 		case "always":
 			return e.menuScript(ctx, mac, self, d)
 		case "hotkey":
+			// The decision is recorded by the next request (default or
+			// menu); this one records the boot itself.
+			if n, ok := ctx.Value(bootNoteKey{}).(*bootNote); ok && !n.used {
+				n.used = true
+				if _, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: store.EventBoot, Message: n.text}); err != nil {
+					return "", err
+				}
+			}
 			key, label := hotkey(d.Menu.Hotkey)
 			return "#!ipxe\n" +
 				fmt.Sprintf("prompt --key 0x%02x --timeout %d Press %s for the %s menu... && chain %s || chain %s\n",
@@ -213,8 +224,25 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 }
 
 func (e *Engine) event(ctx context.Context, mac, kind, msg string) error {
+	if n, ok := ctx.Value(bootNoteKey{}).(*bootNote); ok && !n.used {
+		n.used = true
+		msg = n.text + ": " + msg
+	}
 	_, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: kind, Message: msg})
 	return err
+}
+
+// bootNote carries a boot request's description to the first event the
+// request records.
+type bootNote struct {
+	text string
+	used bool
+}
+
+type bootNoteKey struct{}
+
+func withBootNote(ctx context.Context, text string) context.Context {
+	return context.WithValue(ctx, bootNoteKey{}, &bootNote{text: text})
 }
 
 func title(m store.Menu) string {

@@ -591,3 +591,47 @@ func TestRuleWithOnlyAGroupRegisters(t *testing.T) {
 	assign(t, st, store.Assignment{BundleID: b.ID, Group: "seen"})
 	mustContain(t, get(t, e, first), "files/boot/k")
 }
+
+func TestGroupOnceAssignmentRunsOncePerDevice(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "lab", Match: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	b := osInstall(t, st, "inst", `{"kernel":"boot/k"}`)
+	assign(t, st, store.Assignment{BundleID: b.ID, Group: "lab", Once: true, Force: true})
+	if _, err := st.CreateDevice(ctx, store.Device{MAC: mac, Registered: true}); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, get(t, e, first), "files/boot/k")
+	// Handed out = succeeded: the group's assignment stays (other
+	// devices), but this device does not run it again, force or not.
+	if as, _ := st.Assignments(ctx, store.AssignmentFilter{Group: "lab"}); len(as) != 1 {
+		t.Fatalf("group assignment: %+v", as)
+	}
+	mustContain(t, get(t, e, first), "sanboot", "apply-once and already succeeded")
+}
+
+func TestEveryBootIsOneEvent(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	get(t, e, first) // first contact: a boot event, then the decision
+	get(t, e, first) // later boots: one event with the request and the decision
+	evs, _ := e.Store.Events(ctx, store.EventFilter{MAC: mac})
+	if len(evs) != 3 || evs[0].Kind != store.EventLocalBoot || !strings.HasPrefix(evs[0].Message, "boot policy request from 10.0.0.50 (QEMU Standard PC (i440FX), bios): ") {
+		t.Fatalf("events: %+v", evs)
+	}
+	// Hotkey mode: the prompt's request records the boot, the choice
+	// records the decision.
+	m := e.DefaultSettings.Menu
+	m.Mode = "hotkey"
+	if err := e.Store.SetSettings(ctx, store.Settings{Menu: m}); err != nil {
+		t.Fatal(err)
+	}
+	get(t, e, first)
+	evs, _ = e.Store.Events(ctx, store.EventFilter{MAC: mac, Limit: 1})
+	if evs[0].Kind != store.EventBoot || !strings.HasPrefix(evs[0].Message, "boot policy request") {
+		t.Fatalf("hotkey boot event: %+v", evs[0])
+	}
+}

@@ -79,7 +79,6 @@ type options struct {
 // result is one measurement, or the merge of its rounds.
 type result struct {
 	store, op    string
-	order        int // of the operation, for printing
 	ops          int
 	elapsed      time.Duration
 	lat          []time.Duration // sorted
@@ -90,6 +89,8 @@ type result struct {
 	cpu          time.Duration // user + system time of the process
 	others       time.Duration // CPU time other processes took on the process's CPU
 	server       time.Duration // CPU time of the database server (PostgreSQL), if any
+	written      int64         // bytes the process wrote (write system calls, /proc/self/io wchar)
+	writeCalls   int64         // its write system calls
 	changes      int64         // policy version changes during the measurement
 }
 
@@ -447,7 +448,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 	}
 	var out []result
 	for round := 1; round <= o.rounds; round++ {
-		for k, op := range ops {
+		for _, op := range ops {
 			if !o.ops[op.key] {
 				continue
 			}
@@ -458,7 +459,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 			if err != nil {
 				return out, rep, fmt.Errorf("%s: %w", op.name, err)
 			}
-			r.store, r.op, r.order = name, op.name, k
+			r.store, r.op = name, op.name
 			if r.changes, err = changes(); err != nil {
 				return out, rep, err
 			}
@@ -525,6 +526,7 @@ func measureWith(n int, limit time.Duration, server int, prep, op func(i int) er
 	var m0, m1 runtime.MemStats
 	runtime.ReadMemStats(&m0)
 	cpu0, busy0, srv0 := cpuTime(), cpuBusy(), treeCPU(server)
+	w0, wc0 := writes()
 	var untimed, untimedCPU, untimedSrv time.Duration
 	start := time.Now()
 	end := start.Add(limit)
@@ -553,6 +555,7 @@ func measureWith(n int, limit time.Duration, server int, prep, op func(i int) er
 	elapsed := time.Since(start) - untimed
 	cpu, others := cpuTime()-cpu0-untimedCPU, cpuBusy()-busy0-(cpuTime()-cpu0)
 	srv := treeCPU(server) - srv0 - untimedSrv
+	w1, wc1 := writes()
 	runtime.ReadMemStats(&m1)
 	if i == 0 {
 		return result{}, errors.New("no operation ran")
@@ -560,7 +563,7 @@ func measureWith(n int, limit time.Duration, server int, prep, op func(i int) er
 	lat = lat[:i]
 	slices.Sort(lat)
 	r := result{ops: i, elapsed: elapsed, lat: lat, mallocs: m1.Mallocs - m0.Mallocs, bytes: m1.TotalAlloc - m0.TotalAlloc,
-		cpu: cpu, others: max(others, 0), server: max(srv, 0)}
+		cpu: cpu, others: max(others, 0), server: max(srv, 0), written: w1 - w0, writeCalls: wc1 - wc0}
 	r.rates = []float64{r.rate()}
 	r.percentiles()
 	return r, nil
@@ -571,8 +574,9 @@ func (r *result) percentiles() {
 	r.p50, r.p99, r.mx = r.lat[(n-1)/2], r.lat[int(math.Ceil(0.99*float64(n)))-1], r.lat[n-1]
 }
 
-// mergeRounds merges the rounds of each (store, operation): counts,
-// times and latencies add up; the rate of every round is kept.
+// mergeRounds merges the rounds of each (store, operation), in the order
+// of their first round: counts, times and latencies add up; the rate of
+// every round is kept.
 func mergeRounds(rs []result) []result {
 	var out []result
 	idx := map[string]int{}
@@ -593,6 +597,8 @@ func mergeRounds(rs []result) []result {
 		m.bytes += r.bytes
 		m.cpu += r.cpu
 		m.others += r.others
+		m.written += r.written
+		m.writeCalls += r.writeCalls
 		m.server += r.server
 		m.changes += r.changes
 	}
@@ -600,12 +606,6 @@ func mergeRounds(rs []result) []result {
 		slices.Sort(out[i].lat)
 		out[i].percentiles()
 	}
-	slices.SortStableFunc(out, func(a, b result) int {
-		if a.store != b.store {
-			return 0
-		}
-		return a.order - b.order
-	})
 	return out
 }
 
@@ -616,6 +616,30 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writes returns the bytes the process has written with write system
+// calls and their number (/proc/self/io: wchar, syscw). Untimed prep
+// steps are counted too: only the cold measurement has one.
+func writes() (bytes, calls int64) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "wchar":
+			bytes = n
+		case "syscw":
+			calls = n
+		}
+	}
+	return bytes, calls
 }
 
 // treeCPU is the user and system time of a process and its children
@@ -695,12 +719,13 @@ func rateList(rs []float64) string {
 	return strings.Join(parts, " / ")
 }
 
-var columns = []string{"store", "operation", "ops", "decisions/s", "per round", "p50 ms", "p99 ms", "max ms", "allocs/op", "KiB/op",
-	"CPU ms/op", "server CPU ms/op", "decisions/CPU-s", "CPU taken by others"}
+var columns = []string{"store", "operation", "ops", "decisions/s", "per round", "p50 ms", "p99 ms", "max ms", "allocs/op", "alloc KiB/op",
+	"written KiB/op", "writes/op", "CPU ms/op", "server CPU ms/op", "decisions/CPU-s", "CPU taken by others"}
 
 func cells(r result) []string {
 	return []string{r.store, r.op, strconv.Itoa(r.ops), fmt.Sprintf("%.0f", r.rate()), rateList(r.rates),
 		ms(r.p50), ms(r.p99), ms(r.mx), fmt.Sprintf("%.0f", r.allocs()), fmt.Sprintf("%.1f", r.kib()),
+		fmt.Sprintf("%.1f", float64(r.written)/float64(r.ops)/1024), fmt.Sprintf("%.1f", float64(r.writeCalls)/float64(r.ops)),
 		ms(r.cpuPerOp()), srvCell(r), fmt.Sprintf("%.0f", r.cpuRate()), fmt.Sprintf("%.0f %%", r.othersShare())}
 }
 

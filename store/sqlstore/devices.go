@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/preboot/preboot/store"
 )
@@ -14,7 +16,7 @@ import (
 // deviceFields are the device columns, in scanDevice's order.
 var deviceFields = []string{"id", "mac", "name", "uuid", "serial", "manufacturer", "product", "arch", "platform", "ip",
 	"first_seen", "last_seen", "info", "asset_tag", "notes", "registered", "ram_bytes", "disk_bytes",
-	"applied_bundle_id", "applied_bundle", "applied_version", "applied_job", "applied_at"}
+	"applied_bundle_id", "applied_bundle", "applied_version", "applied_job", "applied_at", "applied_assignment_id"}
 
 // deviceCols lists the device columns, qualified by alias unless it is
 // empty (RETURNING clauses take bare names).
@@ -41,7 +43,7 @@ func scanDevice(r scanner, lastEvent bool) (store.Device, error) {
 	var ap store.Applied
 	dest := []any{&d.ID, &d.MAC, &d.Name, &d.UUID, &d.Serial, &d.Manufacturer, &d.Product, &d.Arch, &d.Platform, &d.IP,
 		&first, &last, &info, &d.AssetTag, &d.Notes, &d.Registered, &d.RAMBytes, &d.DiskBytes,
-		&ap.BundleID, &ap.Bundle, &ap.BundleVersion, &ap.Job, &appliedAt}
+		&ap.BundleID, &ap.Bundle, &ap.BundleVersion, &ap.Job, &appliedAt, &ap.AssignmentID}
 	var eid, etime, ejob sql.NullInt64
 	var ekind, emsg, eactor sql.NullString
 	if lastEvent {
@@ -65,23 +67,34 @@ func scanDevice(r scanner, lastEvent bool) (store.Device, error) {
 	return d, nil
 }
 
+// lastSeenGrain is how stale last_seen may be: a sighting with nothing
+// new within it is not written.
+const lastSeenGrain = 30 * time.Second
+
 // seeDevice are the upserts of SeeDevice: [0] a full sighting (empty
 // values keep what is known), [1] FillOnly (only empty values are set).
 // revisits stays 0 when the upsert inserts the row, which is how
 // SeeDevice tells a new device from a known one in one statement.
 var seeDevice = func() [2]string {
 	var out [2]string
+	changed := []string{"(excluded.%[1]s <> '' AND excluded.%[1]s <> d.%[1]s)", "(d.%[1]s = '' AND excluded.%[1]s <> '')"}
 	for i, format := range []string{"CASE WHEN excluded.%[1]s = '' THEN d.%[1]s ELSE excluded.%[1]s END",
 		"CASE WHEN d.%[1]s = '' THEN excluded.%[1]s ELSE d.%[1]s END"} {
-		var set []string
+		var set, diff []string
 		for _, c := range []string{"uuid", "serial", "manufacturer", "product", "asset_tag", "arch", "platform", "ip"} {
 			set = append(set, c+" = "+fmt.Sprintf(format, c))
+			diff = append(diff, fmt.Sprintf(changed[i], c))
 		}
+		// Nothing new and seen less than lastSeenGrain ago: no write
+		// (one boot sights a device three or four times in seconds:
+		// PXE DHCP, iPXE DHCP, the policy request); RETURNING then
+		// gives no row and SeeDevice reads the device instead.
 		out[i] = `INSERT INTO devices AS d (mac, uuid, serial, manufacturer, product, asset_tag, arch, platform, ip, first_seen, last_seen, revisits)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
 			ON CONFLICT (mac) DO UPDATE SET ` + strings.Join(set, ", ") + `,
 			last_seen = CASE WHEN excluded.last_seen > d.last_seen THEN excluded.last_seen ELSE d.last_seen END,
 			revisits = d.revisits + 1
+			WHERE excluded.last_seen >= d.last_seen + ` + strconv.FormatInt(lastSeenGrain.Microseconds(), 10) + ` OR ` + strings.Join(diff, " OR ") + `
 			RETURNING ` + deviceCols("") + `, revisits`
 	}
 	return out
@@ -101,6 +114,14 @@ func (s *Store) SeeDevice(ctx context.Context, in store.Sighting) (store.Device,
 	var revisits int64
 	row := s.r().queryRow(ctx, q, mac, in.UUID, in.Serial, in.Manufacturer, in.Product, in.AssetTag, in.Arch, in.Platform, in.IP, t, t)
 	d, err := scanDevice(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &revisits)...) }), false)
+	if errors.Is(err, sql.ErrNoRows) {
+		// Known, nothing changed, seen moments ago: nothing written.
+		d, err = s.Device(ctx, mac)
+		if err != nil {
+			return store.Device{}, false, fmt.Errorf("see device %s: %w", mac, err)
+		}
+		return d, false, nil
+	}
 	if err != nil {
 		return store.Device{}, false, fmt.Errorf("see device %s: %w", mac, err)
 	}
@@ -346,8 +367,8 @@ func (s *Store) SetApplied(ctx context.Context, mac string, a store.Applied) err
 	if a != (store.Applied{}) {
 		at = micros(normTime(a.Time))
 	}
-	n, err := s.r().affected(ctx, `UPDATE devices SET applied_bundle_id = ?, applied_bundle = ?, applied_version = ?, applied_job = ?, applied_at = ?
-		WHERE mac = ?`, a.BundleID, a.Bundle, a.BundleVersion, a.Job, at, m)
+	n, err := s.r().affected(ctx, `UPDATE devices SET applied_bundle_id = ?, applied_bundle = ?, applied_version = ?, applied_job = ?, applied_at = ?,
+		applied_assignment_id = ? WHERE mac = ?`, a.BundleID, a.Bundle, a.BundleVersion, a.Job, at, a.AssignmentID, m)
 	if err != nil {
 		return fmt.Errorf("device %s applied: %w", m, err)
 	}

@@ -333,7 +333,7 @@ func testDeviceInfoAndApplied(t *testing.T, st store.Store) {
 	is(t, st.SetDeviceInfo(ctx, mac, json.RawMessage(`{`), 1, 1), store.ErrInvalid)
 
 	at := time.Date(2026, 4, 5, 6, 7, 8, 9000, time.UTC)
-	a := store.Applied{BundleID: 3, Bundle: "win11", BundleVersion: 4, Job: 9, Time: at}
+	a := store.Applied{BundleID: 3, Bundle: "win11", BundleVersion: 4, AssignmentID: 7, Job: 9, Time: at}
 	ok(t, st.SetApplied(ctx, mac, a))
 	d = must[store.Device](t)(st.Device(ctx, mac))
 	if d.Applied == nil || *d.Applied != a {
@@ -348,4 +348,31 @@ func testDeviceInfoAndApplied(t *testing.T, st store.Store) {
 		t.Fatalf("cleared applied = %+v", d.Applied)
 	}
 	is(t, st.SetApplied(ctx, "02:00:00:00:00:39", a), store.ErrNotFound)
+}
+
+// One boot sights a device several times within seconds: a sighting with
+// nothing new less than 30 s after the last one is not written, anything
+// new is.
+func testSeeDeviceWritesOnlyNews(t *testing.T, st store.Store) {
+	t0 := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	mac := "52:54:00:0e:0e:01"
+	if _, created, err := st.SeeDevice(ctx, store.Sighting{MAC: mac, IP: "10.0.0.5", Serial: "S", Time: t0}); err != nil || !created {
+		t.Fatalf("first: %v %v", created, err)
+	}
+	d, created, err := st.SeeDevice(ctx, store.Sighting{MAC: mac, IP: "10.0.0.5", Time: t0.Add(10 * time.Second)})
+	if err != nil || created || !d.LastSeen.Equal(t0) || d.Serial != "S" || d.MAC != mac {
+		t.Fatalf("same sighting 10 s later: created=%v err=%v %+v", created, err, d)
+	}
+	d, _, err = st.SeeDevice(ctx, store.Sighting{MAC: mac, IP: "10.0.0.6", Time: t0.Add(20 * time.Second)})
+	if err != nil || d.IP != "10.0.0.6" || !d.LastSeen.Equal(t0.Add(20*time.Second)) {
+		t.Fatalf("new IP: %v %+v", err, d)
+	}
+	d, _, err = st.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: "bios", FillOnly: true, Time: t0.Add(21 * time.Second)})
+	if err != nil || d.Arch != "bios" {
+		t.Fatalf("fill-only news: %v %+v", err, d)
+	}
+	d, _, err = st.SeeDevice(ctx, store.Sighting{MAC: mac, IP: "10.0.0.6", Time: t0.Add(2 * time.Minute)})
+	if err != nil || !d.LastSeen.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("same sighting 2 min later: %v %+v", err, d)
+	}
 }

@@ -26,6 +26,7 @@ func Run(t *testing.T, open Opener) {
 		fn   func(t *testing.T, st store.Store)
 	}{
 		{"SeeDevice", testSeeDevice},
+		{"SeeDeviceWritesOnlyNews", testSeeDeviceWritesOnlyNews},
 		{"EventsAndDeviceList", testEventsAndDeviceList},
 		{"EventFilters", testEventFilters},
 		{"DeviceFilters", testDeviceFilters},
