@@ -83,6 +83,7 @@ bench: deps-test build
 	bench/tftp/run.sh
 	bench/dhcp/run.sh
 	bench/imaging/run.sh
+	bench/policy/run.sh
 	bench/collect.sh
 
 clean:
