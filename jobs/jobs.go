@@ -269,10 +269,9 @@ func (s *Service) finish(ctx context.Context, id int64, state, msg string) (stor
 		j.State = state
 		switch state {
 		case store.JobSucceeded:
-			j.Error = ""
-			if msg != "" {
-				j.Message = clip(msg, 512)
-			}
+			// The agent's last progress message ("95% restored") would
+			// read wrong on a finished job.
+			j.Error, j.Message = "", clip(msg, 512)
 			if j.BytesTotal > 0 {
 				j.BytesDone = j.BytesTotal
 			}
