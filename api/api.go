@@ -22,11 +22,18 @@ import (
 
 // Handler serves the API.
 type Handler struct {
+	Options
+	mux *http.ServeMux
+}
+
+// Options configure New.
+type Options struct {
 	Store  store.Store
 	Policy *policy.Engine
 	Jobs   *jobs.Service
 	Logger *slog.Logger
-	// Auth authenticates requests (admin tokens, loopback trust).
+	// Auth authenticates requests (admin tokens, console sessions,
+	// loopback trust); nil trusts loopback and checks tokens.
 	Auth *Auth
 	// ImageExists, when set, lets bundles that read an image be refused
 	// while it does not exist.
@@ -36,21 +43,6 @@ type Handler struct {
 	Events *Notifier
 	// Version is reported by GET /api/v1/version.
 	Version string
-	// Status answers GET /api/v1/status (404 when nil).
-	Status StatusFunc
-	mux    *http.ServeMux
-}
-
-// Options configure New.
-type Options struct {
-	Store       store.Store
-	Policy      *policy.Engine
-	Jobs        *jobs.Service
-	Logger      *slog.Logger
-	Auth        *Auth
-	ImageExists func(name string) bool
-	Events      *Notifier
-	Version     string
 	// Status fills GET /api/v1/status (the server sets it).
 	Status StatusFunc
 }
@@ -63,8 +55,7 @@ func New(o Options) *Handler {
 	if o.Auth == nil {
 		o.Auth = &Auth{Store: o.Store, TrustLoopback: true}
 	}
-	h := &Handler{Store: o.Store, Policy: o.Policy, Jobs: o.Jobs, Logger: o.Logger, Auth: o.Auth, ImageExists: o.ImageExists,
-		Events: o.Events, Version: o.Version, Status: o.Status, mux: http.NewServeMux()}
+	h := &Handler{Options: o, mux: http.NewServeMux()}
 	for _, rt := range h.routes() {
 		h.mux.HandleFunc(rt.pattern, rt.fn)
 	}
