@@ -57,7 +57,8 @@ type snapshot struct {
 	groupAssign map[string]store.Assignment
 	groups      []groupEntry // by priority
 	groupByName map[string]groupEntry
-	rules       []ruleEntry // by position
+	members     map[string][]string // static memberships: MAC → group names
+	rules       []ruleEntry         // by position
 
 	mu    sync.Mutex
 	menus map[string]menuEntry // lazily filled: scope+"\x00"+target
@@ -168,6 +169,9 @@ func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 		}
 	}
 	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
+	if s.members, err = e.Store.Memberships(ctx); err != nil {
+		return nil, fmt.Errorf("load memberships: %w", err)
+	}
 	rs, err := e.Store.Rules(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
@@ -216,18 +220,11 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 	if err != nil {
 		return Decision{}, err
 	}
-	static, err := e.Store.DeviceGroups(ctx, dev.MAC)
-	if err != nil {
-		return Decision{}, fmt.Errorf("groups of %s: %w", dev.MAC, err)
-	}
 	facts := rules.FactsOf(dev)
-	member := make(map[string]bool, len(static))
-	for _, g := range static {
-		member[g.Name] = true
-	}
+	static := s.members[dev.MAC] // few: a linear search beats a map
 	var groups []groupEntry
 	for _, ge := range s.groups {
-		if member[ge.g.Name] || (ge.expr != nil && ge.expr.Match(facts)) {
+		if slices.Contains(static, ge.g.Name) || (ge.expr != nil && ge.expr.Match(facts)) {
 			groups = append(groups, ge)
 		}
 	}
