@@ -57,11 +57,13 @@ type snapshot struct {
 	groupAssign map[string]store.Assignment
 	groups      []groupEntry // by priority
 	groupByName map[string]groupEntry
-	members     map[string][]string // static memberships: MAC → group names
-	rules       []ruleEntry         // by position
+	rules       []ruleEntry // by position
 
 	mu    sync.Mutex
 	menus map[string]menuEntry // lazily filled: scope+"\x00"+target
+	// members are the static groups of the devices decided on in this
+	// snapshot (lazily filled: membership changes bump the version).
+	members map[string][]string
 }
 
 type groupEntry struct {
@@ -108,7 +110,7 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 	s := &snapshot{version: v, bundles: map[int64]store.Bundle{}, byName: map[string]store.Bundle{},
 		devAssign: map[string]store.Assignment{}, groupAssign: map[string]store.Assignment{},
-		groupByName: map[string]groupEntry{}, menus: map[string]menuEntry{}}
+		groupByName: map[string]groupEntry{}, menus: map[string]menuEntry{}, members: map[string][]string{}}
 	set, ok, err := e.Store.Settings(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load settings: %w", err)
@@ -169,9 +171,6 @@ func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 		}
 	}
 	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
-	if s.members, err = e.Store.Memberships(ctx); err != nil {
-		return nil, fmt.Errorf("load memberships: %w", err)
-	}
 	rs, err := e.Store.Rules(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
@@ -220,8 +219,11 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 	if err != nil {
 		return Decision{}, err
 	}
+	static, err := s.staticGroups(ctx, e.Store, dev.MAC)
+	if err != nil {
+		return Decision{}, err
+	}
 	facts := rules.FactsOf(dev)
-	static := s.members[dev.MAC] // few: a linear search beats a map
 	var groups []groupEntry
 	for _, ge := range s.groups {
 		if slices.Contains(static, ge.g.Name) || (ge.expr != nil && ge.expr.Match(facts)) {
@@ -344,6 +346,29 @@ func (e *Engine) effectiveMenu(ctx context.Context, s *snapshot, mac string, gro
 		}
 	}
 	return s.settings.Menu, nil
+}
+
+// staticGroups returns the names of the groups the device is a static
+// member of, from the snapshot's cache or the store.
+func (s *snapshot) staticGroups(ctx context.Context, st store.Store, mac string) ([]string, error) {
+	s.mu.Lock()
+	names, ok := s.members[mac]
+	s.mu.Unlock()
+	if ok {
+		return names, nil
+	}
+	gs, err := st.DeviceGroups(ctx, mac)
+	if err != nil {
+		return nil, fmt.Errorf("groups of %s: %w", mac, err)
+	}
+	names = make([]string, len(gs))
+	for i, g := range gs {
+		names[i] = g.Name
+	}
+	s.mu.Lock()
+	s.members[mac] = names
+	s.mu.Unlock()
+	return names, nil
 }
 
 func (s *snapshot) menu(ctx context.Context, st store.Store, scope, target string) (store.Menu, bool, error) {

@@ -387,10 +387,6 @@ type Store interface {
 	// DeviceGroups returns the groups the device is a static member of,
 	// by priority.
 	DeviceGroups(ctx context.Context, mac string) ([]Group, error)
-	// Memberships returns every static membership, as group names per
-	// MAC (for caches that hold them: membership changes bump
-	// PolicyVersion).
-	Memberships(ctx context.Context) (map[string][]string, error)
 
 	CreateBundle(ctx context.Context, b Bundle) (Bundle, error)
 	Bundle(ctx context.Context, name string) (Bundle, error)

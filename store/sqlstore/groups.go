@@ -292,27 +292,6 @@ func (s *Store) DeviceGroups(ctx context.Context, mac string) ([]store.Group, er
 	return out, nil
 }
 
-// Memberships implements store.Store.
-func (s *Store) Memberships(ctx context.Context) (map[string][]string, error) {
-	rows, err := s.r().query(ctx, `SELECT m.mac, g.name FROM group_members m JOIN device_groups g ON g.id = m.group_id ORDER BY m.mac, g.priority`)
-	if err != nil {
-		return nil, fmt.Errorf("memberships: %w", err)
-	}
-	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var mac, name string
-		if err := rows.Scan(&mac, &name); err != nil {
-			return nil, fmt.Errorf("memberships: %w", err)
-		}
-		out[mac] = append(out[mac], name)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("memberships: %w", err)
-	}
-	return out, nil
-}
-
 func (r runner) deviceExists(ctx context.Context, mac string) error {
 	var one int
 	err := r.queryRow(ctx, `SELECT 1 FROM devices WHERE mac = ?`, mac).Scan(&one)
