@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
 )
@@ -54,21 +54,7 @@ func NewToken() (token, hash string, err error) {
 		return "", "", err
 	}
 	token = AdminTokenPrefix + hex.EncodeToString(b)
-	return token, HashToken(token), nil
-}
-
-// HashToken is how tokens are kept: only their SHA-256, hex.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
-// BearerToken returns the token of an "Authorization: Bearer" header.
-func BearerToken(r *http.Request) string {
-	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(t)
-	}
-	return ""
+	return token, jobs.HashToken(token), nil
 }
 
 // Errors of Authenticate.
@@ -90,7 +76,7 @@ func (a *Auth) Authenticate(ctx context.Context, r *http.Request) (string, error
 // authenticate also returns the console session the request was
 // authenticated with, if any.
 func (a *Auth) authenticate(ctx context.Context, r *http.Request) (string, *session.Info, error) {
-	tok := BearerToken(r)
+	tok := jobs.BearerToken(r)
 	if tok == "" && a.Sessions != nil {
 		i, err := a.Sessions.Lookup(r)
 		switch {
@@ -117,7 +103,7 @@ func (a *Auth) tokenOrLoopback(ctx context.Context, r *http.Request, tok string)
 	case strings.HasPrefix(tok, JobTokenPrefix):
 		return "", ErrJobToken
 	}
-	t, err := a.Store.TokenByHash(ctx, HashToken(tok))
+	t, err := a.Store.TokenByHash(ctx, jobs.HashToken(tok))
 	if errors.Is(err, store.ErrNotFound) {
 		return "", ErrBadToken
 	}

@@ -34,6 +34,15 @@ func (s *Service) log() *slog.Logger {
 	return s.Logger
 }
 
+// newToken returns a fresh job token (pbj_ and 48 hex digits).
+func newToken() (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return "pbj_" + hex.EncodeToString(b), nil
+}
+
 // HashToken is how tokens are kept: only their SHA-256.
 func HashToken(token string) string {
 	sum := sha256.Sum256([]byte(token))
@@ -91,11 +100,10 @@ func (s *Service) Start(ctx context.Context, r StartRequest) (store.Job, string,
 	if err != nil {
 		return store.Job{}, "", err
 	}
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
+	token, err := newToken()
+	if err != nil {
 		return store.Job{}, "", err
 	}
-	token := "pbj_" + hex.EncodeToString(b)
 	j.TokenHash = HashToken(token)
 	if j, err = s.Store.CreateJob(ctx, j); err != nil {
 		return store.Job{}, "", err
@@ -121,11 +129,11 @@ func (s *Service) HandOut(ctx context.Context, r StartRequest) (store.Job, error
 	if err != nil {
 		return store.Job{}, err
 	}
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
+	token, err := newToken()
+	if err != nil {
 		return store.Job{}, err
 	}
-	j.TokenHash = HashToken("pbj_" + hex.EncodeToString(b)) // never handed to anyone
+	j.TokenHash = HashToken(token) // never handed to anyone
 	now := time.Now()
 	j.StartedAt = now
 	if j, err = s.Store.CreateJob(ctx, j); err != nil {
