@@ -140,7 +140,7 @@ func BearerToken(r *http.Request) string {
 
 func (s *Service) withJob(next func(http.ResponseWriter, *http.Request, store.Job)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		j, err := s.Authenticate(r.Context(), BearerToken(r))
+		j, err := s.Authenticate(r.Context(), BearerToken(r), r.RemoteAddr)
 		if err != nil {
 			s.fail(w, r, err)
 			return
@@ -155,6 +155,8 @@ func (s *Service) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusUnauthorized, err.Error())
 	case errors.Is(err, ErrJobOver):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, ErrWrongClient):
+		writeError(w, http.StatusForbidden, err.Error())
 	case errors.Is(err, ErrInvalid):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 	case errors.Is(err, store.ErrNotFound):

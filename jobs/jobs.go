@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -25,6 +27,131 @@ import (
 type Service struct {
 	Store  store.Store
 	Logger *slog.Logger
+	// PendingTTL is how long a handed-out job waits for its agent to
+	// start (DefaultPendingTTL when 0); StaleAfter how long a started job
+	// may go without word from its agent (DefaultStaleAfter when 0; the
+	// agent reports every few seconds). Jobs past either expire as
+	// failed, and their tokens with them.
+	PendingTTL time.Duration
+	StaleAfter time.Duration
+	// MaxBoots bounds how often one pending job is handed out again to
+	// the same address (DefaultMaxBoots when 0); ClaimBurst how many job
+	// hand-outs one device gets within ten minutes (DefaultClaimBurst
+	// when 0).
+	MaxBoots   int
+	ClaimBurst int
+	// Now returns the current time (tests may fix it).
+	Now func() time.Time
+
+	guard guard
+}
+
+// Defaults of Service's limits.
+const (
+	DefaultPendingTTL = 15 * time.Minute
+	DefaultStaleAfter = 3 * time.Minute
+	DefaultMaxBoots   = 5
+	DefaultClaimBurst = 10
+	claimWindow       = 10 * time.Minute
+)
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Service) maxBoots() int {
+	if s.MaxBoots > 0 {
+		return s.MaxBoots
+	}
+	return DefaultMaxBoots
+}
+
+func (s *Service) claimBurst() int {
+	if s.ClaimBurst > 0 {
+		return s.ClaimBurst
+	}
+	return DefaultClaimBurst
+}
+
+// stale says why an open job has expired, or "" while it is alive.
+func (s *Service) stale(j store.Job) string {
+	if store.JobFinished(j.State) {
+		return ""
+	}
+	now := s.now()
+	if j.State == store.JobPending {
+		ttl := s.PendingTTL
+		if ttl <= 0 {
+			ttl = DefaultPendingTTL
+		}
+		since := j.TokenIssuedAt
+		if since.IsZero() {
+			since = j.UpdatedAt
+		}
+		if now.Sub(since) > ttl {
+			return fmt.Sprintf("expired: handed out %s ago, its agent never started (a pending job and its token expire after %s)",
+				now.Sub(since).Round(time.Second), ttl)
+		}
+		return ""
+	}
+	ttl := s.StaleAfter
+	if ttl <= 0 {
+		ttl = DefaultStaleAfter
+	}
+	if now.Sub(j.UpdatedAt) > ttl {
+		return fmt.Sprintf("expired: no word from its agent for %s (a started job and its token expire after %s of silence)",
+			now.Sub(j.UpdatedAt).Round(time.Second), ttl)
+	}
+	return ""
+}
+
+// ExpireStale fails every open job that went silent (see PendingTTL and
+// StaleAfter): a job whose device or server died ends cleanly and its
+// token stops working. The server runs it periodically (RunExpiry).
+func (s *Service) ExpireStale(ctx context.Context) (int, error) {
+	open, err := s.Store.Jobs(ctx, store.JobFilter{Open: true, Limit: 10000})
+	if err != nil {
+		return 0, fmt.Errorf("expire stale jobs: %w", err)
+	}
+	n := 0
+	for _, j := range open {
+		why := s.stale(j)
+		if why == "" {
+			continue
+		}
+		if _, err := s.finish(ctx, j.ID, store.JobFailed, why); err != nil {
+			if errors.Is(err, ErrJobOver) {
+				continue
+			}
+			return n, fmt.Errorf("expire job %d: %w", j.ID, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// RunExpiry runs ExpireStale now and every interval until ctx ends.
+func (s *Service) RunExpiry(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.ExpireStale(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log().WarnContext(ctx, "expire stale jobs", "err", err)
+		} else if n > 0 {
+			s.log().InfoContext(ctx, "expired stale jobs", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Service) log() *slog.Logger {
@@ -56,6 +183,9 @@ type StartRequest struct {
 	Bundle     store.Bundle
 	Assignment *store.Assignment
 	Why        string
+	// ClientIP is the address the boot request came from: the job's
+	// token works only from there.
+	ClientIP string
 }
 
 func (r StartRequest) job() (store.Job, error) {
@@ -88,15 +218,21 @@ func (r StartRequest) job() (store.Job, error) {
 	return j, nil
 }
 
-// Start creates the job of a bundle the imaging agent runs and returns it
-// with its token (shown once, never stored). Jobs of the device still
-// open are failed first: the device booted again, so they were
-// interrupted.
+// Start hands out the boot of a bundle the imaging agent runs to a device
+// asking from r.ClientIP, and returns the job with its token (shown once,
+// never stored; only its hash is). The token is bound to that address and
+// expires with the job.
+//
+// A device's open job wins over a new claim: an anonymous boot request
+// never restarts or fails a job whose agent is at work. A pending job
+// (handed out, its agent not started yet) booted again from the same
+// address with the same bundle gets a fresh token (the old one stops
+// working); from any other address the claim is refused with ErrBusy and
+// recorded as a security event. Open jobs that went silent (see
+// PendingTTL and StaleAfter) are expired first. Claims are rate-limited
+// per MAC (ErrRateLimited).
 func (s *Service) Start(ctx context.Context, r StartRequest) (store.Job, string, error) {
-	if err := s.interrupt(ctx, r.MAC); err != nil {
-		return store.Job{}, "", err
-	}
-	j, err := r.job()
+	j, reuse, err := s.claim(ctx, r)
 	if err != nil {
 		return store.Job{}, "", err
 	}
@@ -104,12 +240,115 @@ func (s *Service) Start(ctx context.Context, r StartRequest) (store.Job, string,
 	if err != nil {
 		return store.Job{}, "", err
 	}
-	j.TokenHash = HashToken(token)
+	now := s.now()
+	if reuse != 0 {
+		j, err = s.Store.UpdateJob(ctx, reuse, func(j *store.Job) error {
+			if j.State != store.JobPending {
+				return fmt.Errorf("job %d is %s: %w", j.ID, j.State, ErrBusy)
+			}
+			j.TokenHash, j.Boots, j.TokenIssuedAt = HashToken(token), j.Boots+1, now
+			return nil
+		})
+		if err != nil {
+			return store.Job{}, "", err
+		}
+		s.event(ctx, j, fmt.Sprintf("job %d handed out again to %s (boot %d of the job; the previous token no longer works) — %s", j.ID, orUnknown(j.ClientIP), j.Boots, r.Why))
+		return j, token, nil
+	}
+	j.TokenHash, j.ClientIP, j.Boots, j.TokenIssuedAt, j.CreatedAt = HashToken(token), clientAddr(r.ClientIP), 1, now, now
 	if j, err = s.Store.CreateJob(ctx, j); err != nil {
 		return store.Job{}, "", err
 	}
-	s.event(ctx, j, fmt.Sprintf("job %d created: bundle %s (%s%s) — %s", j.ID, j.Bundle, j.Kind, imageNote(j), r.Why))
+	s.event(ctx, j, fmt.Sprintf("job %d created: bundle %s (%s%s), handed to %s — %s", j.ID, j.Bundle, j.Kind, imageNote(j), orUnknown(j.ClientIP), r.Why))
 	return j, token, nil
+}
+
+// claim decides whether a device may get a new job for r: it expires the
+// device's stale open jobs, refuses when another open job is alive
+// (ErrBusy), and returns either the job to create or the ID of a pending
+// job of the same bundle and address to hand out again.
+func (s *Service) claim(ctx context.Context, r StartRequest) (store.Job, int64, error) {
+	j, err := r.job()
+	if err != nil {
+		return store.Job{}, 0, err
+	}
+	open, err := s.Store.Jobs(ctx, store.JobFilter{MAC: r.MAC, Open: true})
+	if err != nil {
+		return store.Job{}, 0, err
+	}
+	ip := clientAddr(r.ClientIP)
+	var reuse int64
+	for _, o := range open {
+		if why := s.stale(o); why != "" {
+			if _, err := s.finish(ctx, o.ID, store.JobFailed, why); err != nil && !errors.Is(err, ErrJobOver) {
+				return store.Job{}, 0, err
+			}
+			continue
+		}
+		sameClient := o.ClientIP == "" || o.ClientIP == ip
+		switch {
+		case o.State == store.JobPending && sameClient && o.BundleID == j.BundleID && o.BundleVersion == j.BundleVersion &&
+			o.Kind == j.Kind && o.Boots < s.maxBoots():
+			reuse = o.ID
+		case o.State == store.JobPending && sameClient:
+			// The same machine booted again into other work (the
+			// assignment changed), or too often without its agent
+			// starting: that job is over.
+			msg := fmt.Sprintf("superseded: the device booted again (from %s) into bundle %s before its agent started", orUnknown(ip), r.Bundle.Name)
+			if o.Boots >= s.maxBoots() {
+				msg = fmt.Sprintf("the device booted %d times without its agent starting: check that the imaging environment boots on this machine", o.Boots)
+			}
+			if _, err := s.finish(ctx, o.ID, store.JobFailed, msg); err != nil && !errors.Is(err, ErrJobOver) {
+				return store.Job{}, 0, err
+			}
+		default:
+			s.Security(ctx, r.MAC, "busy", fmt.Sprintf("boot request for %s from %s refused: its job %d (bundle %s) is %s, handed to %s; the running job wins",
+				r.MAC, orUnknown(ip), o.ID, o.Bundle, o.State, orUnknown(o.ClientIP)))
+			return store.Job{}, 0, &BusyError{Job: o}
+		}
+	}
+	if !s.guard.allowClaim(r.MAC, s.now(), s.claimBurst()) {
+		s.Security(ctx, r.MAC, "rate", fmt.Sprintf("boot request for %s from %s refused: more than %d job hand-outs for this device within %s",
+			r.MAC, orUnknown(ip), s.claimBurst(), claimWindow))
+		return store.Job{}, 0, fmt.Errorf("%s: %w", r.MAC, ErrRateLimited)
+	}
+	return j, reuse, nil
+}
+
+// BusyError is the refusal of a claim for a device whose job is open.
+type BusyError struct{ Job store.Job }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("job %d (bundle %s) is %s for this device: %s", e.Job.ID, e.Job.Bundle, e.Job.State, ErrBusy)
+}
+
+// Unwrap makes errors.Is(err, ErrBusy) true.
+func (e *BusyError) Unwrap() error { return ErrBusy }
+
+// Errors of Start and HandOut.
+var (
+	ErrBusy        = errors.New("the device's open job wins over a new boot request")
+	ErrRateLimited = errors.New("too many job hand-outs for this device; try again later")
+)
+
+func orUnknown(ip string) string {
+	if ip == "" {
+		return "an unknown address"
+	}
+	return ip
+}
+
+// clientAddr normalises an address or host:port ("[::ffff:10.0.0.5]:80"
+// is 10.0.0.5); anything unparsable is kept as is.
+func clientAddr(s string) string {
+	if host, _, err := net.SplitHostPort(s); err == nil {
+		s = host
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return s
+	}
+	return a.Unmap().WithZone("").String()
 }
 
 func imageNote(j store.Job) string {
@@ -120,41 +359,32 @@ func imageNote(j store.Job) string {
 }
 
 // HandOut records a bundle that leaves the server and never reports back
-// (os-install): its job is created and succeeds at once.
+// (os-install): its job is created and succeeds at once. The same claim
+// rules as Start apply: a device whose job is open elsewhere gets nothing
+// (ErrBusy), and hand-outs are rate-limited per device.
 func (s *Service) HandOut(ctx context.Context, r StartRequest) (store.Job, error) {
-	if err := s.interrupt(ctx, r.MAC); err != nil {
-		return store.Job{}, err
-	}
-	j, err := r.job()
+	j, reuse, err := s.claim(ctx, r)
 	if err != nil {
 		return store.Job{}, err
+	}
+	if reuse != 0 {
+		msg := fmt.Sprintf("superseded: the device booted again (from %s) into bundle %s before its agent started", orUnknown(clientAddr(r.ClientIP)), r.Bundle.Name)
+		if _, err := s.finish(ctx, reuse, store.JobFailed, msg); err != nil && !errors.Is(err, ErrJobOver) {
+			return store.Job{}, err
+		}
 	}
 	token, err := newToken()
 	if err != nil {
 		return store.Job{}, err
 	}
+	now := s.now()
 	j.TokenHash = HashToken(token) // never handed to anyone
-	now := time.Now()
-	j.StartedAt = now
+	j.ClientIP, j.Boots, j.CreatedAt, j.StartedAt, j.TokenIssuedAt = clientAddr(r.ClientIP), 1, now, now, now
 	if j, err = s.Store.CreateJob(ctx, j); err != nil {
 		return store.Job{}, err
 	}
-	s.event(ctx, j, fmt.Sprintf("job %d created: bundle %s (%s) — %s", j.ID, j.Bundle, j.Kind, r.Why))
+	s.event(ctx, j, fmt.Sprintf("job %d created: bundle %s (%s), handed to %s — %s", j.ID, j.Bundle, j.Kind, orUnknown(j.ClientIP), r.Why))
 	return s.finish(ctx, j.ID, store.JobSucceeded, "handed out to the device (the installer does not report back)")
-}
-
-// interrupt fails the device's open jobs: it booted again.
-func (s *Service) interrupt(ctx context.Context, mac string) error {
-	open, err := s.Store.Jobs(ctx, store.JobFilter{MAC: mac, Open: true})
-	if err != nil {
-		return err
-	}
-	for _, j := range open {
-		if _, err := s.finish(ctx, j.ID, store.JobFailed, "interrupted: the device booted again before the job ended"); err != nil && !errors.Is(err, ErrJobOver) {
-			return err
-		}
-	}
-	return nil
 }
 
 // Fail ends a job that could not even start (e.g. no imaging environment).
@@ -170,8 +400,13 @@ func (s *Service) Cancel(ctx context.Context, id int64, actor string) (store.Job
 	return s.finish(ctx, id, store.JobCancelled, "cancelled by "+actor)
 }
 
-// Authenticate returns the open job a token belongs to.
-func (s *Service) Authenticate(ctx context.Context, token string) (store.Job, error) {
+// Authenticate returns the open job a token belongs to, for a request
+// from remote (an address or host:port; "" skips the address check, for
+// callers that are not network requests). A token works only from the
+// address its job was handed to (ErrWrongClient, recorded as a security
+// event) and only while its job is open and alive: the token of a job
+// that went silent expires with it (ErrJobOver).
+func (s *Service) Authenticate(ctx context.Context, token, remote string) (store.Job, error) {
 	token = strings.TrimSpace(token)
 	if token == "" {
 		return store.Job{}, ErrUnauthorized
@@ -186,6 +421,18 @@ func (s *Service) Authenticate(ctx context.Context, token string) (store.Job, er
 	if store.JobFinished(j.State) {
 		return store.Job{}, fmt.Errorf("job %d is %s: %w", j.ID, j.State, ErrJobOver)
 	}
+	if remote != "" && j.ClientIP != "" {
+		if ip := clientAddr(remote); ip != j.ClientIP {
+			s.Security(ctx, j.MAC, "client", fmt.Sprintf("job %d: its token was used from %s, but the job was handed to %s: refused", j.ID, ip, j.ClientIP))
+			return store.Job{}, fmt.Errorf("job %d: token used from %s: %w", j.ID, ip, ErrWrongClient)
+		}
+	}
+	if why := s.stale(j); why != "" {
+		if _, err := s.finish(ctx, j.ID, store.JobFailed, why); err != nil && !errors.Is(err, ErrJobOver) {
+			return store.Job{}, err
+		}
+		return store.Job{}, fmt.Errorf("job %d expired: %w", j.ID, ErrJobOver)
+	}
 	return j, nil
 }
 
@@ -193,6 +440,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (store.Job, er
 var (
 	ErrUnauthorized = errors.New("missing or unknown job token")
 	ErrJobOver      = errors.New("job already ended")
+	ErrWrongClient  = errors.New("a job token works only from the address its job was handed to")
 )
 
 // Fetched records that the agent asked for its job.
@@ -200,7 +448,7 @@ func (s *Service) Fetched(ctx context.Context, id int64) (store.Job, error) {
 	j, err := s.Store.UpdateJob(ctx, id, func(j *store.Job) error {
 		if j.State == store.JobPending {
 			j.State = store.JobBooting
-			j.StartedAt = time.Now()
+			j.StartedAt = s.now()
 		}
 		return nil
 	})
@@ -231,7 +479,7 @@ func (s *Service) Report(ctx context.Context, id int64, p Progress) (store.Job, 
 			started = true
 			j.State = store.JobRunning
 			if j.StartedAt.IsZero() {
-				j.StartedAt = time.Now()
+				j.StartedAt = s.now()
 			}
 		}
 		j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message = clip(p.Phase, 64), p.BytesDone, p.BytesTotal, p.Rate, clip(p.Message, 512)
@@ -273,7 +521,7 @@ func (s *Service) finish(ctx context.Context, id int64, state, msg string) (stor
 		if store.JobFinished(j.State) {
 			return fmt.Errorf("job %d is already %s: %w", j.ID, j.State, ErrJobOver)
 		}
-		j.FinishedAt = time.Now()
+		j.FinishedAt = s.now()
 		j.State = state
 		switch state {
 		case store.JobSucceeded:

@@ -48,7 +48,7 @@ func setup(t *testing.T, s *Service, name, kind, params string, once bool) Start
 	if err != nil {
 		t.Fatal(err)
 	}
-	return StartRequest{MAC: mac, Bundle: b, Assignment: &a}
+	return StartRequest{MAC: mac, Bundle: b, Assignment: &a, ClientIP: "127.0.0.1"}
 }
 
 func assignments(t *testing.T, s *Service) int {
@@ -70,22 +70,29 @@ func TestJobLifecycleClearsOnceAssignmentOnlyOnSuccess(t *testing.T) {
 	if j1.State != store.JobPending || !strings.HasPrefix(tok1, "pbj_") || j1.TokenHash == tok1 || j1.Image != "win11" || j1.Bundle != "win" || j1.AssignmentID != w.Assignment.ID {
 		t.Fatalf("new job: %+v token %q", j1, tok1)
 	}
-	// The device boots again before the job ends: the first job is interrupted.
+	// The device boots again from the same address before its agent
+	// started: the same job, a fresh token; the first one stops working.
 	j2, tok2, err := s.Start(ctx, w)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Store.Job(ctx, j1.ID); got.State != store.JobFailed || !strings.Contains(got.Error, "interrupted") {
-		t.Fatalf("first job after a second boot: %+v", got)
+	if j2.ID != j1.ID || tok2 == tok1 || j2.Boots != 2 {
+		t.Fatalf("second boot of a pending job: %+v (token changed: %v)", j2, tok2 != tok1)
 	}
-	if _, err := s.Authenticate(ctx, tok1); !errors.Is(err, ErrJobOver) {
-		t.Fatalf("token of an ended job: %v", err)
+	if _, err := s.Authenticate(ctx, tok1, "127.0.0.1:4000"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("replaced token: %v", err)
 	}
-	if _, err := s.Authenticate(ctx, "pbj_nope"); !errors.Is(err, ErrUnauthorized) {
+	if _, err := s.Authenticate(ctx, "pbj_nope", ""); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("unknown token: %v", err)
 	}
-	if j, err := s.Authenticate(ctx, tok2); err != nil || j.ID != j2.ID {
+	if j, err := s.Authenticate(ctx, tok2, "127.0.0.1:4000"); err != nil || j.ID != j2.ID {
 		t.Fatalf("token 2: %+v %v", j, err)
+	}
+	if _, err := s.Authenticate(ctx, tok2, "[::ffff:127.0.0.1]:4000"); err != nil {
+		t.Fatalf("token 2 from the v4-mapped address: %v", err)
+	}
+	if _, err := s.Authenticate(ctx, tok2, "10.9.9.9:4000"); !errors.Is(err, ErrWrongClient) {
+		t.Fatalf("token 2 from another address: %v", err)
 	}
 	if _, err := s.Report(ctx, j2.ID, Progress{BytesDone: 10, BytesTotal: 5}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("progress beyond total: %v", err)
@@ -103,6 +110,9 @@ func TestJobLifecycleClearsOnceAssignmentOnlyOnSuccess(t *testing.T) {
 	}
 	if _, err := s.Finish(ctx, j2.ID, true, ""); !errors.Is(err, ErrJobOver) {
 		t.Fatalf("finishing twice: %v", err)
+	}
+	if _, err := s.Authenticate(ctx, tok2, "127.0.0.1:4000"); !errors.Is(err, ErrJobOver) {
+		t.Fatalf("token of an ended job: %v", err)
 	}
 	// Success clears it.
 	j3, _, err := s.Start(ctx, w)

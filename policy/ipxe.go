@@ -30,10 +30,18 @@ const (
 )
 
 // ServeHTTP answers iPXE's /boot.ipxe requests.
+//
+// Only network-boot firmware asks for them: a request a web browser makes
+// on behalf of a page (an <img src> pointing here) is refused before it
+// can register a device or claim its work.
 func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	q := r.URL.Query()
+	q := parseQuery(r.URL.RawQuery)
 	base := "http://" + r.Host
+	if q.Get("mac") != "" && fromBrowser(r) {
+		http.Error(w, "boot scripts are for network-boot firmware (iPXE), not for web browsers", http.StatusForbidden)
+		return
+	}
 	if q.Get("mac") == "" {
 		// Bootstrap: ask iPXE to come back with what it knows about the
 		// machine (the seed's phase 3 hardware detection).
@@ -55,6 +63,39 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeScript(w, script)
+}
+
+// parseQuery parses a query string as iPXE builds it: ${var:uristring}
+// percent-encodes what it must but leaves "+" as is, so "+" is a plus
+// (url.ParseQuery would turn "Q35 + ICH9" into "Q35   ICH9"). Malformed
+// pairs are skipped.
+func parseQuery(raw string) url.Values {
+	v := url.Values{}
+	for pair := range strings.SplitSeq(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		k, val, _ := strings.Cut(pair, "=")
+		k, err1 := url.PathUnescape(k)
+		val, err2 := url.PathUnescape(val)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		v.Add(k, val)
+	}
+	return v
+}
+
+// fromBrowser reports whether a web browser sent the request (for a page,
+// not for firmware): browsers send Origin, Referer or Fetch Metadata
+// headers and a Mozilla user agent; iPXE sends none of them.
+func fromBrowser(r *http.Request) bool {
+	for _, h := range []string{"Origin", "Referer", "Sec-Fetch-Site", "Sec-Fetch-Mode", "Sec-Fetch-Dest"} {
+		if r.Header.Get(h) != "" {
+			return true
+		}
+	}
+	return strings.HasPrefix(r.Header.Get("User-Agent"), "Mozilla/")
 }
 
 func writeScript(w http.ResponseWriter, s string) {
@@ -137,6 +178,7 @@ func bootstrapScript(base string) string {
 // what it decided.
 // bundle is the menu entry an operator picked (action "bundle").
 func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, seen store.Sighting) (string, error) {
+	ctx = withClient(ctx, seen.IP)
 	var dev store.Device
 	var err error
 	if action == actionAuto {
@@ -240,6 +282,19 @@ type bootNote struct {
 }
 
 type bootNoteKey struct{}
+
+type clientKey struct{}
+
+// withClient carries the address a boot request came from: the job it
+// starts is bound to it.
+func withClient(ctx context.Context, ip string) context.Context {
+	return context.WithValue(ctx, clientKey{}, ip)
+}
+
+func clientFrom(ctx context.Context) string {
+	ip, _ := ctx.Value(clientKey{}).(string)
+	return ip
+}
 
 func withBootNote(ctx context.Context, text string) context.Context {
 	return context.WithValue(ctx, bootNoteKey{}, &bootNote{text: text})

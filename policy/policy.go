@@ -42,6 +42,14 @@ type Engine struct {
 	// Jobs runs imaging jobs; Imaging says where the imaging environment is.
 	Jobs    *jobs.Service
 	Imaging config.Imaging
+	// AgentServer, when set, returns the base URL the imaging agent uses
+	// (e.g. "https://10.0.0.2:8443") for a boot request that came to
+	// host (the request's Host: the address the device reached); nil or
+	// "": the boot request's own base.
+	AgentServer func(host string) string
+	// AgentFingerprint is the SHA-256 pin ("sha256:HEX") of the server's
+	// TLS certificate the agent accepts; empty: none (plain HTTP).
+	AgentFingerprint string
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 

@@ -3,12 +3,14 @@ package policy
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"strings"
 
 	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/tftp"
 )
@@ -49,7 +51,10 @@ func (e *Engine) Generate(ctx context.Context, req tftp.Request) (io.ReadSeeker,
 		if d, err = e.register(ctx, dev, d); err != nil {
 			return nil, 0, fmt.Errorf("pxelinux config for %s: %w", mac, err)
 		}
-		job, err := e.handOut(ctx, dev, d, "pxelinux config "+name)
+		job, err := e.handOut(withClient(ctx, req.Peer.Addr().String()), dev, d, "pxelinux config "+name)
+		if errors.Is(err, jobs.ErrBusy) || errors.Is(err, jobs.ErrRateLimited) {
+			return nil, 0, fs.ErrNotExist // "default": the local disk; the refusal is a security event
+		}
 		if err != nil {
 			return nil, 0, fmt.Errorf("pxelinux config for %s: %w", mac, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/jobs"
@@ -44,6 +45,9 @@ func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decis
 			return "#!ipxe\nset 210:string tftp://" + host + "/\nchain tftp://" + host + "/" + e.Boot.PXELinux + "\n", nil
 		}
 		job, err := e.handOut(ctx, dev, d, why)
+		if refused, script := e.refusal(ctx, base, dev.MAC, err); refused {
+			return script, nil
+		}
 		if err != nil {
 			return "", err
 		}
@@ -54,6 +58,9 @@ func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decis
 		return e.kernelScript(base, fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Cmdline), nil
 	case store.RunsAgent(b.Kind):
 		spec, err := e.imagingBoot(ctx, base, dev, d)
+		if refused, script := e.refusal(ctx, base, dev.MAC, err); refused {
+			return script, nil
+		}
 		if err != nil {
 			return e.localScript(ctx, dev.MAC, err.Error())
 		}
@@ -63,6 +70,35 @@ func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decis
 		return e.kernelScript(base, fmt.Sprintf("job %d: %s %s", spec.Job, b.Kind, b.Name), spec.Kernel, spec.Initrd, spec.Cmdline), nil
 	}
 	return e.localScript(ctx, dev.MAC, "bundle "+b.Name+" boots the local disk")
+}
+
+// busyRetry is how long a device whose job is open elsewhere waits before
+// it asks again.
+const busyRetry = 30 * time.Second
+
+// refusal turns a claim the job service refused into the device's
+// script: when its job is open (handed to another address, or its agent
+// still at work) the device waits and asks again — the job ends or
+// expires meanwhile — and when it claimed too often it boots its disk.
+// The refusal itself was recorded as a security event.
+func (e *Engine) refusal(ctx context.Context, base, mac string, err error) (bool, string) {
+	var busy *jobs.BusyError
+	switch {
+	case errors.As(err, &busy):
+		self := base + "/boot.ipxe?mac=" + url.QueryEscape(mac) + "&action=" + actionDef
+		return true, fmt.Sprintf("#!ipxe\necho Preboot: job %d is %s for this machine (handed to %s); asking again in %d s\nsleep %d\nchain %s || goto failed\n:failed\n%s",
+			busy.Job.ID, busy.Job.State, menuText(orUnknown(busy.Job.ClientIP)), int(busyRetry.Seconds()), int(busyRetry.Seconds()), self, e.localBoot())
+	case errors.Is(err, jobs.ErrRateLimited):
+		return true, "#!ipxe\necho Preboot: too many boots into work for this machine; booting the local disk\nsleep 5\n" + e.localBoot()
+	}
+	return false, ""
+}
+
+func orUnknown(ip string) string {
+	if ip == "" {
+		return "an unknown address"
+	}
+	return ip
 }
 
 func decodeParams(b store.Bundle, v any) error {
@@ -107,7 +143,7 @@ func (e *Engine) handOut(ctx context.Context, dev store.Device, d Decision, why 
 	if e.Jobs == nil {
 		return store.Job{}, errors.New("this server runs no job service")
 	}
-	j, err := e.Jobs.HandOut(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: why})
+	j, err := e.Jobs.HandOut(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: why, ClientIP: clientFrom(ctx)})
 	if err != nil {
 		return store.Job{}, fmt.Errorf("hand out bundle %s to %s: %w", d.Bundle.Name, dev.MAC, err)
 	}
@@ -230,7 +266,7 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 	if e.Jobs == nil {
 		return imagingBootSpec{}, fmt.Errorf("bundle %s for %s, but this server runs no job service", d.Bundle.Name, dev.MAC)
 	}
-	job, token, err := e.Jobs.Start(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason})
+	job, token, err := e.Jobs.Start(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason, ClientIP: clientFrom(ctx)})
 	if err != nil {
 		return imagingBootSpec{}, fmt.Errorf("start %s job for %s: %w", d.Bundle.Kind, dev.MAC, err)
 	}
@@ -248,7 +284,21 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 	if err != nil {
 		return imagingBootSpec{}, err
 	}
-	cmdline := strings.TrimSpace(fmt.Sprintf("%s preboot.server=%s://%s preboot.token=%s preboot.job=%d",
-		e.Imaging.Cmdline, u.Scheme, u.Host, token, job.ID))
+	server := u.Scheme + "://" + u.Host
+	if e.AgentServer != nil {
+		if s := e.AgentServer(u.Host); s != "" {
+			server = s
+		}
+	}
+	cmdline := fmt.Sprintf("%s preboot.server=%s preboot.token=%s preboot.job=%d", e.Imaging.Cmdline, server, token, job.ID)
+	if e.AgentFingerprint != "" {
+		cmdline += " preboot.tls=" + e.AgentFingerprint
+	}
+	if job.ClientIP != "" {
+		// The token works only from this address: the imaging
+		// environment asks its DHCP server for it again.
+		cmdline += " preboot.ip=" + job.ClientIP
+	}
+	cmdline = strings.TrimSpace(cmdline)
 	return imagingBootSpec{Job: job.ID, Kernel: kernel, Initrd: []string{initrd}, Cmdline: cmdline}, nil
 }

@@ -76,6 +76,10 @@ const (
 	EventAdmin     = "admin"     // an administrator changed something
 	EventJob       = "job"       // a job changed state
 	EventPolicy    = "policy"    // a rule matched, a device was registered or named
+	// EventSecurity: something refused that looked like an attack or a
+	// spoofed device (a boot claim for a device whose job is running, a
+	// job token used from another address...).
+	EventSecurity = "security"
 )
 
 // Event is one thing that happened: to a device (MAC set), in a job (Job
@@ -567,10 +571,17 @@ type Job struct {
 	Message       string          `json:"message,omitempty"`
 	Error         string          `json:"error,omitempty"`
 	TokenHash     string          `json:"-"`
-	CreatedAt     time.Time       `json:"created_at"`
-	StartedAt     time.Time       `json:"started_at,omitzero"`
-	UpdatedAt     time.Time       `json:"updated_at"`
-	FinishedAt    time.Time       `json:"finished_at,omitzero"`
+	// ClientIP is the address the job's boot (and token) was handed to:
+	// the agent must call from it. Boots counts the hand-outs (a pending
+	// job booted again from the same address gets a fresh token);
+	// TokenIssuedAt is when the current token was handed out.
+	ClientIP      string    `json:"client_ip,omitempty"`
+	Boots         int       `json:"boots,omitempty"`
+	TokenIssuedAt time.Time `json:"token_issued_at,omitzero"`
+	CreatedAt     time.Time `json:"created_at"`
+	StartedAt     time.Time `json:"started_at,omitzero"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
 }
 
 // JobFilter selects jobs; zero values mean "any". Newest first.

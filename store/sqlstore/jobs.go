@@ -13,15 +13,16 @@ import (
 )
 
 const jobCols = `id, mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after, compression,
-	state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at`
+	state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
+	client_ip, boots, token_issued_at`
 
 func scanJob(r scanner) (store.Job, error) {
 	var j store.Job
 	var params string
-	var created, started, updated, finished int64
+	var created, started, updated, finished, issued int64
 	if err := r.Scan(&j.ID, &j.MAC, &j.Kind, &j.BundleID, &j.Bundle, &j.BundleVersion, &j.AssignmentID, &params, &j.Image, &j.Device,
 		&j.After, &j.Compression, &j.State, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.Rate, &j.Message, &j.Error, &j.TokenHash,
-		&created, &started, &updated, &finished); err != nil {
+		&created, &started, &updated, &finished, &j.ClientIP, &j.Boots, &issued); err != nil {
 		return store.Job{}, err
 	}
 	if params != "" {
@@ -29,6 +30,7 @@ func scanJob(r scanner) (store.Job, error) {
 	}
 	j.CreatedAt, j.UpdatedAt = fromMicros(created), fromMicros(updated)
 	j.StartedAt, j.FinishedAt = optTime(started), optTime(finished)
+	j.TokenIssuedAt = optTime(issued)
 	return j, nil
 }
 
@@ -57,12 +59,17 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 	if !j.FinishedAt.IsZero() {
 		j.FinishedAt = normTime(j.FinishedAt)
 	}
+	if !j.TokenIssuedAt.IsZero() {
+		j.TokenIssuedAt = normTime(j.TokenIssuedAt)
+	}
 	err = s.r().queryRow(ctx, `INSERT INTO jobs (mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
-		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
+		client_ip, boots, token_issued_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		j.MAC, j.Kind, j.BundleID, j.Bundle, j.BundleVersion, j.AssignmentID, string(j.Params), j.Image, j.Device, j.After,
 		j.Compression, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error, j.TokenHash,
-		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt)).Scan(&j.ID)
+		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt),
+		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt)).Scan(&j.ID)
 	if err != nil {
 		return store.Job{}, fmt.Errorf("create job for %s: %w", mac, s.dbErr(err))
 	}
@@ -176,8 +183,9 @@ func (s *Store) CountJobs(ctx context.Context, f store.JobFilter) (int, error) {
 }
 
 // UpdateJob implements store.Store: fn may change the state, phase,
-// progress, message, error and the start and finish times; UpdatedAt
-// becomes now. The job row is locked while fn runs.
+// progress, message, error, the start and finish times and the token
+// (hash, client address, boots, issue time); UpdatedAt becomes now. The
+// job row is locked while fn runs.
 func (s *Store) UpdateJob(ctx context.Context, id int64, fn func(*store.Job) error) (store.Job, error) {
 	var j store.Job
 	err := s.inTx(ctx, func(r runner) error {
@@ -196,10 +204,16 @@ func (s *Store) UpdateJob(ctx context.Context, id int64, fn func(*store.Job) err
 		if !j.FinishedAt.IsZero() {
 			j.FinishedAt = normTime(j.FinishedAt)
 		}
+		if !j.TokenIssuedAt.IsZero() {
+			j.TokenIssuedAt = normTime(j.TokenIssuedAt)
+		}
+		if j.TokenHash == "" {
+			return fmt.Errorf("a job keeps a token hash: %w", store.ErrInvalid)
+		}
 		_, err = r.exec(ctx, `UPDATE jobs SET state = ?, phase = ?, bytes_done = ?, bytes_total = ?, rate = ?, message = ?, error = ?,
-			started_at = ?, updated_at = ?, finished_at = ? WHERE id = ?`,
+			started_at = ?, updated_at = ?, finished_at = ?, token_hash = ?, client_ip = ?, boots = ?, token_issued_at = ? WHERE id = ?`,
 			j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error,
-			optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt), id)
+			optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt), j.TokenHash, j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), id)
 		return err
 	})
 	if err != nil {
