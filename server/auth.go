@@ -21,10 +21,10 @@ type jobKey struct{}
 func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tok := jobs.BearerToken(r); strings.HasPrefix(tok, api.JobTokenPrefix) {
-			j, err := js.Authenticate(r.Context(), tok)
+			j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
 			if err != nil {
 				code := http.StatusUnauthorized
-				if errors.Is(err, jobs.ErrJobOver) {
+				if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
 					code = http.StatusForbidden
 				} else if !errors.Is(err, jobs.ErrUnauthorized) {
 					code = http.StatusInternalServerError
