@@ -185,8 +185,8 @@ func TestRealClients(t *testing.T) {
 			{"escape", "Error code 2: Access violation"},
 			{"escape-rel", "Error code 2: Access violation"},
 			{"zero", "Error code 2: Access violation"},
-			{"fifo", "Error code 2: Access violation"},
-			{"dir", "Error code 2: Access violation"},
+			{"fifo", "Error code 1: File not found"}, // regular files only, opened without blocking
+			{"dir", "Error code 1: File not found"},
 		} {
 			t.Run(c.file, func(t *testing.T) {
 				out := filepath.Join(t.TempDir(), "out")

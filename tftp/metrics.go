@@ -13,6 +13,7 @@ type Metrics struct {
 	retransmits prometheus.Counter
 	active      prometheus.Gauge
 	duration    prometheus.Histogram
+	refused     *prometheus.CounterVec
 }
 
 // NewMetrics creates the TFTP metrics and registers them with reg (if reg is not nil).
@@ -39,11 +40,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Duration of TFTP transfers, from request to last acknowledgement or failure.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "preboot", Subsystem: "tftp", Name: "requests_refused_total",
+			Help: "Read requests dropped without a transfer, by reason (busy: tftp.max_transfers reached; client_busy: tftp.max_transfers_per_client reached; duplicate: a retransmitted request of a transfer in progress).",
+		}, []string{"reason"}),
+	}
+	for _, r := range []string{refusedBusy, refusedClientBusy, refusedDuplicate} {
+		m.refused.WithLabelValues(r)
 	}
 	if reg != nil {
-		reg.MustRegister(m.transfers, m.bytesSent, m.retransmits, m.active, m.duration)
+		reg.MustRegister(m.transfers, m.bytesSent, m.retransmits, m.active, m.duration, m.refused)
 	}
 	return m
+}
+
+func (m *Metrics) refuse(reason string) {
+	if m != nil {
+		m.refused.WithLabelValues(reason).Inc()
+	}
 }
 
 func (m *Metrics) start() {

@@ -61,6 +61,21 @@ type Server struct {
 	MaxBlockSize int // largest blksize offered (8..65464); default 65464
 	MaxWindow    int // largest windowsize offered (1..65535); default 64
 	MaxRetries   int // timeouts in a row before a transfer is given up; default 8
+	// RetriesBeforeAck bounds the retransmissions of the first packet (OACK
+	// or DATA 1) while the client has acknowledged nothing yet: until then
+	// its address is unverified (it may be a victim's, spoofed), so the
+	// server sends at most 1+RetriesBeforeAck packets, and never more than
+	// one window, to it. Default 2; < 0 means none.
+	RetriesBeforeAck int
+
+	// MaxTransfers caps the transfers in progress (default 1024) and
+	// MaxTransfersPerClient those from one source address (default 16).
+	// A request beyond a cap, or a retransmitted request of a transfer in
+	// progress (same address, port and bytes), is dropped without an
+	// answer: the client retransmits it later, and a flood costs no socket,
+	// file or goroutine.
+	MaxTransfers          int
+	MaxTransfersPerClient int
 	// MaxWindowBytes bounds windowsize × blksize: the windowsize offered is lowered to fit.
 	// A window larger than the client's socket buffer loses its tail on every burst, so the
 	// default, 64 KiB, stays well inside Linux's default 208 KiB receive buffer.
@@ -88,6 +103,8 @@ type config struct {
 	metrics                      *Metrics
 	maxBlock, maxWindow, retries int
 	maxWindowBytes               int
+	retriesBeforeAck             int
+	maxTransfers, maxPerClient   int
 	minRTO, maxRTO, initialRTO   time.Duration
 	generator                    Generator
 	root                         *os.Root
@@ -99,6 +116,19 @@ func (s *Server) config() config {
 		log: s.Logger, metrics: s.Metrics, generator: s.Generator,
 		maxBlock: s.MaxBlockSize, maxWindow: s.MaxWindow, retries: s.MaxRetries, maxWindowBytes: s.MaxWindowBytes,
 		minRTO: s.MinTimeout, maxRTO: s.MaxTimeout, initialRTO: s.InitialTimeout,
+		retriesBeforeAck: s.RetriesBeforeAck, maxTransfers: s.MaxTransfers, maxPerClient: s.MaxTransfersPerClient,
+	}
+	switch {
+	case c.retriesBeforeAck == 0:
+		c.retriesBeforeAck = DefaultRetriesBeforeAck
+	case c.retriesBeforeAck < 0:
+		c.retriesBeforeAck = 0
+	}
+	if c.maxTransfers <= 0 {
+		c.maxTransfers = DefaultMaxTransfers
+	}
+	if c.maxPerClient <= 0 {
+		c.maxPerClient = DefaultMaxTransfersPerClient
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -162,6 +192,8 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	lim := newLimiter(cfg.maxTransfers, cfg.maxPerClient)
+	var warnNext time.Time
 	buf := make([]byte, 65536)
 	for {
 		n, peer, local, err := rc.read(buf)
@@ -185,9 +217,23 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			cfg.log.Debug("tftp: dropping unexpected packet on the server port", "peer", peer, "opcode", pkt.Opcode())
 			continue
 		}
+		key := lim.key(peer, buf[:n])
+		if reason, ok := lim.acquire(key); !ok {
+			cfg.metrics.refuse(reason)
+			if reason != refusedDuplicate && time.Now().After(warnNext) {
+				warnNext = time.Now().Add(time.Minute)
+				cfg.log.Warn("tftp: request dropped, too many transfers in progress (logged at most once a minute)",
+					"peer", peer, "file", req.Filename, "reason", reason,
+					"max_transfers", cfg.maxTransfers, "max_transfers_per_client", cfg.maxPerClient)
+			} else {
+				cfg.log.Debug("tftp: request dropped", "peer", peer, "file", req.Filename, "reason", reason)
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer lim.release(key)
 			serveRequest(ctx, &cfg, req, peer, local)
 		}()
 	}

@@ -63,6 +63,7 @@ type transfer struct {
 	bytes       int64 // file bytes delivered (acknowledged)
 	sent        int64 // payload bytes sent, retransmissions included
 	retransmits int
+	acked       bool // the client acknowledged something: its address is its own
 	rtt         rttEstimator
 	rbuf        []byte
 }
@@ -209,8 +210,12 @@ func (t *transfer) prepare(ctx context.Context, req *RequestPacket) (io.ReadSeek
 	// O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below anyway.
 	f, err := t.cfg.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		switch {
+		case errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR):
 			return nil, 0, nil, notFound(err)
+		case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM):
+			// Out of descriptors is the server's trouble, not the client's fault.
+			return nil, 0, nil, &protoError{ErrUndefined, "Server busy", resultError, err}
 		}
 		return nil, 0, nil, &protoError{ErrAccessViolation, "Access violation", resultAccessViolation, err}
 	}
@@ -220,9 +225,10 @@ func (t *transfer) prepare(ctx context.Context, req *RequestPacket) (io.ReadSeek
 		return nil, 0, nil, &protoError{ErrAccessViolation, "Access violation", resultAccessViolation, err}
 	}
 	if !fi.Mode().IsRegular() {
+		// Directories, FIFOs, devices and sockets are not served: not found,
+		// as over HTTP.
 		f.Close()
-		return nil, 0, nil, &protoError{ErrAccessViolation, "Access violation", resultAccessViolation,
-			fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type())}
+		return nil, 0, nil, notFound(fmt.Errorf("%s is not a regular file (%s)", name, fi.Mode().Type()))
 	}
 	return f, fi.Size(), func() { f.Close() }, nil
 }
@@ -340,6 +346,16 @@ func (t *transfer) contentSize(src io.ReadSeeker, size int64) (int64, error) {
 
 var errGaveUp = errors.New("peer stopped answering")
 
+// maxRetries is the number of timeouts in a row a transfer survives: few
+// until the client has acknowledged a packet (an unverified, perhaps
+// spoofed, address gets a small bounded number of packets), more after.
+func (t *transfer) maxRetries() int {
+	if !t.acked {
+		return min(t.cfg.retriesBeforeAck, t.cfg.retries)
+	}
+	return t.cfg.retries
+}
+
 // sendOACK sends the option acknowledgement and waits for ACK 0.
 func (t *transfer) sendOACK(opts []Option) error {
 	pkt, err := (&OAckPacket{Options: opts}).AppendBinary(nil)
@@ -369,10 +385,11 @@ func (t *transfer) sendOACK(opts []Option) error {
 				if retries == 0 {
 					t.rtt.sample(time.Since(sentAt))
 				}
+				t.acked = true
 				return nil
 			}
 		}
-		if retries >= t.cfg.retries {
+		if retries >= t.maxRetries() {
 			return fmt.Errorf("%w: no ACK for OACK after %d retries", errGaveUp, retries)
 		}
 		t.rtt.backoff()
@@ -447,8 +464,8 @@ func (t *transfer) sendData(src io.Reader) error {
 			block, isAck, err := t.recv()
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				retries++
-				if retries > t.cfg.retries {
-					return fmt.Errorf("%w: no ACK for block %d after %d retries", errGaveUp, base, t.cfg.retries)
+				if retries > t.maxRetries() {
+					return fmt.Errorf("%w: no ACK for block %d after %d retries", errGaveUp, base, t.maxRetries())
 				}
 				t.rtt.backoff()
 				if retries == 1 && w > 1 {
@@ -488,6 +505,7 @@ func (t *transfer) sendData(src io.Reader) error {
 			}
 			base = s + 1
 			retries = 0
+			t.acked = true
 			if s == last {
 				return nil
 			}
