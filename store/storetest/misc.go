@@ -189,7 +189,7 @@ func testJobs(t *testing.T, st store.Store) {
 	params := json.RawMessage(`{"image":"win11","device":"/dev/sda"}`)
 	j, err := st.CreateJob(ctx, store.Job{MAC: "02-00-00-00-06-01", Kind: store.KindImageRestore, BundleID: 3, Bundle: "win11",
 		BundleVersion: 2, AssignmentID: 5, Params: params, Image: "win11", Device: "/dev/sda", After: store.AfterReboot,
-		Compression: 3, TokenHash: "tok-1"})
+		Compression: 3, TokenHash: "tok-1", ClientIP: "10.0.0.7", Boots: 1, TokenIssuedAt: time.Date(2026, 6, 1, 1, 0, 0, 0, time.UTC)})
 	ok(t, err)
 	if j.ID == 0 || j.MAC != "02:00:00:00:06:01" || j.State != store.JobPending || j.CreatedAt.IsZero() || !j.UpdatedAt.Equal(j.CreatedAt) {
 		t.Fatalf("job = %+v", j)
@@ -232,6 +232,20 @@ func testJobs(t *testing.T, st store.Store) {
 	}
 	_, err = st.UpdateJob(ctx, 9999, func(j *store.Job) error { return nil })
 	is(t, err, store.ErrNotFound)
+	// A pending job handed out again gets a fresh token: the old one
+	// stops finding it.
+	issued := time.Date(2026, 6, 1, 3, 0, 0, 0, time.UTC)
+	u = must[store.Job](t)(st.UpdateJob(ctx, j.ID, func(j *store.Job) error {
+		j.TokenHash, j.Boots, j.TokenIssuedAt = "tok-2", 2, issued
+		return nil
+	}))
+	if got := must[store.Job](t)(st.JobByToken(ctx, "tok-2")); got.ID != j.ID || got.Boots != 2 || !got.TokenIssuedAt.Equal(issued) || got.ClientIP != "10.0.0.7" {
+		t.Fatalf("job by its new token = %+v", got)
+	}
+	_, err = st.JobByToken(ctx, "tok-1")
+	is(t, err, store.ErrNotFound)
+	_, err = st.UpdateJob(ctx, j.ID, func(j *store.Job) error { j.TokenHash = ""; return nil })
+	is(t, err, store.ErrInvalid)
 	u = must[store.Job](t)(st.UpdateJob(ctx, j.ID, func(j *store.Job) error {
 		j.State, j.Error, j.FinishedAt = store.JobFailed, "disk gone", time.Now()
 		return nil
