@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,7 +102,7 @@ func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, en
 				return "", err
 			}
 			waitCarrier(ctx, name, 5*time.Second)
-			lease, err := dhcp(ctx, name, 4*time.Second)
+			lease, err := dhcp(ctx, name, 4*time.Second, env.WantIP)
 			if err != nil {
 				logger.Info("no DHCP lease", "interface", name, "round", round, "err", err)
 				continue
@@ -110,6 +111,11 @@ func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, en
 				return "", fmt.Errorf("configure %s: %w", name, err)
 			}
 			logger.Info("DHCP lease", "interface", name, "addr", env.Addr, "gateway", env.Gateway, "server", lease.ACK.ServerIPAddr)
+			if env.WantIP.IsValid() && env.Addr.Addr() != env.WantIP {
+				logger.Warn("the DHCP server gave another address than the one this machine booted with: the job's token works only from "+
+					env.WantIP.String()+", so the server will refuse the job (give this MAC a fixed address, or keep leases per MAC)",
+					"got", env.Addr.Addr(), "want", env.WantIP)
+			}
 			return name, nil
 		}
 	}
@@ -128,7 +134,12 @@ func waitCarrier(ctx context.Context, name string, timeout time.Duration) {
 	}
 }
 
-func dhcp(ctx context.Context, iface string, timeout time.Duration) (*nclient4.Lease, error) {
+// dhcp gets a lease on iface. It identifies itself as iPXE and the
+// firmware do (client identifier: hardware type 1 and the MAC), so that
+// the site's DHCP server sees the same client, and asks for want (the
+// address the machine booted with, preboot.ip=) in its DISCOVER: the
+// job's token works only from that address.
+func dhcp(ctx context.Context, iface string, timeout time.Duration, want netip.Addr) (*nclient4.Lease, error) {
 	c, err := nclient4.New(iface, nclient4.WithTimeout(timeout), nclient4.WithRetry(2))
 	if err != nil {
 		return nil, err
@@ -136,10 +147,24 @@ func dhcp(ctx context.Context, iface string, timeout time.Duration) (*nclient4.L
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 3*timeout)
 	defer cancel()
-	return c.Request(ctx,
+	mods := []dhcpv4.Modifier{
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(VendorClass)),
 		dhcpv4.WithOption(dhcpv4.OptHostName("preboot")),
-		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer))
+		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer),
+	}
+	if ifc, err := net.InterfaceByName(iface); err == nil && len(ifc.HardwareAddr) > 0 {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClientIdentifier(append([]byte{1}, ifc.HardwareAddr...))))
+	}
+	discover := mods
+	if want.Is4() {
+		// Only in the DISCOVER: the REQUEST names what was offered.
+		discover = append(slices.Clip(mods), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(want.AsSlice())))
+	}
+	offer, err := c.DiscoverOffer(ctx, discover...)
+	if err != nil {
+		return nil, fmt.Errorf("no offer: %w", err)
+	}
+	return c.RequestFromOffer(ctx, offer, mods...)
 }
 
 // configure applies a DHCP ACK to the interface and records it in env.
