@@ -131,6 +131,9 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	// backstop when it reaches walBackstop pages: a background
 	// connection does it (see checkpointer), so that the fsyncs of
 	// checkpoints stay off the boot path.
+	if err := secureSQLiteFiles(path); err != nil {
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=wal_autocheckpoint(" + strconv.Itoa(walBackstop) + ")&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
@@ -260,6 +263,9 @@ func (s *Store) migrate(ctx context.Context) error {
 	}
 	p, err := goose.NewProvider(s.d.goose, s.db, sub, opts...)
 	if err != nil {
+		return err
+	}
+	if err := checkSchemaVersion(ctx, p); err != nil {
 		return err
 	}
 	_, err = p.Up(ctx)
