@@ -486,7 +486,25 @@ type Store interface {
 	// after now and returns how many.
 	DeleteExpiredSessions(ctx context.Context, now time.Time) (int, error)
 
+	// Prune deletes old events and finished jobs (with their logs) as o
+	// says; open jobs are never deleted. It works in small batches, so
+	// that it does not hold up other writers for long.
+	Prune(ctx context.Context, o PruneOptions) (PruneStats, error)
+
 	Close() error
+}
+
+// PruneOptions says what Store.Prune deletes; zero values delete nothing.
+type PruneOptions struct {
+	EventsBefore time.Time // events older than this
+	JobsBefore   time.Time // jobs finished before this (succeeded, failed, cancelled), with their logs
+	MaxEvents    int       // keep at most this many events, the newest
+}
+
+// PruneStats counts what Store.Prune deleted.
+type PruneStats struct {
+	Events int64 `json:"events"`
+	Jobs   int64 `json:"jobs"`
 }
 
 // User is a web console user; only a bcrypt hash of the password is

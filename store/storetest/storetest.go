@@ -48,6 +48,7 @@ func Run(t *testing.T, open Opener) {
 		{"Users", testUsers},
 		{"Sessions", testSessions},
 		{"Counts", testCounts},
+		{"Prune", testPrune},
 		{"NothingHalfWritten", testNothingHalfWritten},
 		{"ConcurrentSightings", testConcurrentSightings},
 		{"ConcurrentJobUpdates", testConcurrentJobUpdates},
