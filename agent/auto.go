@@ -18,15 +18,20 @@ import (
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // Env is what the imaging environment's kernel command line tells the
-// agent: preboot.server=URL preboot.token=TOKEN preboot.job=ID [preboot.debug=1].
+// agent: preboot.server=URL preboot.token=TOKEN preboot.job=ID
+// [preboot.tls=sha256:HEX] [preboot.debug=1].
 type Env struct {
 	Server string
 	Token  string
 	Job    int64
 	Debug  bool
+	// TLS pins the server's certificate (sha256:HEX): with an https
+	// server, exactly that certificate is accepted.
+	TLS string
 }
 
 // ParseCmdline reads the preboot.* keys of a kernel command line.
@@ -39,6 +44,11 @@ func ParseCmdline(cmdline string) (Env, error) {
 			e.Server = v
 		case "preboot.token":
 			e.Token = v
+		case "preboot.tls":
+			if _, err := tlspin.Parse(v); err != nil {
+				return e, fmt.Errorf("preboot.tls: %w", err)
+			}
+			e.TLS = v
 		case "preboot.job":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -93,7 +103,7 @@ func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	if base == nil {
 		base = slog.New(slog.DiscardHandler)
 	}
-	jc := &JobClient{BaseURL: env.Server, Token: env.Token, HTTP: o.HTTP, Attempts: o.Attempts, Backoff: o.Backoff, Logger: base}
+	jc := &JobClient{BaseURL: env.Server, Token: env.Token, HTTP: o.HTTP, TLSFingerprint: env.TLS, Attempts: o.Attempts, Backoff: o.Backoff, Logger: base}
 	job, err := jc.Job(ctx)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("get job: %w", err)
@@ -238,7 +248,7 @@ func (r *jobRun) disk(jobDevice string) (string, error) {
 }
 
 func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
-	st := &httpstore.Client{BaseURL: r.env.Server, Token: r.env.Token, HTTP: r.o.HTTP, Image: img,
+	st := &httpstore.Client{BaseURL: r.env.Server, Token: r.env.Token, HTTP: r.o.HTTP, TLSFingerprint: r.env.TLS, Image: img,
 		Replace: true, Logger: r.log}
 	onProgress := func(p image.Progress) {
 		r.prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate)})
@@ -317,7 +327,7 @@ func (r *jobRun) script(ctx context.Context, p *bundle.Script) error {
 		Script:  p.Script,
 		Timeout: timeout,
 		Env: []string{"PREBOOT_SERVER=" + r.env.Server, fmt.Sprintf("PREBOOT_JOB=%d", r.job.ID),
-			"PREBOOT_MAC=" + r.job.MAC, "PREBOOT_DISK=" + disk},
+			"PREBOOT_MAC=" + r.job.MAC, "PREBOOT_DISK=" + disk, "PREBOOT_TLS_FINGERPRINT=" + r.env.TLS},
 		Output: func(line string) {
 			_, _ = r.ship.Write([]byte(line + "\n"))
 			r.base.InfoContext(ctx, "script", "out", line)

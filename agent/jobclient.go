@@ -10,7 +10,10 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/preboot/preboot/tlspin"
 )
 
 // Job is the work the server assigned (GET /api/v1/agent/job): one run of
@@ -57,11 +60,38 @@ type JobClient struct {
 	BaseURL string
 	Token   string
 	HTTP    *http.Client // nil: a client with a 30 s timeout
+	// TLSFingerprint, when set (sha256:HEX), makes the default client
+	// accept exactly the server certificate with that fingerprint.
+	TLSFingerprint string
 	// Attempts per call (5 when 0); Backoff is the first retry delay,
 	// doubled up to 5 s (500 ms when 0).
 	Attempts int
 	Backoff  time.Duration
 	Logger   *slog.Logger
+
+	hcOnce sync.Once
+	hc     *http.Client
+	hErr   error
+}
+
+// client is HTTP, else a client with a 30 s timeout (pinned when
+// TLSFingerprint is set).
+func (c *JobClient) client() (*http.Client, error) {
+	if c.HTTP != nil {
+		return c.HTTP, nil
+	}
+	c.hcOnce.Do(func() {
+		c.hc = &http.Client{Timeout: 30 * time.Second}
+		if c.TLSFingerprint != "" {
+			tc, err := tlspin.Config(c.TLSFingerprint)
+			if err != nil {
+				c.hErr = err
+				return
+			}
+			c.hc.Transport = tlspin.Transport(tc)
+		}
+	})
+	return c.hc, c.hErr
 }
 
 // APIError is a non-2xx answer of the server.
@@ -172,9 +202,9 @@ func (c *JobClient) once(ctx context.Context, method, path string, payload []byt
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	hc, err := c.client()
+	if err != nil {
+		return false, err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -32,8 +32,8 @@ type Options struct {
 	Policy *policy.Engine
 	Jobs   *jobs.Service
 	Logger *slog.Logger
-	// Auth authenticates requests (admin tokens, console sessions,
-	// loopback trust); nil trusts loopback and checks tokens.
+	// Auth authenticates requests (admin socket peers, admin tokens,
+	// console sessions); nil checks tokens only.
 	Auth *Auth
 	// ImageExists, when set, lets bundles that read an image be refused
 	// while it does not exist.
@@ -53,7 +53,7 @@ func New(o Options) *Handler {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Auth == nil {
-		o.Auth = &Auth{Store: o.Store, TrustLoopback: true}
+		o.Auth = &Auth{Store: o.Store}
 	}
 	h := &Handler{Options: o, mux: http.NewServeMux()}
 	for _, rt := range h.routes() {
@@ -323,7 +323,8 @@ type ctxKey int
 const actorKey ctxKey = 1
 
 // ActorFrom names who makes a request: "token:<name>", "user:<name>" (a
-// console session) or "loopback".
+// console session), "local:<name>" (an OS user on the admin socket) or
+// "loopback" (only with the unsafe loopback trust).
 func ActorFrom(ctx context.Context) string {
 	if a, ok := ctx.Value(actorKey).(string); ok {
 		return a

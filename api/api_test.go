@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,6 +61,9 @@ type env struct {
 	js    *jobs.Service
 	auth  *api.Auth
 	token string // sent as a bearer token when set
+	// local: requests without a token come as root on the admin socket
+	// would (a Peer in their context), else as anonymous TCP clients.
+	local *atomic.Bool
 }
 
 func newEnv(t *testing.T, st store.Store) *env {
@@ -67,13 +71,31 @@ func newEnv(t *testing.T, st store.Store) *env {
 	ns := api.NotifyingStore{Store: st, N: n}
 	js := &jobs.Service{Store: ns}
 	pol := &policy.Engine{Store: ns, Boot: config.Default().Boot, DefaultSettings: policy.SettingsFromConfig(config.Default().Menu), Jobs: js}
-	auth := &api.Auth{Store: ns, TrustLoopback: true}
+	auth := &api.Auth{Store: ns}
 	images := map[string]bool{"win11": true, "ubuntu": true}
 	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: auth, Events: n, Version: "test",
 		ImageExists: func(name string) bool { return images[name] }})
-	srv := httptest.NewServer(h)
+	local := &atomic.Bool{}
+	local.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if local.Load() && r.Header.Get("Authorization") == "" {
+			r = r.WithContext(api.WithPeer(r.Context(), api.Peer{UID: 0, User: "root", Allowed: true}))
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, st: ns, js: js, auth: auth}
+	return &env{t: t, srv: srv, st: ns, js: js, auth: auth, local: local}
+}
+
+// asLocal serves requests without a token as root on the admin socket
+// (a Peer in their context, as the server's socket puts it).
+func asLocal(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "" {
+			r = r.WithContext(api.WithPeer(r.Context(), api.Peer{User: "root", Allowed: true}))
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // call sends a request and decodes a JSON answer into out (if not nil);
@@ -142,7 +164,7 @@ const macA = "52:54:00:00:00:0a"
 func TestAuth(t *testing.T) {
 	backends(t, func(t *testing.T, open func(t *testing.T) store.Store) {
 		e := newEnv(t, open(t))
-		// Loopback is trusted by default; a token can be created.
+		// Root on the admin socket is an admin; a token can be created.
 		var tok api.NewTokenResponse
 		e.call("POST", "/api/v1/tokens", map[string]string{"name": "ci"}, 201, &tok)
 		if !strings.HasPrefix(tok.Secret, "pba_") || tok.Name != "ci" {
@@ -155,8 +177,8 @@ func TestAuth(t *testing.T) {
 		if len(list) != 1 || list[0].Prefix == "" || strings.Contains(fmt.Sprint(list), tok.Secret) {
 			t.Fatalf("token list: %+v", list)
 		}
-		// Without loopback trust a token is required.
-		e.auth.TrustLoopback = false
+		// On TCP a token is required (loopback is not trusted).
+		e.local.Store(false)
 		e.errorOf("GET", "/api/v1/devices", nil, 401, "preboot token create")
 		e.token = "pba_0000"
 		e.errorOf("GET", "/api/v1/devices", nil, 401, "unknown or revoked")
@@ -489,8 +511,9 @@ func compact(raw json.RawMessage) string {
 	return b.String()
 }
 
-// A web page open in a browser on the server host must not borrow the
-// loopback trust to change things.
+// With the unsafe http.trust_loopback, a web page open in a browser on the
+// server host must still not borrow the loopback trust to change things,
+// nor may a reverse proxy's clients.
 func TestLoopbackTrustRefusesOtherSites(t *testing.T) {
 	e := newEnv(t, func() store.Store {
 		st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "api.db"))
@@ -500,7 +523,10 @@ func TestLoopbackTrustRefusesOtherSites(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		return st
 	}())
-	for _, h := range []map[string]string{{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"}} {
+	e.local.Store(false)
+	e.auth.TrustLoopback = true
+	for _, h := range []map[string]string{{"Origin": "http://evil.example"}, {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+		{"Origin": "http://10.66.66.66"}, {"X-Forwarded-For": "192.0.2.9"}, {"Forwarded": "for=192.0.2.9"}} {
 		req, _ := http.NewRequest("POST", e.srv.URL+"/api/v1/groups", strings.NewReader(`{"name":"x"}`))
 		for k, v := range h {
 			req.Header.Set(k, v)

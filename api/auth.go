@@ -9,11 +9,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/preboot/preboot/hostcheck"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
@@ -27,14 +27,21 @@ const (
 )
 
 // Auth decides who may use the admin API (and the image repository's
-// administrative side): a bearer admin token; else the web console's
-// session cookie (when Sessions is set); else — when TrustLoopback is set
-// — any client on the loopback interface. A request that carries a valid
-// session cookie and no token acts as the console user even from
-// loopback, so that a browser on the server itself is CSRF-checked and
-// audited by name too.
+// administrative side): a client of the local admin socket whose OS
+// identity the server accepted (a Peer in the request's context); else a
+// bearer admin token; else the web console's session cookie (when
+// Sessions is set); else — only when TrustLoopback is set, which is
+// unsafe — any client on the loopback interface. A request that carries
+// a valid session cookie and no token acts as the console user even
+// from loopback, so that a browser on the server itself is CSRF-checked
+// and audited by name too.
 type Auth struct {
-	Store         store.Store
+	Store store.Store
+	// TrustLoopback makes every loopback client without a token an
+	// administrator: every local user, and every client of a reverse
+	// proxy on this host. Off by default; kept for those who want it.
+	// Requests that a proxy forwarded (Forwarded, X-Forwarded-For,
+	// X-Real-IP) or a browser sent for another site never get it.
 	TrustLoopback bool
 	Logger        *slog.Logger
 	// Sessions checks the console's session cookie (nil: cookies are
@@ -42,9 +49,37 @@ type Auth struct {
 	// change something (not GET, HEAD or OPTIONS) must send the session's
 	// CSRF token in the X-CSRF-Token header.
 	Sessions *session.Manager
+	// Hosts are the names the server answers to: a browser's Origin is
+	// judged against them (nil: IP literals and localhost only).
+	Hosts *hostcheck.Hosts
 
 	mu      sync.Mutex
 	touched map[int64]time.Time // last_used written at most once a minute
+}
+
+// Peer is the OS identity of a client of the local admin socket
+// (SO_PEERCRED), put in the request's context by the socket's server.
+type Peer struct {
+	UID, GID, PID int
+	User          string // the user name of UID ("uid N" when unknown)
+	// Allowed: root, the server's own user or a member of the admin
+	// group; Why says why not otherwise.
+	Allowed bool
+	Why     string
+}
+
+type peerKey struct{}
+
+// WithPeer returns ctx carrying the admin socket's peer.
+func WithPeer(ctx context.Context, p Peer) context.Context {
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// PeerFrom returns the admin socket's peer of a request, if it came
+// through the socket.
+func PeerFrom(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
 }
 
 // NewToken returns a fresh admin token and its hash.
@@ -59,9 +94,11 @@ func NewToken() (token, hash string, err error) {
 
 // Errors of Authenticate.
 var (
-	ErrNoCredentials = errors.New("authentication required: send an admin token (Authorization: Bearer pba_...; create one with `preboot token create NAME` on the server)")
+	ErrNoCredentials = errors.New("authentication required: send an admin token (Authorization: Bearer pba_...; create one with `preboot token create NAME` on the server host, which uses the admin socket)")
 	ErrBadToken      = errors.New("unknown or revoked admin token")
 	ErrJobToken      = errors.New("a job token only reaches its job's agent endpoints and image, not the admin API")
+	// ErrPeerDenied: a local user the admin socket does not accept.
+	ErrPeerDenied = errors.New("not allowed on the admin socket")
 	// ErrCSRF: a change made with the console's session cookie without
 	// the session's X-CSRF-Token header.
 	ErrCSRF = session.ErrCSRF
@@ -76,6 +113,12 @@ func (a *Auth) Authenticate(ctx context.Context, r *http.Request) (string, error
 // authenticate also returns the console session the request was
 // authenticated with, if any.
 func (a *Auth) authenticate(ctx context.Context, r *http.Request) (string, *session.Info, error) {
+	if p, ok := PeerFrom(ctx); ok {
+		if !p.Allowed {
+			return "", nil, fmt.Errorf("%w: %s", ErrPeerDenied, p.Why)
+		}
+		return "local:" + p.User, nil, nil
+	}
 	tok := jobs.BearerToken(r)
 	if tok == "" && a.Sessions != nil {
 		i, err := a.Sessions.Lookup(r)
@@ -96,7 +139,7 @@ func (a *Auth) authenticate(ctx context.Context, r *http.Request) (string, *sess
 func (a *Auth) tokenOrLoopback(ctx context.Context, r *http.Request, tok string) (string, error) {
 	switch {
 	case tok == "":
-		if a.TrustLoopback && IsLoopback(r.RemoteAddr) && !fromOtherSite(r) {
+		if a.TrustLoopback && IsLoopback(r.RemoteAddr) && !forwarded(r) && a.Hosts.SameOrigin(r) {
 			return "loopback", nil
 		}
 		return "", ErrNoCredentials
@@ -144,7 +187,7 @@ func (a *Auth) Admin(w http.ResponseWriter, r *http.Request) (context.Context, b
 			ctx = session.NewContext(ctx, *sess)
 		}
 		return ctx, true
-	case errors.Is(err, ErrJobToken), errors.Is(err, ErrCSRF):
+	case errors.Is(err, ErrJobToken), errors.Is(err, ErrCSRF), errors.Is(err, ErrPeerDenied):
 		writeError(w, http.StatusForbidden, err.Error())
 	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrBadToken):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="preboot"`)
@@ -165,18 +208,11 @@ func IsLoopback(remote string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// fromOtherSite reports whether a browser sent the request on behalf of
-// another site (a web page open on the server host posting to
-// 127.0.0.1): such requests never get loopback trust. The CLI and curl
-// send neither header.
-func fromOtherSite(r *http.Request) bool {
-	switch r.Header.Get("Sec-Fetch-Site") {
-	case "cross-site", "same-site":
-		return true
-	}
-	if o := r.Header.Get("Origin"); o != "" {
-		u, err := url.Parse(o)
-		if err != nil || u.Host != r.Host {
+// forwarded reports whether a proxy relayed the request (it says so in
+// one of the usual headers): a loopback peer is then not the client.
+func forwarded(r *http.Request) bool {
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Real-Ip"} {
+		if r.Header.Get(h) != "" {
 			return true
 		}
 	}

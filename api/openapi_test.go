@@ -985,10 +985,10 @@ func newLiveAPI(t *testing.T, images map[string]bool) *liveAPI {
 	ns := api.NotifyingStore{Store: st, N: n}
 	js := &jobs.Service{Store: ns}
 	pol := &policy.Engine{Store: ns, Boot: config.Default().Boot, DefaultSettings: policy.SettingsFromConfig(config.Default().Menu), Jobs: js}
-	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: &api.Auth{Store: ns, TrustLoopback: true}, Events: n, Version: "test",
+	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: &api.Auth{Store: ns}, Events: n, Version: "test",
 		ImageExists: func(name string) bool { return images[name] },
 		Status:      func(context.Context) (api.StatusInfo, error) { return exampleStatus(time.Now()), nil }})
-	l := newLive(t, h)
+	l := newLive(t, asLocal(h))
 	l.st, l.js = ns, js
 	return l
 }
@@ -1080,7 +1080,7 @@ func (l *liveAPI) do(method, path string, body any, want int, out any) []byte {
 	return l.send(method, path, body, want, out, false)
 }
 
-// anonymous sends a request without a token, as a trusted loopback client
+// anonymous sends a request without a token, as root on the admin socket
 // may (which the document's security requirement does not express).
 func (l *liveAPI) anonymous(method, path string, body any, want int, out any) {
 	l.t.Helper()
@@ -1158,7 +1158,7 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	ctx := context.Background()
 	const mac = "52:54:00:aa:00:01"
 
-	// Tokens: the first one from loopback, the rest with it.
+	// Tokens: the first one from the admin socket, the rest with it.
 	var tok api.NewTokenResponse
 	l.anonymous("POST", "/tokens", map[string]any{"name": "walkthrough"}, 201, &tok)
 	l.token = tok.Secret

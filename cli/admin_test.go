@@ -2,11 +2,14 @@ package cli_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,7 @@ import (
 
 	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // console is a browser of the web console's login, against a server URL.
@@ -141,9 +145,9 @@ func TestAdminUsers(t *testing.T) {
 	}
 
 	// Everything is in the event log.
-	evs := c.ok(t, "event", "list", "--server", s.url, "--kind", "admin", "--limit", "50")
+	evs := c.ok(t, "event", "list", "--socket", s.sock, "--kind", "admin", "--limit", "50")
 	contains(t, evs, "console user bob created on the server host", "password of console user bob changed",
-		"console user carol removed", `console login failed for user "bob"`, "user:bob")
+		"console user carol removed", "user:bob")
 }
 
 // serveProc is a `preboot serve` process on loopback.
@@ -157,7 +161,7 @@ type serveProc struct {
 func startServe(t *testing.T, c *cli, dataDir string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--copy-debian-files=false", "--log-format", "json",
-		"--http-listen", "127.0.0.1:0", "--tftp-listen", "127.0.0.1:0",
+		"--http-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--tftp-listen", "127.0.0.1:0",
 		"--proxydhcp-dhcp-listen", "", "--proxydhcp-pxe-listen", "127.0.0.1:0")
 	cmd.Env = c.env
 	pipe, err := cmd.StderrPipe()
@@ -210,6 +214,28 @@ func (p *serveProc) httpURL(t *testing.T) string {
 	return ""
 }
 
+// httpsURL waits for the "https listening" log line and returns the
+// server's HTTPS URL and its certificate's fingerprint.
+func (p *serveProc) httpsURL(t *testing.T) (string, string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(p.output(), "\n") {
+			var rec struct{ Msg, Addr, Fingerprint string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "https listening" {
+				return "https://" + rec.Addr, rec.Fingerprint
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("preboot serve exited:\n%s", p.output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	t.Fatalf("preboot serve did not listen within a minute:\n%s", p.output())
+	return "", ""
+}
+
 // stop sends SIGTERM to the process (by its PID) and waits for it.
 func (p *serveProc) stop(t *testing.T) {
 	if p.cmd.ProcessState != nil {
@@ -230,28 +256,46 @@ func TestServeFirstAdmin(t *testing.T) {
 	dir := t.TempDir()
 	p := startServe(t, c, dir)
 	u := p.httpURL(t)
+	tu, fp := p.httpsURL(t)
 
-	// The password is printed once on stderr, the log says where to change it.
+	// The password is in DATA_DIR/initial-admin-password (0600), never on
+	// stderr; stderr and the log say where it is.
 	out := p.output()
-	lines := strings.Split(out, "\n")
-	pw := ""
-	for i, l := range lines {
-		if strings.Contains(l, `created the first user "admin" with the password`) && i+2 < len(lines) {
-			pw = strings.TrimSpace(lines[i+2])
-		}
+	file := filepath.Join(dir, "initial-admin-password")
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v\n%s", fi, err, out)
 	}
-	if len(pw) < 20 || !strings.Contains(out, "preboot admin passwd admin") {
-		t.Fatalf("first admin not printed:\n%s", out)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := strings.Count(out, pw); n != 1 {
-		t.Fatalf("the password appears %d times on stderr:\n%s", n, out)
+	pw := strings.TrimSpace(string(b))
+	if len(pw) < 20 || !strings.Contains(out, "preboot admin passwd admin") || !strings.Contains(out, file) {
+		t.Fatalf("first admin not announced:\n%s", out)
 	}
-	if got := newConsole(t, u).login("admin", pw); got != loggedIn {
+	if strings.Contains(out, pw) {
+		t.Fatalf("the password appears on stderr:\n%s", out)
+	}
+	// The console is on HTTPS, with the logged certificate.
+	con := newConsole(t, tu)
+	tc, err := tlspin.Config(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	con.client.Transport = tlspin.Transport(tc)
+	if got := con.login("admin", pw); got != loggedIn {
 		t.Fatalf("first admin's login went to %s", got)
 	}
 
-	// The real server's status: every daemon up on its real address.
-	resp, err := http.Get(u + "/api/v1/status")
+	// The real server's status through the admin socket: every daemon up
+	// on its real address.
+	sock := filepath.Join(dir, "admin.sock")
+	sc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := sc.Get("http://localhost/api/v1/status")
 	if err != nil {
 		t.Fatal(err)
 	}

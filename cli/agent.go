@@ -19,11 +19,13 @@ import (
 	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // agentFlags are the flags capture and restore share.
 type agentFlags struct {
 	server, token, repo string
+	tokenFile, tlsPin   string
 	device, image       string
 	logLevel            string
 	quiet               bool
@@ -32,7 +34,9 @@ type agentFlags struct {
 func (a *agentFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&a.server, "server", "", "Preboot server URL (default: $PREBOOT_SERVER)")
-	f.StringVar(&a.token, "token", "", "job token sent as a bearer token (default: $PREBOOT_TOKEN)")
+	f.StringVar(&a.token, "token", "", "job or admin token sent as a bearer token (visible in the process list: prefer --token-file or $PREBOOT_TOKEN)")
+	f.StringVar(&a.tokenFile, "token-file", "", "file holding the token (default: $PREBOOT_TOKEN)")
+	f.StringVar(&a.tlsPin, "tls-fingerprint", "", "accept exactly the https server certificate with this fingerprint, sha256:HEX (default: $PREBOOT_TLS_FINGERPRINT)")
 	f.StringVar(&a.repo, "repo", "", "use a local image repository directory instead of a server")
 	f.StringVar(&a.device, "device", "", "block device or disk-image file (required)")
 	f.StringVar(&a.image, "image", "", "image name (required)")
@@ -47,7 +51,7 @@ type agentStore interface {
 	agent.ManifestGetter
 }
 
-func (a *agentFlags) store(log *slog.Logger) (agentStore, error) {
+func (a *agentFlags) store(g *globals, log *slog.Logger) (agentStore, error) {
 	if a.repo != "" {
 		r, err := image.OpenRepo(a.repo, image.RepoOptions{Logger: log})
 		if err != nil {
@@ -62,11 +66,30 @@ func (a *agentFlags) store(log *slog.Logger) (agentStore, error) {
 	if srv == "" {
 		return nil, errors.New("--server (or $PREBOOT_SERVER, or --repo) is required")
 	}
-	tok := a.token
-	if tok == "" {
+	var tok string
+	switch {
+	case a.tokenFile != "":
+		t, err := readSecretFile(a.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		tok = t
+	case a.token != "":
+		warnArgvSecret(g, "token", "--token-file FILE or $PREBOOT_TOKEN")
+		tok = a.token
+	default:
 		tok = os.Getenv("PREBOOT_TOKEN")
 	}
-	return &httpstore.Client{BaseURL: srv, Token: tok, Image: a.image, Replace: true, Logger: log}, nil
+	pin := a.tlsPin
+	if pin == "" {
+		pin = os.Getenv("PREBOOT_TLS_FINGERPRINT")
+	}
+	if pin != "" {
+		if _, err := tlspin.Parse(pin); err != nil {
+			return nil, err
+		}
+	}
+	return &httpstore.Client{BaseURL: srv, Token: tok, TLSFingerprint: pin, Image: a.image, Replace: true, Logger: log}, nil
 }
 
 func newAgent(g *globals) *cobra.Command {
@@ -90,7 +113,7 @@ func newAgentCapture(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := af.store(log)
+			st, err := af.store(g, log)
 			if err != nil {
 				return err
 			}
@@ -130,7 +153,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			st, err := af.store(log)
+			st, err := af.store(g, log)
 			if err != nil {
 				return err
 			}
@@ -228,7 +251,7 @@ func printAgentInfo(w io.Writer, in agent.Info) error {
 }
 
 func newAgentAuto(g *globals) *cobra.Command {
-	var cmdline, server, token, device, logLevel string
+	var cmdline, server, token, tokenFile, pin, device, logLevel string
 	var reboot bool
 	c := &cobra.Command{
 		Use:   "auto",
@@ -255,8 +278,20 @@ func newAgentAuto(g *globals) *cobra.Command {
 			if server != "" {
 				env.Server = server
 			}
-			if token != "" {
+			switch {
+			case tokenFile != "":
+				if env.Token, err = readSecretFile(tokenFile); err != nil {
+					return err
+				}
+			case token != "":
+				warnArgvSecret(g, "token", "--token-file FILE")
 				env.Token = token
+			}
+			if pin != "" {
+				if _, err := tlspin.Parse(pin); err != nil {
+					return err
+				}
+				env.TLS = pin
 			}
 			out, err := agent.Auto(cmd.Context(), env, agent.AutoOptions{Device: device, Logger: log,
 				Progress: agentProgressPrinter(g.stderr)})
@@ -284,7 +319,9 @@ func newAgentAuto(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&cmdline, "cmdline", "/proc/cmdline", "kernel command line to read preboot.* keys from")
 	c.Flags().StringVar(&server, "server", "", "server URL (overrides preboot.server=)")
-	c.Flags().StringVar(&token, "token", "", "job token (overrides preboot.token=)")
+	c.Flags().StringVar(&token, "token", "", "job token (overrides preboot.token=; visible in the process list: prefer --token-file)")
+	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the job token (overrides preboot.token=)")
+	c.Flags().StringVar(&pin, "tls-fingerprint", "", "pin of the server's certificate, sha256:HEX (overrides preboot.tls=)")
 	c.Flags().StringVar(&device, "device", "", "disk to work on (overrides the job's device)")
 	c.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	c.Flags().BoolVar(&reboot, "reboot", false, "reboot or power off afterwards as the job says (\"after\")")

@@ -37,7 +37,8 @@ import (
 
 // The admin CLI is tested through the built binary against the real HTTP
 // side of Preboot (server.Handler: API, boot policy, images) on loopback
-// over a real SQLite store.
+// and on an admin socket (server.NewAdminSocket, as `preboot serve` runs
+// it: the CLI's way in on the server host), over a real SQLite store.
 
 var bin string
 
@@ -61,6 +62,7 @@ func TestMain(m *testing.M) {
 // testServer is Preboot's HTTP side over one store.
 type testServer struct {
 	url  string
+	sock string // the admin socket (the test runs as root or as the server's user: an admin there)
 	st   store.Store
 	repo *image.Repo
 	js   *jobs.Service
@@ -89,13 +91,13 @@ func newServer(t *testing.T) *testServer {
 		t.Fatal(err)
 	}
 	s := &testServer{repo: repo, cfg: cfg}
-	s.url = s.serve(t, db, true)
+	s.url = s.serve(t, db, false)
 	return s
 }
 
 // serve starts one more HTTP front end over the store (trustLoopback:
-// whether loopback clients without a token are admins) and returns its
-// URL. The first call sets s.st and s.js.
+// the unsafe http.trust_loopback) and returns its URL. The first call
+// sets s.st and s.js and starts the admin socket.
 func (s *testServer) serve(t *testing.T, db store.Store, trustLoopback bool) string {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
@@ -109,9 +111,32 @@ func (s *testServer) serve(t *testing.T, db store.Store, trustLoopback bool) str
 		TFTPRoot: s.cfg.TFTP.Root, HTTPPort: "8080", Jobs: js, Imaging: s.cfg.Imaging}
 	cfg := s.cfg
 	cfg.HTTP.TrustLoopback = trustLoopback
-	srv := httptest.NewServer(server.Handler(st, pol, js, s.repo, cfg, prometheus.NewRegistry(), events, log))
+	h := server.Handler(st, pol, js, s.repo, cfg, prometheus.NewRegistry(), events, log)
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
+	if s.sock == "" {
+		s.sock = filepath.Join(s.cfg.DataDir, "admin.sock")
+		hs, ln, err := server.NewAdminSocket(s.sock, h, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go hs.Serve(ln)
+		t.Cleanup(func() { hs.Close() })
+	}
 	return srv.URL
+}
+
+// adminToken creates an admin token in the store (for clients on TCP).
+func (s *testServer) adminToken(t *testing.T, name string) string {
+	t.Helper()
+	secret, hash, err := api.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.st.CreateToken(t.Context(), store.Token{Name: name, Hash: hash, Prefix: secret[:10]}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
 }
 
 // addImage publishes a small image NAME in the repository.
@@ -262,7 +287,7 @@ const (
 
 func TestDevices(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 
 	contains(t, c.ok(t, "device", "list"), "MAC", "NAME", "LAST SEEN")
 	var devs []store.Device
@@ -338,7 +363,7 @@ func TestDevices(t *testing.T) {
 
 func TestGroups(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "device", "add", mac1)
 	c.ok(t, "device", "add", mac2)
 
@@ -401,7 +426,7 @@ func TestGroups(t *testing.T) {
 func TestBundles(t *testing.T) {
 	s := newServer(t)
 	s.addImage(t, "base")
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 
 	// A script from stdin.
 	c.stdin = "#!/bin/sh\necho hello\nlsblk\n"
@@ -479,7 +504,7 @@ func TestBundles(t *testing.T) {
 
 func TestAssignments(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "device", "add", mac1)
 	c.ok(t, "group", "add", "lab")
 	c.ok(t, "bundle", "create", "inv", "--kind", "inventory")
@@ -520,7 +545,7 @@ func TestAssignments(t *testing.T) {
 
 func TestRules(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "bundle", "create", "inv", "--kind", "inventory")
 	c.ok(t, "group", "add", "vms")
 	s.boot(t, "mac=52:54:00:00:00:02&manufacturer=QEMU&product=Standard%20PC&platform=pcbios")
@@ -585,7 +610,7 @@ func TestRules(t *testing.T) {
 func TestQuickTasks(t *testing.T) {
 	s := newServer(t)
 	s.addImage(t, "lab-base")
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "menu", "set", "--mode", "never")
 
 	// Capture: makes capture-<image>, assigns it once and forced.
@@ -644,7 +669,7 @@ func TestQuickTasks(t *testing.T) {
 
 func TestJobsAndEvents(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "device", "add", mac1)
 	c.ok(t, "bundle", "create", "inv", "--kind", "inventory")
 	ctx := t.Context()
@@ -829,6 +854,7 @@ func (r *running) result() result {
 // request's Last-Event-ID.
 type dropProxy struct {
 	target      string
+	token       string // sent to the target (the CLI talks to the proxy without one)
 	mu          sync.Mutex
 	streams     int
 	lastEventID []string
@@ -841,6 +867,7 @@ func (p *dropProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Header = r.Header.Clone()
+	req.Header.Set("Authorization", "Bearer "+p.token)
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
@@ -881,10 +908,10 @@ func (p *dropProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestEventStream(t *testing.T) { testEventStream(t, newServer(t)) }
 
 func testEventStream(t *testing.T, s *testServer) {
-	p := &dropProxy{target: s.url}
+	p := &dropProxy{target: s.url, token: s.adminToken(t, "stream")}
 	proxy := httptest.NewServer(p)
 	t.Cleanup(proxy.Close)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "device", "add", mac3)
 	var evs []store.Event
 	c.json(t, &evs, "event", "list", "--limit", "1")
@@ -938,7 +965,7 @@ func testEventStream(t *testing.T, s *testServer) {
 
 func TestMenuSettingsTokens(t *testing.T) {
 	s := newServer(t)
-	c := newCLI(t, "PREBOOT_SERVER="+s.url)
+	c := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	c.ok(t, "bundle", "create", "inv", "--kind", "inventory")
 
 	contains(t, c.ok(t, "menu", "show"), "Mode:", "Shell:")
@@ -1001,8 +1028,8 @@ func TestMenuSettingsTokens(t *testing.T) {
 // and PREBOOT_TOKEN, then the CLI config file (`preboot login`).
 func TestConnectionPrecedence(t *testing.T) {
 	s := newServer(t)
-	strict := s.serve(t, s.st, false) // loopback not trusted: a token is needed
-	admin := newCLI(t, "PREBOOT_SERVER="+s.url)
+	strict := s.url // TCP: a token is needed
+	admin := newCLI(t, "PREBOOT_SOCKET="+s.sock)
 	tok := strings.TrimSpace(admin.ok(t, "token", "create", "ops"))
 
 	dead := httptest.NewServer(http.NotFoundHandler())
@@ -1011,8 +1038,17 @@ func TestConnectionPrecedence(t *testing.T) {
 	// Nothing: 401 with a hint.
 	c := newCLI(t, "PREBOOT_SERVER="+strict)
 	c.fails(t, "preboot login", "device", "list")
-	// Flags.
-	c.ok(t, "device", "list", "--token", tok)
+	// Flags: --token works, with a warning; --token-file.
+	if r := c.run(t, "device", "list", "--token", tok); r.code != 0 || !strings.Contains(r.stderr, "process list") {
+		t.Fatalf("--token: %s", r)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.run(t, "device", "list", "--token-file", tokFile); r.code != 0 || r.stderr != "" {
+		t.Fatalf("--token-file: %s", r)
+	}
 	// Env.
 	c = newCLI(t, "PREBOOT_SERVER="+strict, "PREBOOT_TOKEN="+tok)
 	c.ok(t, "device", "list")
@@ -1044,16 +1080,17 @@ func TestConnectionPrecedence(t *testing.T) {
 	c.fails(t, "cannot reach", "device", "list")
 	c.ok(t, "device", "list", "--server", strict)
 
-	// The default file under ~/.config, and the loopback default.
+	// The default file under ~/.config, and the default server (no admin
+	// socket at ./var/admin.sock here).
 	c = newCLI(t)
-	if conn, err := net.Dial("tcp", "127.0.0.1:8080"); err == nil {
+	if conn, err := net.Dial("tcp", "127.0.0.1:8443"); err == nil {
 		conn.Close() // something listens there: do not talk to it
 	} else {
-		c.fails(t, "127.0.0.1:8080", "device", "list")
+		c.fails(t, "127.0.0.1:8443", "device", "list")
 	}
 	home := strings.TrimPrefix(c.env[0], "HOME=")
 	def := filepath.Join(home, ".config", "preboot", "cli.yaml")
-	contains(t, c.ok(t, "login", "--server", s.url), def)
+	contains(t, c.ok(t, "login", "--server", s.url, "--token-file", tokFile), def)
 	c.ok(t, "device", "list")
 	c.fails(t, "want a URL", "device", "list", "--server", "ftp://x")
 	c.fails(t, "--output", "device", "list", "-o", "yaml")
@@ -1074,12 +1111,11 @@ func TestServerDown(t *testing.T) {
 	}
 }
 
-// The first token, when loopback is not trusted, is written straight into
-// the server's database.
+// The first token can be written straight into the server's database
+// (as the server's OS user), without the server.
 func TestTokenCreateLocal(t *testing.T) {
 	s := newServer(t)
-	locked := s.serve(t, s.st, false)
-	c := newCLI(t, "PREBOOT_SERVER="+locked)
+	c := newCLI(t, "PREBOOT_SERVER="+s.url)
 	c.fails(t, "preboot token create", "device", "list")
 	c.fails(t, "no database", "token", "create", "first", "--local", "--data-dir", t.TempDir())
 	tok := strings.TrimSpace(c.ok(t, "token", "create", "first", "--local", "--data-dir", s.cfg.DataDir))

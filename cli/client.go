@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,37 +14,74 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
+	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/tlspin"
 )
 
-// defaultServer is where admin commands look for the API when nothing
-// else says where: the server trusts loopback clients by default.
-const defaultServer = "http://127.0.0.1:8080"
+// defaultServer is where admin commands look for the API over TCP when
+// nothing else says where (they need a token there).
+const defaultServer = "https://127.0.0.1:8443"
 
-// apiClient talks to a Preboot server's /api/v1.
+// defaultDataDir is the server's default data directory (`make run`),
+// where the CLI looks for the admin socket.
+const defaultDataDir = "./var"
+
+// socketBase is the URL of requests sent through the admin socket.
+const socketBase = "http://localhost"
+
+// apiClient talks to a Preboot server's /api/v1, over TCP (base) or the
+// admin socket (sock).
 type apiClient struct {
 	base  string
 	token string
+	sock  string // the admin socket's path, when used
 	http  *http.Client
 }
 
+// stream returns a client without an overall timeout, on the same
+// connection settings (socket, TLS pin), for streams and long transfers.
+func (c *apiClient) stream() *http.Client {
+	return &http.Client{Transport: c.http.Transport}
+}
+
+// where names the server for messages.
+func (c *apiClient) where() string {
+	if c.sock != "" {
+		return "the admin socket " + c.sock
+	}
+	return c.base
+}
+
 // adminFlags are the flags every admin command group shares: where the
-// server is, the token, and the output format.
+// server is (admin socket or URL), the token, TLS, and the output format.
 type adminFlags struct {
-	server string
-	token  string
-	output string
+	server         string
+	token          string
+	tokenFile      string
+	socket         string
+	dataDir        string
+	tlsFingerprint string
+	caCert         string
+	output         string
 }
 
 func (a *adminFlags) register(cmd *cobra.Command) {
-	cmd.PersistentFlags().StringVar(&a.server, "server", "", "Preboot server URL (default: $PREBOOT_SERVER, the CLI config file's server, else "+defaultServer+")")
-	cmd.PersistentFlags().StringVar(&a.token, "token", "", "admin API token (default: $PREBOOT_TOKEN, else the CLI config file's token)")
-	cmd.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json (the API's JSON)")
+	f := cmd.PersistentFlags()
+	f.StringVar(&a.server, "server", "", "Preboot server URL, e.g. https://preboot.example:8443 (default: $PREBOOT_SERVER, the CLI config file's server, else the admin socket, else "+defaultServer+")")
+	f.StringVar(&a.token, "token", "", "admin API token (visible in the process list: prefer --token-file or $PREBOOT_TOKEN)")
+	f.StringVar(&a.tokenFile, "token-file", "", "file holding the admin API token (default: $PREBOOT_TOKEN, else the CLI config file's token)")
+	f.StringVar(&a.socket, "socket", "", "admin socket of a server on this host (default: $PREBOOT_SOCKET, else DATA_DIR/admin.sock when no token is given)")
+	f.StringVar(&a.dataDir, "data-dir", "", "the server's data directory, where its admin socket is (default: $PREBOOT_DATA_DIR, the --config file's data_dir, else "+defaultDataDir+")")
+	f.StringVar(&a.tlsFingerprint, "tls-fingerprint", "", "accept exactly the server certificate with this fingerprint, sha256:HEX, as the server logs it (default: $PREBOOT_TLS_FINGERPRINT)")
+	f.StringVar(&a.caCert, "ca-cert", "", "PEM file of the CA (or the server's own certificate) to trust for https (default: the system's)")
+	f.StringVarP(&a.output, "output", "o", "table", "output format: table or json (the API's JSON)")
 }
 
 // json reports whether the output is the API's JSON.
@@ -53,6 +91,10 @@ func (a *adminFlags) json() bool { return a.output == "json" }
 type cliConfig struct {
 	Server string `yaml:"server,omitempty"`
 	Token  string `yaml:"token,omitempty"`
+	// TLSFingerprint pins the server's certificate (sha256:HEX).
+	TLSFingerprint string `yaml:"tls_fingerprint,omitempty"`
+	// CACert is a PEM file of the CA to trust for the server.
+	CACert string `yaml:"ca_cert,omitempty"`
 }
 
 // cliConfigPath is $PREBOOT_CLI_CONFIG, else ~/.config/preboot/cli.yaml
@@ -120,56 +162,173 @@ func writeCLIConfig(path string, c cliConfig) error {
 	return os.Rename(f.Name(), path)
 }
 
-// resolve finds the server URL and token: flags, else $PREBOOT_SERVER and
+// endpoint is where and how admin commands reach the server.
+type endpoint struct {
+	server   string // URL (TCP)
+	explicit bool   // server given by --server or $PREBOOT_SERVER
+	token    string
+	socket   string // admin socket path ("" = TCP)
+	tls      *tls.Config
+}
+
+// readSecretFile reads a token from a file: its first line, trimmed.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	tok := strings.TrimSpace(line)
+	if tok == "" {
+		return "", fmt.Errorf("token file %s is empty", path)
+	}
+	return tok, nil
+}
+
+// warnArgvSecret says on stderr that a secret given as a flag value shows
+// in the process list.
+func warnArgvSecret(g *globals, flag, instead string) {
+	fmt.Fprintf(g.stderr, "preboot: warning: --%s puts the secret on the command line, where every local user sees it in the process list "+
+		"(ps, /proc/PID/cmdline) and shell history keeps it: use %s\n", flag, instead)
+}
+
+// resolve finds the server and the token: flags, else $PREBOOT_SERVER and
 // $PREBOOT_TOKEN, else the CLI config file, else the server
-// configuration's server_url (when --config names one), else the
-// loopback default without a token.
-func (a *adminFlags) resolve(g *globals) (server, token string, err error) {
-	server, token = a.server, a.token
-	if server == "" {
-		server = os.Getenv("PREBOOT_SERVER")
+// configuration's server_url (when --config names one). With no token and
+// no server named by flag or environment, the admin socket of a server on
+// this host is used when it exists (--socket or $PREBOOT_SOCKET always).
+func (a *adminFlags) resolve(g *globals) (endpoint, error) {
+	var t endpoint
+	// Flags beat the environment: --socket, --server, then $PREBOOT_SOCKET,
+	// $PREBOOT_SERVER.
+	socket, explicitSocket := a.socket, a.socket != ""
+	t.server = a.server
+	if t.server == "" && !explicitSocket {
+		if socket = os.Getenv("PREBOOT_SOCKET"); socket != "" {
+			explicitSocket = true
+		} else {
+			t.server = os.Getenv("PREBOOT_SERVER")
+		}
 	}
-	if token == "" {
-		token = os.Getenv("PREBOOT_TOKEN")
-	}
-	if server == "" || token == "" {
-		c, _, err := readCLIConfig()
+	t.explicit = t.server != ""
+	switch {
+	case a.tokenFile != "":
+		tok, err := readSecretFile(a.tokenFile)
 		if err != nil {
-			return "", "", err
+			return t, err
 		}
-		if server == "" {
-			server = c.Server
+		t.token = tok
+	case a.token != "":
+		warnArgvSecret(g, "token", "--token-file FILE or $PREBOOT_TOKEN")
+		t.token = a.token
+	default:
+		t.token = os.Getenv("PREBOOT_TOKEN")
+	}
+	fp, ca := a.tlsFingerprint, a.caCert
+	if fp == "" {
+		fp = os.Getenv("PREBOOT_TLS_FINGERPRINT")
+	}
+	c, _, err := readCLIConfig()
+	if err != nil {
+		return t, err
+	}
+	if t.server == "" {
+		t.server = c.Server
+	}
+	if t.token == "" {
+		t.token = c.Token
+	}
+	if fp == "" && ca == "" {
+		fp, ca = c.TLSFingerprint, c.CACert
+	}
+	if !explicitSocket && t.token == "" && !t.explicit {
+		sp, err := a.socketPath(g)
+		if err != nil {
+			return t, err
 		}
-		if token == "" {
-			token = c.Token
+		if fi, err := os.Stat(sp); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			socket, explicitSocket = sp, true
 		}
 	}
-	if server == "" && g.configFile != "" {
+	if explicitSocket {
+		t.socket = socket
+		return t, nil
+	}
+	if t.server == "" && g.configFile != "" {
 		cfg, err := g.load()
 		if err != nil {
-			return "", "", err
+			return t, err
 		}
-		server = cfg.ServerURL
+		t.server = cfg.ServerURL
 	}
-	if server == "" {
-		server = defaultServer
+	if t.server == "" {
+		t.server = defaultServer
 	}
-	u, err := url.Parse(server)
+	u, err := url.Parse(t.server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", "", fmt.Errorf("server %q: want a URL like http://host:8080", server)
+		return t, fmt.Errorf("server %q: want a URL like https://host:8443", t.server)
 	}
-	return strings.TrimRight(server, "/"), token, nil
+	t.server = strings.TrimRight(t.server, "/")
+	switch {
+	case fp != "":
+		if t.tls, err = tlspin.Config(fp); err != nil {
+			return t, err
+		}
+	case ca != "":
+		if t.tls, err = tlspin.CAConfig(ca); err != nil {
+			return t, err
+		}
+	}
+	return t, nil
+}
+
+// socketPath is the admin socket of the server whose data directory is
+// --data-dir, else $PREBOOT_DATA_DIR, else the --config file's (with its
+// http.admin_socket), else ./var.
+func (a *adminFlags) socketPath(g *globals) (string, error) {
+	dir := a.dataDir
+	if dir == "" {
+		dir = os.Getenv("PREBOOT_DATA_DIR")
+	}
+	name := config.Default().HTTP.AdminSocket
+	if g.configFile != "" {
+		cfg, err := g.load()
+		if err != nil {
+			return "", err
+		}
+		if dir == "" {
+			dir = cfg.DataDir
+		}
+		name = cfg.HTTP.AdminSocket
+	}
+	if dir == "" {
+		dir = defaultDataDir
+	}
+	if name == "" || filepath.IsAbs(name) {
+		return name, nil
+	}
+	return filepath.Join(dir, name), nil
 }
 
 func (a *adminFlags) client(g *globals) (*apiClient, error) {
 	if a.output != "table" && a.output != "json" {
 		return nil, fmt.Errorf("--output %q: want table or json", a.output)
 	}
-	server, token, err := a.resolve(g)
+	t, err := a.resolve(g)
 	if err != nil {
 		return nil, err
 	}
-	return &apiClient{base: server, token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+	if t.socket != "" {
+		sock := t.socket
+		tr := &http.Transport{
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			},
+		}
+		return &apiClient{base: socketBase, token: t.token, sock: sock, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+	}
+	return &apiClient{base: t.server, token: t.token, http: &http.Client{Transport: tlspin.Transport(t.tls), Timeout: 30 * time.Second}}, nil
 }
 
 // clientFor is client plus the canonical form of a MAC argument.
@@ -238,9 +397,16 @@ func (c *apiClient) call(ctx context.Context, method, path string, body, out any
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return nil, nil, fmt.Errorf("%s %s: the Preboot server at %s did not answer in %s", method, path, c.base, c.http.Timeout)
+			return nil, nil, fmt.Errorf("%s %s: the Preboot server at %s did not answer in %s", method, path, c.where(), c.http.Timeout)
 		}
-		return nil, nil, fmt.Errorf("cannot reach the Preboot server at %s (is `preboot serve` running? set --server): %w", c.base, err)
+		if c.sock != "" {
+			if errors.Is(err, syscall.EACCES) {
+				return nil, nil, fmt.Errorf("cannot use the admin socket %s: permission denied (run as root or as a member of group preboot, "+
+					"or use --server https://HOST:8443 with --token-file): %w", c.sock, err)
+			}
+			return nil, nil, fmt.Errorf("cannot reach the Preboot server through its admin socket %s (is `preboot serve` running?): %w", c.sock, err)
+		}
+		return nil, nil, fmt.Errorf("cannot reach the Preboot server at %s (is `preboot serve` running? set --server, or run on the server host, where the admin socket is used): %w", c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -278,9 +444,11 @@ func responseError(resp *http.Response, data []byte, method, path string) error 
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		msg += "\n(give an admin token: --token, $PREBOOT_TOKEN or `preboot login`)"
+		msg += "\n(give an admin token: --token-file, $PREBOOT_TOKEN or `preboot login`; on the server host, the admin socket needs none)"
 	case http.StatusForbidden:
-		msg += "\n(this token is not an admin token: create one with `preboot token create NAME` on the server host)"
+		if !strings.Contains(msg, "admin socket") && !strings.Contains(msg, "HTTPS") && !strings.Contains(msg, "https://") {
+			msg += "\n(this token is not an admin token: create one with `preboot token create NAME` on the server host)"
+		}
 	}
 	return &apiError{Status: resp.StatusCode, Message: msg}
 }

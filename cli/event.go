@@ -222,7 +222,7 @@ func watch(ctx context.Context, c *apiClient, q url.Values, after int64, wo watc
 	if wo.idle <= 0 {
 		wo.idle = 45 * time.Second
 	}
-	hc := &http.Client{} // no overall timeout: the idle watchdog below replaces it
+	hc := c.stream() // no overall timeout: the idle watchdog below replaces it
 	seen := 0
 	failures := 0
 	for {
@@ -280,7 +280,7 @@ func streamOnce(ctx context.Context, c *apiClient, hc *http.Client, q url.Values
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		return 0, fmt.Errorf("cannot reach the Preboot server at %s: %w", c.base, err)
+		return 0, fmt.Errorf("cannot reach the Preboot server at %s: %w", c.where(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {

@@ -34,7 +34,7 @@ func newImage(g *globals) *cobra.Command {
 		}
 		// No overall timeout: verify, export and import run as long as
 		// they need (Ctrl-C cancels them).
-		return &httpstore.Client{BaseURL: c.base, Token: c.token, Attempts: 3}, nil
+		return &httpstore.Client{BaseURL: c.base, Token: c.token, HTTP: c.stream(), Attempts: 3}, nil
 	}
 
 	cmd.AddCommand(&cobra.Command{

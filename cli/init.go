@@ -19,7 +19,7 @@ func RunInit() int {
 	err := initenv.Run(ctx, nil, func(ctx context.Context, env *initenv.Env) error {
 		log := initenv.ConsoleLogger(env.Debug)
 		job, _ := strconv.ParseInt(env.Job, 10, 64)
-		out, err := agent.Auto(ctx, agent.Env{Server: env.Server, Token: env.Token, Job: job, Debug: env.Debug},
+		out, err := agent.Auto(ctx, agent.Env{Server: env.Server, Token: env.Token, Job: job, Debug: env.Debug, TLS: env.TLS},
 			agent.AutoOptions{Logger: log, Progress: agentProgressPrinter(os.Stderr)})
 		if errors.Is(err, agent.ErrNoJob) {
 			log.Info("no job assigned: rebooting; the next network boot goes to the local disk")

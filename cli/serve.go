@@ -24,7 +24,12 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.IntVar(&c.TFTP.MaxBlockSize, "tftp-max-blksize", d.TFTP.MaxBlockSize, "largest TFTP block size offered (512..65464)")
 	fs.IntVar(&c.TFTP.MaxWindow, "tftp-max-windowsize", d.TFTP.MaxWindow, "largest TFTP window size offered (1..64)")
 	fs.StringVar(&c.HTTP.Listen, "http-listen", d.HTTP.Listen, "HTTP listen address HOST:PORT (boot policy, files, API, metrics)")
-	fs.BoolVar(&c.HTTP.TrustLoopback, "trust-loopback", d.HTTP.TrustLoopback, "let loopback clients use the admin API without a token")
+	fs.BoolVar(&c.HTTP.TrustLoopback, "trust-loopback", d.HTTP.TrustLoopback, "UNSAFE: let every loopback client (any local user, any reverse proxy on this host) use the admin API without a token")
+	fs.StringVar(&c.HTTP.AdminSocket, "admin-socket", d.HTTP.AdminSocket, `unix socket for local administration (root, the server's user, group preboot); relative to DATA_DIR; "" = none`)
+	fs.StringSliceVar(&c.HTTP.Hosts, "http-hosts", d.HTTP.Hosts, "names this server answers to besides IP addresses, localhost and the host name (comma-separated)")
+	fs.StringVar(&c.HTTP.TLSListen, "tls-listen", d.HTTP.TLSListen, `HTTPS listen address HOST:PORT (console, API, images, agents); "" = no TLS`)
+	fs.StringVar(&c.HTTP.TLSCert, "tls-cert", d.HTTP.TLSCert, "TLS certificate PEM file (default: a self-signed one generated under DATA_DIR/tls)")
+	fs.StringVar(&c.HTTP.TLSKey, "tls-key", d.HTTP.TLSKey, "TLS private key PEM file (with --tls-cert)")
 	fs.BoolVar(&c.ProxyDHCP.Enabled, "proxydhcp", d.ProxyDHCP.Enabled, "run the proxyDHCP server")
 	fs.StringVar(&c.ProxyDHCP.DHCPListen, "proxydhcp-dhcp-listen", d.ProxyDHCP.DHCPListen, `proxyDHCP address on the DHCP port; "" when the site DHCP server runs on this host`)
 	fs.StringVar(&c.ProxyDHCP.PXEListen, "proxydhcp-pxe-listen", d.ProxyDHCP.PXEListen, "proxyDHCP address on the PXE port (4011)")
@@ -80,6 +85,12 @@ func applyChanged(fs *pflag.FlagSet, cfg *config.Config) {
 	serveFlags(tmp, cfg)
 	*cfg = loaded
 	fs.Visit(func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			if dst, ok := tmp.Lookup(f.Name).Value.(pflag.SliceValue); ok {
+				_ = dst.Replace(sv.GetSlice())
+				return
+			}
+		}
 		_ = tmp.Set(f.Name, f.Value.String())
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/server"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // createdToken is POST /tokens's answer: the token (shown once) and its
@@ -63,8 +64,8 @@ func newToken(g *globals) *cobra.Command {
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an admin token; it is printed once, the server keeps only its hash",
-		Long: "Create an admin token over the API, or with --local directly in the server's database (on the\n" +
-			"server, as the user that runs it: the first token when loopback clients are not trusted).",
+		Long: "Create an admin token over the API (on the server host through its admin socket), or with --local\n" +
+			"directly in the server's database (on the server, as the user that runs it).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var t createdToken
@@ -79,6 +80,9 @@ func newToken(g *globals) *cobra.Command {
 					return err
 				}
 			} else {
+				if dataDir != "" {
+					af.dataDir = dataDir // where the admin socket is
+				}
 				c, err := af.client(g)
 				if err != nil {
 					return err
@@ -86,21 +90,24 @@ func newToken(g *globals) *cobra.Command {
 				if raw, _, err = c.call(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": args[0]}, &t); err != nil {
 					return err
 				}
-				base = c.base
+				if c.sock == "" {
+					base = c.base
+				}
 			}
 			if base == "" {
-				base = "http://SERVER:8080"
+				base = "https://SERVER:8443"
 			}
 			return af.emit(g, raw, func() error {
 				fmt.Fprintln(g.stdout, t.Secret)
 				fmt.Fprintf(g.stderr, "Token %s (id %d) created. Copy it now: it is not shown again and cannot be recovered.\n"+
-					"Use it with --token, $PREBOOT_TOKEN, or: preboot login --server %s --token <token>\n", t.Name, t.ID, base)
+					"Save it in a file (mode 0600) and use it with --token-file FILE, $PREBOOT_TOKEN, or:\n"+
+					"preboot login --server %s --token-file FILE [--tls-fingerprint sha256:...]\n", t.Name, t.ID, base)
 				return nil
 			})
 		},
 	}
 	create.Flags().BoolVar(&local, "local", false, "write the token into the server's database directly (reads --config for the store)")
-	create.Flags().StringVar(&dataDir, "data-dir", "", "with --local: the server's data directory (default: the config's data_dir)")
+	create.Flags().StringVar(&dataDir, "data-dir", "", "the server's data directory: with --local its database, else its admin socket (default: the config's data_dir)")
 	cmd.AddCommand(create)
 
 	cmd.AddCommand(&cobra.Command{
@@ -132,10 +139,10 @@ func newToken(g *globals) *cobra.Command {
 // newLogin is `preboot login`: it saves the server URL and token in the
 // CLI config file.
 func newLogin(g *globals) *cobra.Command {
-	var server, token string
+	var server, token, tokenFile, fingerprint, caCert string
 	var verify bool
 	cmd := &cobra.Command{
-		Use:   "login --server URL [--token TOKEN]",
+		Use:   "login --server URL [--token-file FILE] [--tls-fingerprint sha256:HEX | --ca-cert FILE]",
 		Short: "Save the server URL and admin token for the admin commands (in the CLI config file, mode 0600)",
 		Long: "Save the server URL and admin token in the CLI config file: $PREBOOT_CLI_CONFIG, else\n" +
 			"~/.config/preboot/cli.yaml. Admin commands use them when no --server/--token flag or\n" +
@@ -143,15 +150,43 @@ func newLogin(g *globals) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if server == "" {
-				return errors.New("--server: required, e.g. http://preboot.example:8080")
+				return errors.New("--server: required, e.g. https://preboot.example:8443")
 			}
 			u, err := url.Parse(server)
 			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return fmt.Errorf("--server %q: want a URL like http://host:8080", server)
+				return fmt.Errorf("--server %q: want a URL like https://host:8443", server)
 			}
 			server = strings.TrimRight(server, "/")
+			switch {
+			case tokenFile != "":
+				if token, err = readSecretFile(tokenFile); err != nil {
+					return err
+				}
+			case token != "":
+				warnArgvSecret(g, "token", "--token-file FILE")
+			default:
+				token = os.Getenv("PREBOOT_TOKEN")
+			}
+			if fingerprint != "" {
+				if _, err := tlspin.Parse(fingerprint); err != nil {
+					return err
+				}
+			}
 			if verify {
-				af := adminFlags{server: server, token: token, output: "table"}
+				tf := ""
+				if token != "" {
+					f, err := os.CreateTemp("", "preboot-login-*")
+					if err != nil {
+						return err
+					}
+					defer os.Remove(f.Name())
+					_, werr := f.WriteString(token)
+					if err := errors.Join(werr, f.Close()); err != nil {
+						return err
+					}
+					tf = f.Name()
+				}
+				af := adminFlags{server: server, tokenFile: tf, tlsFingerprint: fingerprint, caCert: caCert, output: "table"}
 				c, err := af.client(g)
 				if err != nil {
 					return err
@@ -165,7 +200,7 @@ func newLogin(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg.Server, cfg.Token = server, token
+			cfg.Server, cfg.Token, cfg.TLSFingerprint, cfg.CACert = server, token, fingerprint, caCert
 			if err := writeCLIConfig(path, cfg); err != nil {
 				return err
 			}
@@ -173,8 +208,11 @@ func newLogin(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&server, "server", "", "Preboot server URL, e.g. http://preboot.example:8080")
-	cmd.Flags().StringVar(&token, "token", "", "admin token (preboot token create NAME); empty for a server that trusts this host")
+	cmd.Flags().StringVar(&server, "server", "", "Preboot server URL, e.g. https://preboot.example:8443")
+	cmd.Flags().StringVar(&token, "token", "", "admin token (visible in the process list: prefer --token-file or $PREBOOT_TOKEN)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the admin token (preboot token create NAME)")
+	cmd.Flags().StringVar(&fingerprint, "tls-fingerprint", "", "pin the server's certificate: sha256:HEX as the server logs it")
+	cmd.Flags().StringVar(&caCert, "ca-cert", "", "PEM file of the CA to trust for the server")
 	cmd.Flags().BoolVar(&verify, "verify", true, "check that the server answers and accepts the token")
 	return cmd
 }

@@ -84,9 +84,27 @@ type TFTP struct {
 type HTTP struct {
 	Listen string `yaml:"listen"`
 	// TrustLoopback lets clients on this machine's loopback interface use
-	// the admin API without a token (as root can read the database
-	// anyway). Every other client needs an admin token.
+	// the admin API without a token. UNSAFE, off by default: every local
+	// user (and every client of a reverse proxy on this host) becomes an
+	// administrator. Local administration goes through AdminSocket.
 	TrustLoopback bool `yaml:"trust_loopback"`
+	// AdminSocket is the unix socket of local administration (the CLI on
+	// this host): root, the server's own user and members of the group
+	// "preboot" are admins there, checked by SO_PEERCRED. Relative paths
+	// are under DataDir; "" switches it off.
+	AdminSocket string `yaml:"admin_socket"`
+	// Hosts are the names this server answers to on TCP (the Host header
+	// of console, API and image requests); IP literals, localhost and the
+	// machine's host name are always accepted.
+	Hosts []string `yaml:"hosts"`
+	// TLSListen is the HTTPS address (console, API, images, agent API,
+	// boot files); "" switches TLS off (then everything is served on
+	// Listen in clear, as firmware needs for its own files).
+	TLSListen string `yaml:"tls_listen"`
+	// TLSCert and TLSKey are PEM files; empty: a self-signed certificate
+	// generated at the first start under DataDir/tls.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 }
 
 // ProxyDHCP configures the proxyDHCP server.
@@ -133,7 +151,7 @@ func Default() Config {
 		Log:       Log{Level: "info", Format: "auto"},
 		Store:     Store{Driver: "sqlite"},
 		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64},
-		HTTP:      HTTP{Listen: ":8080", TrustLoopback: true},
+		HTTP:      HTTP{Listen: ":8080", AdminSocket: "admin.sock", TLSListen: ":8443"},
 		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
 		Boot: Boot{
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
@@ -177,6 +195,9 @@ func (c *Config) Finish() error {
 	if c.Store.Path == "" {
 		c.Store.Path = filepath.Join(c.DataDir, "preboot.db")
 	}
+	if c.HTTP.AdminSocket != "" && !filepath.IsAbs(c.HTTP.AdminSocket) {
+		c.HTTP.AdminSocket = filepath.Join(c.DataDir, c.HTTP.AdminSocket)
+	}
 	var errs []error
 	switch c.Store.Driver {
 	case "sqlite":
@@ -212,13 +233,21 @@ func (c *Config) Finish() error {
 			errs = append(errs, fmt.Errorf("interface %q: %w", c.Interface, err))
 		}
 	}
-	for name, addr := range map[string]string{"tftp.listen": c.TFTP.Listen, "http.listen": c.HTTP.Listen,
+	for name, addr := range map[string]string{"tftp.listen": c.TFTP.Listen, "http.listen": c.HTTP.Listen, "http.tls_listen": c.HTTP.TLSListen,
 		"proxydhcp.dhcp_listen": c.ProxyDHCP.DHCPListen, "proxydhcp.pxe_listen": c.ProxyDHCP.PXEListen} {
 		if addr == "" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want HOST:PORT (%w)", name, addr, err))
+		}
+	}
+	if (c.HTTP.TLSCert == "") != (c.HTTP.TLSKey == "") {
+		errs = append(errs, errors.New("http.tls_cert and http.tls_key: give both (or neither, for a generated self-signed certificate)"))
+	}
+	for _, h := range c.HTTP.Hosts {
+		if h == "" || strings.ContainsAny(h, "/: \t") {
+			errs = append(errs, fmt.Errorf("http.hosts: %q: want a host name without scheme or port", h))
 		}
 	}
 	if c.TFTP.MaxBlockSize < 512 || c.TFTP.MaxBlockSize > 65464 {

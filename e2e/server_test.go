@@ -76,7 +76,7 @@ type prebootServer struct {
 	DataDir string
 	TFTPDir string
 	proc    *process
-	api     string
+	socket  string // the admin socket: the CLI's way in, as root on the server host
 }
 
 // startPreboot stages the guest kernel and initrd under the TFTP root
@@ -98,8 +98,8 @@ func (l *lab) startPreboot(opts serverOptions, art *artifacts) *prebootServer {
 		lab:     l,
 		bin:     bin,
 		DataDir: filepath.Join(l.Dir, "preboot"),
-		api:     "http://127.0.0.1:8080",
 	}
+	s.socket = filepath.Join(s.DataDir, "admin.sock")
 	s.TFTPDir = filepath.Join(s.DataDir, "tftp")
 	if err := copyFile(art.Kernel.Vmlinuz, filepath.Join(s.TFTPDir, "boot", "kernel"), 0o644); err != nil {
 		l.t.Fatal(err)
@@ -119,9 +119,11 @@ func (l *lab) startPreboot(opts serverOptions, art *artifacts) *prebootServer {
 		"--data-dir", s.DataDir,
 		"--interface", "eth0",
 		"--server-ip", labServerIP,
-		// All addresses: clients use 10.123.0.2, admin commands 127.0.0.1
-		// (the API only answers loopback).
+		// All addresses: clients use 10.123.0.2 (iPXE on HTTP, the imaging
+		// agent on HTTPS with the pinned certificate); admin commands use
+		// the admin socket.
 		"--http-listen", ":8080",
+		"--tls-listen", ":8443",
 		"--tftp-listen", labServerIP + ":69",
 		"--proxydhcp=true",
 		"--proxydhcp-dhcp-listen", dhcpListen,
@@ -145,11 +147,11 @@ func (l *lab) startPreboot(opts serverOptions, art *artifacts) *prebootServer {
 	return s
 }
 
-// cli runs the preboot admin CLI in the server namespace (the API answers
-// loopback only).
+// cli runs the preboot admin CLI in the server namespace, as root through
+// the server's admin socket (no token: the socket checks who connects).
 func (s *prebootServer) cli(ctx context.Context, args ...string) (string, error) {
 	argv := append([]string{"netns", "exec", s.lab.SrvNS, s.bin}, args...)
-	argv = append(argv, "--server", s.api)
+	argv = append(argv, "--socket", s.socket)
 	cmd := exec.CommandContext(ctx, "ip", argv...)
 	var stdout, stderr strings.Builder
 	cmd.Stdout = &stdout

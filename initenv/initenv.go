@@ -12,6 +12,7 @@
 //
 //	preboot.server=http://IP:PORT  the Preboot server (HTTP API and /files/)
 //	preboot.token=TOKEN            per-job bearer token for the agent API
+//	preboot.tls=sha256:HEX         pin of the server's TLS certificate (https servers)
 //	preboot.job=ID                 the job this boot is for
 //	preboot.debug=1                debug logs; a shell instead of a reboot on errors
 //	preboot.shell=1                maintenance: a shell on the console instead of the agent
@@ -77,6 +78,7 @@ func (a After) String() string {
 type Env struct {
 	Server    string            // preboot.server, e.g. http://10.0.0.1:8080
 	Token     string            // preboot.token
+	TLS       string            // preboot.tls: sha256:HEX of the server's certificate
 	Job       string            // preboot.job
 	Debug     bool              // preboot.debug=1
 	Shell     bool              // preboot.shell=1
@@ -109,6 +111,7 @@ func ParseCmdline(cmdline string) Env {
 	}
 	env.Server = strings.TrimRight(env.Params["preboot.server"], "/")
 	env.Token = env.Params["preboot.token"]
+	env.TLS = env.Params["preboot.tls"]
 	env.Job = env.Params["preboot.job"]
 	env.Debug = truthy(env.Params["preboot.debug"])
 	env.Shell = truthy(env.Params["preboot.shell"])
@@ -260,7 +263,7 @@ func boot(ctx context.Context, logger *slog.Logger, handoff Handoff, env *Env, o
 	}
 
 	if env.Server != "" {
-		extra, err := ApplyUpdateDrivers(ctx, logger, env.Server, "/", loader)
+		extra, err := ApplyUpdateDriversTLS(ctx, logger, env.Server, env.TLS, "/", loader)
 		env.Modules = append(env.Modules, extra...)
 		if err != nil {
 			return fmt.Errorf("updateDrivers.tgz: %w", err)
@@ -325,7 +328,7 @@ func runShell(ctx context.Context, env *Env, logger *slog.Logger) {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.Env = append(os.Environ(),
 		"PATH=/sbin:/bin:/usr/sbin:/usr/bin", "HOME=/root", "TERM=linux", "PS1=preboot# ",
-		"PREBOOT_SERVER="+env.Server, "PREBOOT_TOKEN="+env.Token, "PREBOOT_JOB="+env.Job)
+		"PREBOOT_SERVER="+env.Server, "PREBOOT_TOKEN="+env.Token, "PREBOOT_JOB="+env.Job, "PREBOOT_TLS_FINGERPRINT="+env.TLS)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Run(); err != nil {
 		logger.Warn("shell ended", "err", err)

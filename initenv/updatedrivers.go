@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/preboot/preboot/tlspin"
 )
 
 // UpdateDriversPath is where the overlay lives on the server, below the
@@ -31,6 +33,13 @@ const maxOverlay = 1 << 30
 // from the archive, or each new .ko's .modinfo) and loads the ones the
 // hardware needs. It returns the modules it loaded.
 func ApplyUpdateDrivers(ctx context.Context, logger *slog.Logger, server, root string, loader *Loader) ([]string, error) {
+	return ApplyUpdateDriversTLS(ctx, logger, server, "", root, loader)
+}
+
+// ApplyUpdateDriversTLS is ApplyUpdateDrivers from an https server whose
+// certificate is pinned by fingerprint (sha256:HEX; "" = the usual
+// checks).
+func ApplyUpdateDriversTLS(ctx context.Context, logger *slog.Logger, server, fingerprint, root string, loader *Loader) ([]string, error) {
 	url := strings.TrimRight(server, "/") + UpdateDriversPath
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
@@ -38,7 +47,15 @@ func ApplyUpdateDrivers(ctx context.Context, logger *slog.Logger, server, root s
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second, Proxy: nil}}
+	tr := &http.Transport{ResponseHeaderTimeout: 30 * time.Second, Proxy: nil}
+	if fingerprint != "" {
+		tc, err := tlspin.Config(fingerprint)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = tc
+	}
+	client := &http.Client{Transport: tr}
 	defer client.CloseIdleConnections()
 	resp, err := client.Do(req)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/preboot/preboot/bootfiles"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/console"
+	"github.com/preboot/preboot/hostcheck"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
@@ -82,6 +83,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	js := &jobs.Service{Store: st, Logger: log.With("component", "jobs")}
 
+	// HTTPS (before the policy, which tells agents where it is and its pin).
+	var tlsLn net.Listener
+	var cert serverCert
+	if cfg.HTTP.TLSListen != "" {
+		if cert, err = loadOrCreateCert(cfg, log); err != nil {
+			return err
+		}
+		if tlsLn, err = net.Listen("tcp", cfg.HTTP.TLSListen); err != nil {
+			return fmt.Errorf("https: listen %s: %w", cfg.HTTP.TLSListen, err)
+		}
+		defer tlsLn.Close()
+		log.Info("https listening", "addr", tlsLn.Addr().String(), "fingerprint", cert.fingerprint, "cert", cert.certFile, "self_signed", cert.generated)
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pol := &policy.Engine{
@@ -93,6 +108,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		HTTPPort:        httpPort,
 		Jobs:            js,
 		Imaging:         cfg.Imaging,
+	}
+
+	if tlsLn != nil {
+		_, tlsPort, _ := net.SplitHostPort(tlsLn.Addr().String())
+		pol.AgentServer = agentServer(tlsPort)
+		pol.AgentFingerprint = cert.fingerprint
 	}
 
 	status := newStatus(cfg, st, repo)
@@ -145,12 +166,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	status.up(serviceHTTP, ln.Addr().String())
+	h := handler(st, pol, js, repo, cfg, reg, events, status, log)
+	plain := h
+	if tlsLn != nil {
+		// Plain HTTP keeps only what firmware that cannot do TLS fetches.
+		_, tlsPort, _ := net.SplitHostPort(tlsLn.Addr().String())
+		plain = plainHTTPOnly(h, tlsPort)
+	}
 	hs := &http.Server{
-		Handler:           handler(st, pol, js, repo, cfg, reg, events, status, log),
+		Handler:           plain,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	servers := []*http.Server{hs}
 	log.Info("http listening", "addr", ln.Addr().String(), "version", Version)
 	g.Go(func() error {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -158,11 +187,45 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		return nil
 	})
+	if tlsLn != nil {
+		ths := &http.Server{
+			Handler:           h,
+			TLSConfig:         cert.tlsConfig(),
+			ReadHeaderTimeout: 10 * time.Second,
+			BaseContext:       func(net.Listener) context.Context { return ctx },
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		}
+		servers = append(servers, ths)
+		g.Go(func() error {
+			if err := ths.ServeTLS(tlsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("https: %w", err)
+			}
+			return nil
+		})
+	}
+	if cfg.HTTP.AdminSocket != "" {
+		shs, sln, err := NewAdminSocket(cfg.HTTP.AdminSocket, h, log.With("component", "admin-socket"))
+		if err != nil {
+			return err
+		}
+		shs.BaseContext = func(net.Listener) context.Context { return ctx }
+		servers = append(servers, shs)
+		g.Go(func() error {
+			if err := shs.Serve(sln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin socket: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		return hs.Shutdown(sctx)
+		var errs []error
+		for _, s := range servers {
+			errs = append(errs, s.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {
@@ -194,8 +257,10 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
 	// The web console's sessions: a third way into the admin API (after
 	// tokens; before loopback trust when the request carries a session).
+	hosts := hostcheck.New(cfg.HTTP.Hosts, true)
 	sessions := session.New(st, log.With("component", "session"))
-	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth"), Sessions: sessions}
+	sessions.Hosts = hosts
+	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth"), Sessions: sessions, Hosts: hosts}
 	admin := api.New(api.Options{
 		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
@@ -226,7 +291,13 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "Preboot %s\n\nweb console: /console/\nboot policy: /boot.ipxe\nboot files:  /files/\nadmin API:   /api/v1/ (OpenAPI: /api/v1/openapi.json)\nmetrics:     /metrics\n", Version)
 	})
-	return accessLog(mux, log.With("component", "http"))
+	// Names: console, API and images answer only to this server's names
+	// (DNS rebinding); firmware's paths and the admin socket to anything.
+	checked := hosts.Middleware(mux, func(r *http.Request) bool {
+		_, local := api.PeerFrom(r.Context())
+		return local || r.URL.Path == "/boot.ipxe" || strings.HasPrefix(r.URL.Path, "/files/") || r.URL.Path == "/healthz"
+	})
+	return accessLog(checked, log.With("component", "http"))
 }
 
 // fileServer serves the TFTP root over HTTP, confined to it (os.Root
@@ -365,9 +436,14 @@ func listenProxyDHCP(ctx context.Context, cfg config.Config) (dhcpConn, pxeConn 
 	return dhcpConn, c, append(addrs, c.LocalAddr().String()), nil
 }
 
+// InitialPasswordFile is where the first console password is written
+// (mode 0600, in the data directory), as Jenkins does: never on stderr
+// or in the log.
+const InitialPasswordFile = "initial-admin-password"
+
 // firstAdmin creates the console user "admin" with a random password when
-// the store has none, and prints the password once on w (the log says
-// only that it was created and how to change it).
+// the store has none, writes the password to DATA_DIR/initial-admin-password
+// (mode 0600) and says on w where it is (the log says the same).
 func firstAdmin(ctx context.Context, st store.Store, cfg config.Config, w io.Writer, log *slog.Logger) error {
 	pw, err := session.EnsureFirstAdmin(ctx, st)
 	if err != nil {
@@ -376,16 +452,26 @@ func firstAdmin(ctx context.Context, st store.Store, cfg config.Config, w io.Wri
 	if pw == "" {
 		return nil
 	}
+	file := filepath.Join(cfg.DataDir, InitialPasswordFile)
+	if err := writeFileAtomic(file, []byte(pw+"\n"), 0o600); err != nil {
+		return fmt.Errorf("web console: write the first password: %w", err)
+	}
 	if _, err := st.AddEvent(ctx, store.Event{Kind: store.EventAdmin, Actor: "system",
-		Message: "console user " + session.FirstAdmin + " created with a random password at the first start"}); err != nil {
+		Message: "console user " + session.FirstAdmin + " created with a random password at the first start (in " + file + ")"}); err != nil {
 		return fmt.Errorf("web console: %w", err)
 	}
-	_, port, _ := net.SplitHostPort(cfg.HTTP.Listen)
-	fmt.Fprintf(w, "\nPreboot web console: created the first user %q with the password\n\n    %s\n\n"+
-		"It is shown only this once. Log in at http://SERVER:%s%s and change it with\n"+
-		"`preboot admin passwd %s` on this host (add users with `preboot admin create NAME`).\n\n",
-		session.FirstAdmin, pw, port, session.DefaultNext, session.FirstAdmin)
-	log.Warn("created the first web console user with a random password, printed once on stderr; change it with `preboot admin passwd admin`",
-		"user", session.FirstAdmin)
+	scheme, port := "https", "8443"
+	if cfg.HTTP.TLSListen != "" {
+		_, port, _ = net.SplitHostPort(cfg.HTTP.TLSListen)
+	} else {
+		scheme = "http"
+		_, port, _ = net.SplitHostPort(cfg.HTTP.Listen)
+	}
+	fmt.Fprintf(w, "\nPreboot web console: created the first user %q; its password is in\n\n    %s\n\n"+
+		"(readable by this server's user only). Log in at %s://SERVER:%s%s and change it with\n"+
+		"`preboot admin passwd %s` on this host, then delete the file.\n\n",
+		session.FirstAdmin, file, scheme, port, session.DefaultNext, session.FirstAdmin)
+	log.Warn("created the first web console user with a random password; it is in the file, change it with `preboot admin passwd admin`",
+		"user", session.FirstAdmin, "file", file)
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -40,10 +41,16 @@ type statusEnv struct {
 
 func newStatusEnv(t *testing.T, trustLoopback bool) *statusEnv {
 	t.Helper()
+	return newStatusEnvWith(t, func(c *config.Config) { c.HTTP.TrustLoopback = trustLoopback })
+}
+
+// newStatusEnvWith is newStatusEnv with a configuration change.
+func newStatusEnvWith(t *testing.T, mutate func(*config.Config)) *statusEnv {
+	t.Helper()
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	cfg.HTTP.TrustLoopback = trustLoopback
 	cfg.ProxyDHCP.DHCPListen = ""
+	mutate(&cfg)
 	if err := cfg.Finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -122,9 +129,30 @@ func keys(v any) []string {
 	return out
 }
 
+// tokenClient is an HTTP client that sends a fresh admin token of st.
+func tokenClient(t *testing.T, st store.Store) *http.Client {
+	t.Helper()
+	secret, hash, err := api.NewToken()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateToken(context.Background(), store.Token{Name: "test", Hash: hash, Prefix: secret[:10]}); err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Timeout: time.Minute, Transport: bearer(secret)}
+}
+
+type bearer string
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(b))
+	return http.DefaultTransport.RoundTrip(r)
+}
+
 func TestStatus(t *testing.T) {
 	ctx := context.Background()
-	e := newStatusEnv(t, true)
+	e := newStatusEnv(t, false)
 	now := time.Now()
 	for i, seen := range []time.Time{now.Add(-10 * time.Minute), now.Add(-2 * time.Hour), now.Add(-30 * time.Second)} {
 		if _, _, err := e.st.SeeDevice(ctx, store.Sighting{MAC: "02:00:00:00:aa:0" + string(rune('1'+i)), Time: seen}); err != nil {
@@ -149,7 +177,7 @@ func TestStatus(t *testing.T) {
 	job(store.JobSucceeded, now.Add(-time.Hour))
 	e.addImage(t, "golden")
 
-	s, tree := getStatus(t, e.url, http.DefaultClient)
+	s, tree := getStatus(t, e.url, tokenClient(t, e.st))
 
 	// The contract's shape, key by key.
 	for path, want := range map[string][]string{
@@ -202,7 +230,7 @@ func TestStatus(t *testing.T) {
 	wantCfg := api.ConfigSummary{
 		ProxyDHCP: api.ProxyDHCPConfig{Enabled: true, DHCPListen: "", PXEListen: ":4011"},
 		TFTP:      api.TFTPConfig{Enabled: true, Listen: ":69", Root: e.cfg.TFTP.Root, MaxBlksize: 65464, MaxWindowsize: 64},
-		HTTP:      api.HTTPConfig{Listen: ":8080", TrustLoopback: true},
+		HTTP:      api.HTTPConfig{Listen: ":8080", TrustLoopback: false},
 		Store:     api.StoreConfig{Driver: "sqlite"},
 	}
 	if !reflect.DeepEqual(s.Config, wantCfg) {
@@ -264,9 +292,11 @@ func TestConsoleLoginMounted(t *testing.T) {
 	}
 }
 
+// The first console password goes to DATA_DIR/initial-admin-password
+// (mode 0600), never to stderr or the log, which only say where it is.
 func TestFirstAdmin(t *testing.T) {
 	ctx := context.Background()
-	e := newStatusEnv(t, true)
+	e := newStatusEnv(t, false)
 	var out bytes.Buffer
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
@@ -277,17 +307,24 @@ func TestFirstAdmin(t *testing.T) {
 	if err != nil || len(users) != 1 || users[0].Name != "admin" {
 		t.Fatalf("users: %+v %v", users, err)
 	}
-	lines := strings.Fields(out.String())
-	var pw string
-	for _, f := range lines {
-		if len(f) == 26 && bcrypt.CompareHashAndPassword([]byte(users[0].PasswordHash), []byte(f)) == nil {
-			pw = f
-		}
+	file := filepath.Join(e.cfg.DataDir, InitialPasswordFile)
+	fi, err := os.Stat(file)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", fi, err)
 	}
-	if pw == "" || !strings.Contains(out.String(), "preboot admin passwd admin") || !strings.Contains(out.String(), ":8080/console/") {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := strings.TrimSpace(string(b))
+	if len(pw) != 26 || bcrypt.CompareHashAndPassword([]byte(users[0].PasswordHash), []byte(pw)) != nil {
+		t.Fatalf("the file does not hold the password: %q", b)
+	}
+	if strings.Contains(out.String(), pw) || !strings.Contains(out.String(), file) ||
+		!strings.Contains(out.String(), "preboot admin passwd admin") || !strings.Contains(out.String(), "https://SERVER:8443/console/") {
 		t.Fatalf("first admin message:\n%s", out.String())
 	}
-	if strings.Contains(logs.String(), pw) || !strings.Contains(logs.String(), "preboot admin passwd admin") {
+	if strings.Contains(logs.String(), pw) || !strings.Contains(logs.String(), file) || !strings.Contains(logs.String(), "preboot admin passwd admin") {
 		t.Fatalf("log:\n%s", logs.String())
 	}
 	out.Reset()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -39,11 +40,22 @@ func SafeNext(next string) string {
 // Login handles POST /console/login, form fields user, password and next.
 // Success: a new session in the cookie, 303 to next. Failure: 303 back to
 // the login page with failed=1, no sooner than FailDelay after the
-// request came (unknown users cost a bcrypt comparison too), and an
-// "admin" event by actor "console".
+// request came (unknown users cost a bcrypt comparison too). A login
+// sent by a page of another site (Origin, Sec-Fetch-Site) is refused
+// with 403. After MaxFailures wrong passwords for a user name (or
+// MaxFailuresPerIP from a client address) logins for it are refused with
+// 429 and Retry-After for a lockout that doubles each time; each lockout
+// (not each failure) is recorded as a "security" event.
 func (m *Manager) Login(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	ctx := r.Context()
+	if !m.Hosts.SameOrigin(r) {
+		m.Logger.WarnContext(ctx, "console login from another site refused", "origin", r.Header.Get("Origin"),
+			"sec_fetch_site", r.Header.Get("Sec-Fetch-Site"), "remote", r.RemoteAddr)
+		http.Error(w, "login refused: the form was sent by a page of another site (Origin "+
+			strconv.Quote(r.Header.Get("Origin"))+"); log in from this server's own login page", http.StatusForbidden)
+		return
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		http.Error(w, "bad login form: "+err.Error(), http.StatusBadRequest)
@@ -51,12 +63,32 @@ func (m *Manager) Login(w http.ResponseWriter, r *http.Request) {
 	}
 	name, password := r.PostForm.Get("user"), r.PostForm.Get("password")
 	next := SafeNext(r.PostForm.Get("next"))
+	userKey, ipKey := "user:"+name, "ip:"+remoteIP(r)
+	now := m.now()
+	if d := max(m.throttle.locked(userKey, now), m.throttle.locked(ipKey, now)); d > 0 {
+		secs := int((d + time.Second - 1) / time.Second)
+		w.Header().Set(RetryAfterHeader, strconv.Itoa(secs))
+		w.Header().Set("Cache-Control", "no-store")
+		http.Error(w, fmt.Sprintf("too many failed logins: try again in %d seconds", secs), http.StatusTooManyRequests)
+		return
+	}
 	u, err := m.check(ctx, name, password)
 	if errors.Is(err, errWrongPassword) {
-		m.event(ctx, store.Event{Kind: store.EventAdmin, Actor: "console",
-			Message: fmt.Sprintf("console login failed for user %s from %s", quoteName(name), remoteIP(r))})
 		m.Logger.WarnContext(ctx, "console login failed", "user", quoteName(name), "remote", r.RemoteAddr)
-		if d := FailDelay - time.Since(start); d > 0 {
+		now := m.now()
+		if d := m.throttle.fail(userKey, MaxFailures, now); d > 0 {
+			m.lockoutEvent(ctx, fmt.Sprintf("console logins for user %s locked for %s after %d wrong passwords (the last from %s)",
+				quoteName(name), d, MaxFailures, remoteIP(r)))
+		}
+		if d := m.throttle.fail(ipKey, MaxFailuresPerIP, now); d > 0 {
+			m.lockoutEvent(ctx, fmt.Sprintf("console logins from %s locked for %s after %d wrong passwords",
+				remoteIP(r), d, MaxFailuresPerIP))
+		}
+		least := m.FailTime
+		if least == 0 {
+			least = FailDelay
+		}
+		if d := least - time.Since(start); d > 0 {
 			t := time.NewTimer(d)
 			select {
 			case <-t.C:
@@ -73,6 +105,7 @@ func (m *Manager) Login(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "login failed: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	m.throttle.succeed(userKey)
 	id, err := m.start(ctx, u)
 	if err != nil {
 		m.Logger.ErrorContext(ctx, "console login", "user", u.Name, "err", err)
@@ -175,6 +208,12 @@ func (m *Manager) start(ctx context.Context, u store.User) (string, error) {
 		return "", err
 	}
 	return id, nil
+}
+
+// lockoutEvent records a login lockout (one event per lockout).
+func (m *Manager) lockoutEvent(ctx context.Context, msg string) {
+	m.Logger.WarnContext(ctx, msg)
+	m.event(ctx, store.Event{Kind: store.EventSecurity, Actor: "console", Message: msg})
 }
 
 func (m *Manager) event(ctx context.Context, e store.Event) {

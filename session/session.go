@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/preboot/preboot/hostcheck"
 	"github.com/preboot/preboot/store"
 )
 
@@ -46,6 +47,8 @@ const (
 	MaxAge      = 7 * 24 * time.Hour
 	// FailDelay is the least time a failed login takes.
 	FailDelay = 300 * time.Millisecond
+	// RetryAfterHeader is sent with the 429 of a locked login.
+	RetryAfterHeader = "Retry-After"
 )
 
 // touchEvery: a session's last use (and so its idle expiry) is written
@@ -86,8 +89,15 @@ type Manager struct {
 	Logger *slog.Logger
 	// Now is the clock (nil: time.Now); tests move it.
 	Now func() time.Time
+	// FailTime is the least time a failed login takes (0: FailDelay;
+	// negative: none, for tests).
+	FailTime time.Duration
+	// Hosts are the server's names: a login POST whose Origin is not one
+	// of them is refused (nil: IP literals and localhost only).
+	Hosts *hostcheck.Hosts
 
-	bcrypt chan struct{} // bounds concurrent bcrypt comparisons
+	bcrypt   chan struct{} // bounds concurrent bcrypt comparisons
+	throttle throttle      // failed logins per user name and client address
 }
 
 // New returns a Manager over st; log may be nil.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -269,9 +270,11 @@ func TestLoginRefused(t *testing.T) {
 		if b.sessionCookie() != nil {
 			t.Errorf("%s: a session cookie was set", tc.what)
 		}
-		evs, err := c.st.Events(ctx, store.EventFilter{Kind: store.EventAdmin, Limit: 1})
-		if err != nil || len(evs) != 1 || evs[0].Actor != "console" || evs[0].Message != `console login failed for user "`+tc.user+`" from 127.0.0.1` {
-			t.Errorf("%s: event %+v %v", tc.what, evs, err)
+		// A failure alone is logged, not stored: only lockouts are events
+		// (TestLoginThrottle), so guessing cannot flood the store.
+		evs, err := c.st.Events(ctx, store.EventFilter{Limit: 10})
+		if err != nil || len(evs) != 0 {
+			t.Errorf("%s: events %+v %v", tc.what, evs, err)
 		}
 		wantRedirect(t, tc.what+": then a page", b.do("GET", "/console/", nil, nil), "/console/login?next=%2Fconsole%2F")
 	}
@@ -400,5 +403,98 @@ func TestUsers(t *testing.T) {
 	}
 	if a, b := session.GeneratePassword(), session.GeneratePassword(); a == b || len(a) < 20 {
 		t.Errorf("generated passwords %q %q", a, b)
+	}
+}
+
+// Password guessing is throttled per user name and per client address:
+// after session.MaxFailures wrong passwords the name is locked (429 with
+// Retry-After, even for the right password) for session.LockoutBase, then
+// twice as long after the next series; one security event per lockout.
+// The manager's clock is moved, nothing sleeps.
+func TestLoginThrottle(t *testing.T) {
+	ctx := context.Background()
+	c := newConsole(t)
+	c.m.FailTime = -1
+	c.addUser(t, "ann", "correct horse battery")
+	c.addUser(t, "bob", "staple")
+	b := c.browser(t)
+	for i := range session.MaxFailures {
+		a := b.login("ann", "guess", "/console/")
+		if a.code != http.StatusSeeOther {
+			t.Fatalf("failure %d: %d %s", i+1, a.code, a.body)
+		}
+	}
+	locked := b.login("ann", "correct horse battery", "/console/")
+	if locked.code != http.StatusTooManyRequests || b.sessionCookie() != nil {
+		t.Fatalf("right password while locked: %d %s", locked.code, locked.body)
+	}
+	evs, err := c.st.Events(ctx, store.EventFilter{Kind: store.EventSecurity, Limit: 10})
+	if err != nil || len(evs) != 1 || !strings.Contains(evs[0].Message, `user "ann" locked for 30s`) {
+		t.Fatalf("lockout events: %+v %v", evs, err)
+	}
+	// The answer says when to come back.
+	req, _ := http.NewRequest("POST", c.url+"/console/login", strings.NewReader(url.Values{"user": {"ann"}, "password": {"x"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "30" {
+		t.Fatalf("locked: %s Retry-After %q", resp.Status, resp.Header.Get("Retry-After"))
+	}
+	// Another user from the same address is not locked (below the
+	// per-address limit).
+	if a := c.browser(t).login("bob", "staple", "/console/"); a.code != http.StatusSeeOther || a.location != "/console/" {
+		t.Fatalf("other user: %d %s", a.code, a.location)
+	}
+	// A second series right after the lockout locks for twice as long.
+	c.offset.Add(int64(session.LockoutBase + time.Second))
+	for range session.MaxFailures {
+		b.login("ann", "guess", "/console/")
+	}
+	c.offset.Add(int64(session.LockoutBase + time.Second))
+	if a := b.login("ann", "correct horse battery", "/console/"); a.code != http.StatusTooManyRequests {
+		t.Fatalf("second lockout after %s: %d", session.LockoutBase, a.code)
+	}
+	// After it the right password works.
+	c.offset.Add(int64(session.LockoutBase))
+	if a := b.login("ann", "correct horse battery", "/console/"); a.location != "/console/" {
+		t.Fatalf("after the second lockout: %d %s", a.code, a.body)
+	}
+	if evs, _ := c.st.Events(ctx, store.EventFilter{Kind: store.EventSecurity, Limit: 10}); len(evs) != 2 || !strings.Contains(evs[0].Message, "locked for 1m0s") {
+		t.Fatalf("second lockout event: %+v", evs)
+	}
+	// Per address: many user names from one address.
+	for i := range session.MaxFailuresPerIP {
+		b.login(fmt.Sprintf("user%d", i), "guess", "/console/")
+	}
+	if a := c.browser(t).login("bob", "staple", "/console/"); a.code != http.StatusTooManyRequests {
+		t.Fatalf("address locked: %d", a.code)
+	}
+}
+
+// A login form posted by a page of another site is refused, with or
+// without Sec-Fetch-Site; the server's own page (same origin) logs in.
+func TestLoginCrossSiteRefused(t *testing.T) {
+	c := newConsole(t)
+	c.m.FailTime = -1
+	c.addUser(t, "ann", "correct horse battery")
+	form := url.Values{"user": {"ann"}, "password": {"correct horse battery"}, "next": {"/console/"}}
+	for _, h := range []map[string]string{
+		{"Origin": "http://evil.example"},
+		{"Origin": "null"},
+		{"Origin": "http://10.66.66.66:8080"},
+		{"Sec-Fetch-Site": "cross-site"},
+		{"Sec-Fetch-Site": "same-site", "Origin": "http://evil.example"},
+	} {
+		b := c.browser(t)
+		if a := b.do("POST", "/console/login", form, h); a.code != http.StatusForbidden || b.sessionCookie() != nil {
+			t.Fatalf("%v: %d %s", h, a.code, a.body)
+		}
+	}
+	b := c.browser(t)
+	if a := b.do("POST", "/console/login", form, map[string]string{"Origin": c.url, "Sec-Fetch-Site": "same-origin"}); a.code != http.StatusSeeOther || b.sessionCookie() == nil {
+		t.Fatalf("same origin: %d %s", a.code, a.body)
 	}
 }

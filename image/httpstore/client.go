@@ -3,6 +3,8 @@ package httpstore
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // Client defaults, used when the corresponding field is zero.
@@ -51,6 +54,10 @@ type Client struct {
 	// parallel chunk transfers and no overall timeout (Timeout bounds each
 	// attempt of the short calls instead).
 	HTTP *http.Client
+	// TLSFingerprint, when set (sha256:HEX), makes the default client
+	// accept exactly the server certificate with that fingerprint (the
+	// pin on the imaging environment's kernel command line).
+	TLSFingerprint string
 	// Image, when set, is sent as ?image=NAME on chunk requests so that a
 	// server restricting a token to one image can check them.
 	Image string
@@ -112,6 +119,15 @@ func (c *Client) client() *http.Client {
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConnsPerHost = 32
+		if c.TLSFingerprint != "" {
+			tc, err := tlspin.Config(c.TLSFingerprint)
+			if err != nil {
+				// A malformed pin accepts no certificate at all.
+				c.log().Error("bad TLS fingerprint: no server will be accepted", "err", err)
+				tc = &tls.Config{VerifyPeerCertificate: func([][]byte, [][]*x509.Certificate) error { return err }, InsecureSkipVerify: true}
+			}
+			tr.TLSClientConfig = tc
+		}
 		c.hc = &http.Client{Transport: tr}
 	})
 	return c.hc
