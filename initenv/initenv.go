@@ -14,6 +14,8 @@
 //	preboot.token=TOKEN            per-job bearer token for the agent API
 //	preboot.tls=sha256:HEX         pin of the server's TLS certificate (https servers)
 //	preboot.job=ID                 the job this boot is for
+//	preboot.ip=A.B.C.D             the address the machine booted with: asked for again by DHCP (the token works only from it)
+//	preboot.mac=MAC                the interface the machine booted from: tried first for DHCP
 //	preboot.debug=1                debug logs; a shell instead of a reboot on errors
 //	preboot.shell=1                maintenance: a shell on the console instead of the agent
 //
@@ -80,6 +82,8 @@ type Env struct {
 	Token     string            // preboot.token
 	TLS       string            // preboot.tls: sha256:HEX of the server's certificate
 	Job       string            // preboot.job
+	WantIP    netip.Addr        // preboot.ip: the address to ask DHCP for
+	BootMAC   net.HardwareAddr  // preboot.mac: the interface to try first
 	Debug     bool              // preboot.debug=1
 	Shell     bool              // preboot.shell=1
 	Params    map[string]string // every key=value on the command line
@@ -113,6 +117,12 @@ func ParseCmdline(cmdline string) Env {
 	env.Token = env.Params["preboot.token"]
 	env.TLS = env.Params["preboot.tls"]
 	env.Job = env.Params["preboot.job"]
+	if a, err := netip.ParseAddr(env.Params["preboot.ip"]); err == nil && a.Is4() {
+		env.WantIP = a
+	}
+	if m, err := net.ParseMAC(env.Params["preboot.mac"]); err == nil {
+		env.BootMAC = m
+	}
 	env.Debug = truthy(env.Params["preboot.debug"])
 	env.Shell = truthy(env.Params["preboot.shell"])
 	return env

@@ -1,6 +1,7 @@
 package initenv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -50,6 +51,28 @@ func ethernetInterfaces(sysDir string) []string {
 	return out
 }
 
+// bootInterfaceFirst moves the interface whose address is mac (the one
+// the machine booted from, preboot.mac=) to the front: its lease is the
+// address the job's token is bound to.
+func bootInterfaceFirst(sysDir string, ifaces []string, mac net.HardwareAddr) []string {
+	if len(mac) == 0 {
+		return ifaces
+	}
+	out := slices.Clone(ifaces)
+	for i, name := range out {
+		b, err := os.ReadFile(filepath.Join(sysDir, "class", "net", name, "address"))
+		if err != nil {
+			continue
+		}
+		if a, err := net.ParseMAC(strings.TrimSpace(string(b))); err == nil && bytes.Equal(a, mac) {
+			copy(out[1:i+1], out[:i])
+			out[0] = name
+			break
+		}
+	}
+	return out
+}
+
 // bringUpNetwork waits for an Ethernet interface (loading drivers for
 // devices that show up late), brings every one up and runs DHCPv4 on each
 // in turn until one gets a lease, which it configures (address, default
@@ -92,6 +115,7 @@ func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, en
 			logger.Warn("link up", "interface", name, "err", err)
 		}
 	}
+	ifaces = bootInterfaceFirst("/sys", ifaces, env.BootMAC)
 	logger.Info("network interfaces", "interfaces", strings.Join(ifaces, ","))
 
 	waitEntropy(ctx, logger)

@@ -296,8 +296,9 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 	}
 	if job.ClientIP != "" {
 		// The token works only from this address: the imaging
-		// environment asks its DHCP server for it again.
-		cmdline += " preboot.ip=" + job.ClientIP
+		// environment asks its DHCP server for it again, on the
+		// interface the machine booted from.
+		cmdline += " preboot.ip=" + job.ClientIP + " preboot.mac=" + dev.MAC
 	}
 	cmdline = strings.TrimSpace(cmdline)
 	return imagingBootSpec{Job: job.ID, Kernel: kernel, Initrd: []string{initrd}, Cmdline: cmdline}, nil
