@@ -38,6 +38,9 @@ func (e *Engine) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := parseQuery(r.URL.RawQuery)
 	base := "http://" + r.Host
+	if r.TLS != nil {
+		base = "https://" + r.Host // asked over HTTPS: the script's own URLs stay on it
+	}
 	if q.Get("mac") != "" && fromBrowser(r) {
 		http.Error(w, "boot scripts are for network-boot firmware (iPXE), not for web browsers", http.StatusForbidden)
 		return
