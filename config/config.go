@@ -39,6 +39,18 @@ type Config struct {
 	Boot      Boot      `yaml:"boot"`
 	Menu      Menu      `yaml:"menu"`
 	Imaging   Imaging   `yaml:"imaging"`
+	Retention Retention `yaml:"retention"`
+}
+
+// Retention bounds what the database keeps; the server prunes hourly.
+type Retention struct {
+	// Events older than this are deleted (0 keeps them).
+	Events time.Duration `yaml:"events"`
+	// Jobs that finished longer ago than this are deleted with their logs
+	// (0 keeps them); jobs still open are never deleted.
+	Jobs time.Duration `yaml:"jobs"`
+	// MaxEvents keeps at most this many events, the newest (0: no cap).
+	MaxEvents int `yaml:"max_events"`
 }
 
 // Imaging configures disk imaging: where images are kept and the imaging
@@ -78,6 +90,11 @@ type TFTP struct {
 	Root         string `yaml:"root"` // default DATA_DIR/tftp
 	MaxBlockSize int    `yaml:"max_blksize"`
 	MaxWindow    int    `yaml:"max_windowsize"`
+	// MaxTransfers caps the transfers in progress, MaxTransfersPerClient
+	// those from one source address; requests beyond are dropped (the
+	// client retransmits).
+	MaxTransfers          int `yaml:"max_transfers"`
+	MaxTransfersPerClient int `yaml:"max_transfers_per_client"`
 }
 
 // HTTP configures the HTTP server (boot policy, boot files, API, metrics).
@@ -105,6 +122,17 @@ type HTTP struct {
 	// generated at the first start under DataDir/tls.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
+	// ReadTimeout bounds reading a request's headers, and how long its
+	// body may stall (bodies must also keep a minimum rate);
+	// WriteTimeout how long writing a response may stall; IdleTimeout
+	// how long a keep-alive connection waits for its next request.
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	// MaxEventStreams caps the open event streams (SSE) in all and
+	// MaxEventStreamsPerClient those of one client address (429 beyond).
+	MaxEventStreams          int `yaml:"max_event_streams"`
+	MaxEventStreamsPerClient int `yaml:"max_event_streams_per_client"`
 }
 
 // ProxyDHCP configures the proxyDHCP server.
@@ -116,6 +144,15 @@ type ProxyDHCP struct {
 	DHCPListen string `yaml:"dhcp_listen"`
 	// PXEListen is the PXE boot-server port address (":4011").
 	PXEListen string `yaml:"pxe_listen"`
+	// Interfaces are the network interfaces whose clients are answered;
+	// empty: every interface with a non-loopback IPv4 address. Loopback
+	// is never answered.
+	Interfaces []string `yaml:"interfaces"`
+	// Subnets (CIDR) are the client networks answered, as dnsmasq's
+	// dhcp-range in proxy mode: a relayed request's gateway address, a
+	// client's own address, or else an address of the receiving
+	// interface must be inside one; empty: any.
+	Subnets []string `yaml:"subnets"`
 }
 
 // Boot names the boot programs handed out per firmware, relative to the
@@ -150,15 +187,17 @@ func Default() Config {
 		ServerURL: "http://127.0.0.1:8080",
 		Log:       Log{Level: "info", Format: "auto"},
 		Store:     Store{Driver: "sqlite"},
-		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64},
-		HTTP:      HTTP{Listen: ":8080", AdminSocket: "admin.sock", TLSListen: ":8443"},
+		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1024, MaxTransfersPerClient: 16},
+		HTTP: HTTP{ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
+			MaxEventStreams: 256, MaxEventStreamsPerClient: 16, Listen: ":8080", AdminSocket: "admin.sock", TLSListen: ":8443"},
 		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
 		Boot: Boot{
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
 		},
-		Menu:    Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
-		Imaging: Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet"},
+		Menu:      Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
+		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet"},
+		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000},
 	}
 }
 
@@ -256,5 +295,37 @@ func (c *Config) Finish() error {
 	if c.TFTP.MaxWindow < 1 || c.TFTP.MaxWindow > 64 {
 		errs = append(errs, fmt.Errorf("tftp.max_windowsize %d: want 1..64", c.TFTP.MaxWindow))
 	}
+	errs = append(errs, c.checkLimits()...)
 	return errors.Join(errs...)
+}
+
+// checkLimits validates the resource limits and retention settings.
+func (c *Config) checkLimits() []error {
+	var errs []error
+	if c.TFTP.MaxTransfers < 1 {
+		errs = append(errs, fmt.Errorf("tftp.max_transfers %d: want at least 1", c.TFTP.MaxTransfers))
+	}
+	if c.TFTP.MaxTransfersPerClient < 1 {
+		errs = append(errs, fmt.Errorf("tftp.max_transfers_per_client %d: want at least 1", c.TFTP.MaxTransfersPerClient))
+	}
+	for name, d := range map[string]time.Duration{"http.read_timeout": c.HTTP.ReadTimeout, "http.write_timeout": c.HTTP.WriteTimeout,
+		"http.idle_timeout": c.HTTP.IdleTimeout, "retention.events": c.Retention.Events, "retention.jobs": c.Retention.Jobs} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want a positive duration (or 0)", name, d))
+		}
+	}
+	if c.HTTP.MaxEventStreams < 0 || c.HTTP.MaxEventStreamsPerClient < 0 || c.Retention.MaxEvents < 0 {
+		errs = append(errs, errors.New("http.max_event_streams, http.max_event_streams_per_client, retention.max_events: want 0 (no cap) or more"))
+	}
+	for _, sn := range c.ProxyDHCP.Subnets {
+		if p, err := netip.ParsePrefix(sn); err != nil || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("proxydhcp.subnets: %q: want an IPv4 CIDR such as 10.0.0.0/24", sn))
+		}
+	}
+	for _, name := range c.ProxyDHCP.Interfaces {
+		if name == "" || strings.ContainsAny(name, "/ \t") {
+			errs = append(errs, fmt.Errorf("proxydhcp.interfaces: %q: want an interface name", name))
+		}
+	}
+	return errs
 }

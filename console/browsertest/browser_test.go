@@ -5,8 +5,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -31,6 +35,7 @@ import (
 	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/tlspin"
 )
 
 // Bounds of every wait: nothing here sleeps blindly, everything polls
@@ -110,7 +115,7 @@ func TestConsole(t *testing.T) {
 	s := startServer(t)
 	s.seed(t)
 	shots := screenshotDir(t)
-	b := startBrowser(t, exe, s.url)
+	b := startBrowser(t, exe, s.url, s.spki)
 	ui := b.first
 	step := func(what string) { t.Logf("step: %s", what) }
 
@@ -406,8 +411,11 @@ func screenshotDir(t *testing.T) string {
 // directory, and an admin token for the test's own API calls.
 type server struct {
 	url, dir, token string
-	env             []string
-	client          *http.Client
+	// spki is the base64 SHA-256 of the server's public key: the browser
+	// accepts the self-signed certificate by it (a pin, as agents do).
+	spki   string
+	env    []string
+	client *http.Client
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has exited
@@ -465,7 +473,7 @@ func startServer(t *testing.T) *server {
 	}
 
 	s.cmd = exec.Command(bin, "serve", "--data-dir", s.dir, "--copy-debian-files=false", "--log-format", "json",
-		"--http-listen", "127.0.0.1:0", "--tftp-listen", "127.0.0.1:0", "--proxydhcp=false", "--trust-loopback=false")
+		"--http-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--tftp-listen", "127.0.0.1:0", "--proxydhcp=false")
 	s.cmd.Env = s.env
 	pipe, err := s.cmd.StderrPipe()
 	if err != nil {
@@ -512,7 +520,26 @@ func startServer(t *testing.T) *server {
 			t.Logf("the end of preboot serve's log:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
 		}
 	})
-	s.url = s.waitListening(t)
+	var fp string
+	s.url, fp = s.waitListening(t)
+	// Everything but the firmware's files is on HTTPS, with the server's
+	// self-signed certificate: the test's client pins it.
+	tc, err := tlspin.Config(fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.client.Transport = tlspin.Transport(tc)
+	pemBytes, err := os.ReadFile(filepath.Join(s.dir, "tls", "cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(pemBytes)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	s.spki = base64.StdEncoding.EncodeToString(sum[:])
 
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -537,15 +564,16 @@ func (s *server) log() string {
 	return s.out.String()
 }
 
-// waitListening returns the URL of the "http listening" log line.
-func (s *server) waitListening(t *testing.T) string {
+// waitListening returns the URL and certificate fingerprint of the
+// "https listening" log line.
+func (s *server) waitListening(t *testing.T) (string, string) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		for _, line := range strings.Split(s.log(), "\n") {
-			var rec struct{ Msg, Addr string }
-			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "http listening" {
-				return "http://" + rec.Addr
+			var rec struct{ Msg, Addr, Fingerprint string }
+			if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "https listening" {
+				return "https://" + rec.Addr, rec.Fingerprint
 			}
 		}
 		select {
@@ -555,7 +583,7 @@ func (s *server) waitListening(t *testing.T) string {
 		}
 	}
 	t.Fatalf("preboot serve did not listen within a minute:\n%s", s.log())
-	return ""
+	return "", ""
 }
 
 // stop ends the server by its PID: SIGTERM, then SIGKILL after 30 s.
@@ -652,7 +680,8 @@ var promptFallback = regexp.MustCompile(`(?m)^prompt .* \|\| chain (\S+)$`)
 // iPXE follows the prompt's fallback chain. It returns the last script.
 func (s *server) boot(t *testing.T, machine url.Values) string {
 	t.Helper()
-	u := s.url + "/boot.ipxe?" + machine.Encode()
+	// iPXE's :uristring sends a space as %20 (a "+" stays a "+").
+	u := s.url + "/boot.ipxe?" + strings.ReplaceAll(machine.Encode(), "+", "%20")
 	for range 3 {
 		resp, err := s.client.Get(u)
 		if err != nil {
@@ -775,7 +804,7 @@ type browser struct {
 // startBrowser starts Chromium, for the server at base, (headless, no sandbox: the tests run as
 // root; a 1366x768 window, a laptop's screen) with its first tab. The
 // cleanup closes it and checks that none of its processes is left.
-func startBrowser(t *testing.T, exe, base string) *browser {
+func startBrowser(t *testing.T, exe, base, spki string) *browser {
 	t.Helper()
 	mark := make([]byte, 8)
 	if _, err := rand.Read(mark); err != nil {
@@ -789,6 +818,7 @@ func startBrowser(t *testing.T, exe, base string) *browser {
 		chromedp.NoSandbox,
 		chromedp.WindowSize(1366, 768),
 		chromedp.Flag("lang", "en-US"),
+		chromedp.Flag("ignore-certificate-errors-spki-list", spki), // the server's self-signed certificate, pinned
 		chromedp.Env(b.marker))
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(actx)
