@@ -41,6 +41,8 @@ type Options struct {
 	// Events wakes event streams when an event is stored (optional: the
 	// streams poll the store anyway, which also sees other servers').
 	Events *Notifier
+	// EventStreams caps the open event streams (nil: no cap).
+	EventStreams *StreamLimiter
 	// Version is reported by GET /api/v1/version.
 	Version string
 	// Status fills GET /api/v1/status (the server sets it).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -71,6 +72,13 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "streaming unsupported by this connection")
 		return
 	}
+	client := streamClient(r)
+	if !h.EventStreams.acquire(client) {
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusTooManyRequests, "too many event streams open; close one (or raise http.max_event_streams[_per_client])")
+		return
+	}
+	defer h.EventStreams.release(client)
 	ctx := r.Context()
 	after := r.Header.Get("Last-Event-ID")
 	if after == "" {
@@ -135,6 +143,70 @@ func (h *Handler) streamEvents(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// StreamLimiter caps the event streams open at once, in all and per
+// client address. A nil *StreamLimiter admits every stream.
+type StreamLimiter struct {
+	max, perClient int // 0: no cap
+
+	mu    sync.Mutex
+	total int
+	per   map[string]int
+}
+
+// NewStreamLimiter caps streams at max in all and perClient per client
+// address (0: no cap).
+func NewStreamLimiter(max, perClient int) *StreamLimiter {
+	return &StreamLimiter{max: max, perClient: perClient, per: map[string]int{}}
+}
+
+func (l *StreamLimiter) acquire(client string) bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (l.max > 0 && l.total >= l.max) || (l.perClient > 0 && l.per[client] >= l.perClient) {
+		return false
+	}
+	l.total++
+	l.per[client]++
+	return true
+}
+
+func (l *StreamLimiter) release(client string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.per[client] <= 1 {
+		delete(l.per, client)
+	} else {
+		l.per[client]--
+	}
+}
+
+// Open reports the streams open (for tests and status).
+func (l *StreamLimiter) Open() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
+// streamClient names the client a stream counts against: its IP address
+// (its port changes with every connection), or "local" on the admin socket.
+func streamClient(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil || host == "" {
+		return "local"
+	}
+	return host
 }
 
 // Notifier wakes event streams when this server stores an event.

@@ -17,6 +17,12 @@ func TestEveryConfigKeyHasAFlag(t *testing.T) {
 	bound := map[uintptr]bool{}
 	fs.VisitAll(func(f *pflag.Flag) {
 		bound[reflect.ValueOf(f.Value).Pointer()] = true
+		// Slice flags (pflag's stringSliceValue...) hold a pointer to the field.
+		if v := reflect.ValueOf(f.Value).Elem(); v.Kind() == reflect.Struct {
+			if p := v.FieldByName("value"); p.IsValid() && p.Kind() == reflect.Pointer {
+				bound[p.Pointer()] = true
+			}
+		}
 	})
 	var walk func(v reflect.Value, path string)
 	walk = func(v reflect.Value, path string) {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,8 +50,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Menu.Mode == "hotkey" && !policy.ValidHotkey(cfg.Menu.Hotkey) {
 		return fmt.Errorf("invalid configuration: menu.hotkey %q: want a letter, a digit, ctrl-X, esc or space", cfg.Menu.Hotkey)
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return fmt.Errorf("create data dir: %w", err)
+	if err := secureDataDir(cfg.DataDir, cfg.HTTP.AdminSocket, cfg.TFTP.Root, log); err != nil {
+		return err
 	}
 	db, err := OpenStore(ctx, cfg.Store)
 	if err != nil {
@@ -118,6 +119,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	status := newStatus(cfg, st, repo)
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return runRetention(ctx, st, cfg.Retention, log.With("component", "retention")) })
 	if cfg.TFTP.Enabled {
 		ts := &tftp.Server{
 			Root:         cfg.TFTP.Root,
@@ -126,6 +128,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Metrics:      tftp.NewMetrics(reg),
 			MaxBlockSize: cfg.TFTP.MaxBlockSize,
 			MaxWindow:    cfg.TFTP.MaxWindow,
+
+			MaxTransfers:          cfg.TFTP.MaxTransfers,
+			MaxTransfersPerClient: cfg.TFTP.MaxTransfersPerClient,
 		}
 		conn, err := net.ListenPacket("udp4", cfg.TFTP.Listen)
 		if err != nil {
@@ -180,6 +185,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	servers := []*http.Server{hs}
+	limits := newHTTPLimits(cfg.HTTP)
+	limits.apply(hs)
 	log.Info("http listening", "addr", ln.Addr().String(), "version", Version)
 	g.Go(func() error {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -196,6 +203,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}
 		servers = append(servers, ths)
+		limits.apply(ths)
 		g.Go(func() error {
 			if err := ths.ServeTLS(tlsLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("https: %w", err)
@@ -210,6 +218,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		shs.BaseContext = func(net.Listener) context.Context { return ctx }
 		servers = append(servers, shs)
+		limits.apply(shs)
 		g.Go(func() error {
 			if err := shs.Serve(sln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin socket: %w", err)
@@ -263,8 +272,8 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth"), Sessions: sessions, Hosts: hosts}
 	admin := api.New(api.Options{
 		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
+		Status: status.Info, EventStreams: api.NewStreamLimiter(cfg.HTTP.MaxEventStreams, cfg.HTTP.MaxEventStreamsPerClient),
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
-		Status:      status.Info,
 	})
 	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
 	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
@@ -315,9 +324,11 @@ func fileServer(root string) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		f, err := rt.Open(name)
+		// O_NONBLOCK: a FIFO must not block the handler waiting for a
+		// writer; only regular files are served (below).
+		f, err := rt.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
+			if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 				http.NotFound(w, r)
 				return
 			}
