@@ -57,8 +57,15 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	return root
 }
 
+// load reads the configuration file (--config) over the defaults; the
+// database's connection string may also come from $PREBOOT_STORE_DSN (it
+// may hold a password, which has no place on a command line).
 func (g *globals) load() (config.Config, error) {
-	return config.Load(g.configFile)
+	c, err := config.Load(g.configFile)
+	if dsn := os.Getenv("PREBOOT_STORE_DSN"); dsn != "" {
+		c.Store.DSN = dsn
+	}
+	return c, err
 }
 
 func newVersion(g *globals) *cobra.Command {

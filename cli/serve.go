@@ -57,7 +57,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Menu.Title, "menu-title", d.Menu.Title, "Preboot menu title")
 	fs.StringVar(&c.ServerURL, "server-url", d.ServerURL, "where admin commands find the API")
 	fs.StringVar(&c.Store.Driver, "store-driver", d.Store.Driver, "database: sqlite or postgres")
-	fs.StringVar(&c.Store.DSN, "store-dsn", d.Store.DSN, "PostgreSQL connection string (with --store-driver postgres)")
+	fs.StringVar(&c.Store.DSN, "store-dsn", d.Store.DSN, "PostgreSQL connection string (with --store-driver postgres; it may hold a password: prefer $PREBOOT_STORE_DSN)")
 	fs.StringVar(&c.Boot.PXELinux, "pxelinux-boot-file", d.Boot.PXELinux, "pxelinux program for devices whose work uses --loader pxelinux")
 	fs.StringVar(&c.Imaging.Repo, "image-repo", d.Imaging.Repo, "image repository directory (default DATA_DIR/images)")
 	fs.StringVar(&c.Imaging.Kernel, "imaging-kernel", d.Imaging.Kernel, "imaging environment kernel, under the TFTP root")
@@ -77,6 +77,9 @@ func newServe(g *globals) *cobra.Command {
 				return err
 			}
 			applyChanged(cmd.Flags(), &cfg)
+			if cmd.Flags().Changed("store-dsn") {
+				warnArgvSecret(g, "store-dsn", "$PREBOOT_STORE_DSN or store.dsn in the configuration file")
+			}
 			log, err := newLogger(g.stderr, cfg.Log.Format, cfg.Log.Level)
 			if err != nil {
 				return err
