@@ -184,7 +184,7 @@ type Menu struct {
 func Default() Config {
 	return Config{
 		DataDir:   "./var",
-		ServerURL: "http://127.0.0.1:8080",
+		ServerURL: "https://127.0.0.1:8443",
 		Log:       Log{Level: "info", Format: "auto"},
 		Store:     Store{Driver: "sqlite"},
 		TFTP:      TFTP{Enabled: true, Listen: ":69", MaxBlockSize: 65464, MaxWindow: 64, MaxTransfers: 1024, MaxTransfersPerClient: 16},
