@@ -132,12 +132,18 @@ inns() { ip netns exec "$NS" "$@"; }
 
 start_server() { # $1 = data dir
 	mkdir -p "$1"
+	# Plain HTTP (--tls-listen ""), as measured before TLS existed; the agent uses an admin
+	# token written straight into the database (loopback is not trusted).
 	ip netns exec "$NS" "$BIN/preboot" serve --data-dir "$1" --proxydhcp=false --tftp=false --copy-debian-files=false \
-		--http-listen 127.0.0.1:$PORT --log-format json --log-level warn >>"$WORK/server.log" 2>&1 &
+		--http-listen 127.0.0.1:$PORT --tls-listen "" --log-format json --log-level warn >>"$WORK/server.log" 2>&1 &
 	SRV_PID=$!
 	local i
 	for i in $(seq 100); do
-		inns curl -sf -o /dev/null "$URL/api/v1/images" && return 0
+		if inns curl -sf -o /dev/null "$URL/healthz"; then
+			PREBOOT_TOKEN=$("$BIN/preboot" token create "bench-$RANDOM" --local --data-dir "$1" 2>/dev/null)
+			export PREBOOT_TOKEN
+			return 0
+		fi
 		kill -0 "$SRV_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "server died" >&2; exit 1; }
 		sleep 0.1
 	done
