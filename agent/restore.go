@@ -22,7 +22,7 @@ func fetchManifest(ctx context.Context, opts Options) (*image.Manifest, error) {
 	if opts.Manifest != nil {
 		return opts.Manifest, nil
 	}
-	if err := image.ValidName(opts.Image); err != nil {
+	if err := image.ValidRef(opts.Image); err != nil { // NAME or NAME@VERSION
 		return nil, err
 	}
 	switch s := opts.Store.(type) {

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +25,24 @@ const maxStoredChunk = MaxChunkSize + MaxChunkSize/64 + 4096
 
 // ErrExists is returned by Import when the image name is taken.
 var ErrExists = errors.New("image exists")
+
+// ErrQuota: storing more would take the repository past its size limit
+// (RepoOptions.MaxBytes). Errors wrapping it are *QuotaError.
+var ErrQuota = errors.New("image repository quota exceeded")
+
+// QuotaError names the sizes of a refused write.
+type QuotaError struct {
+	Stored int64 // bytes of chunks stored now
+	Adding int64 // bytes the write would add
+	Limit  int64
+}
+
+func (e *QuotaError) Error() string {
+	return fmt.Sprintf("%v: %d bytes stored + %d bytes to add > limit %d bytes (imaging.max_repo_size); remove images or versions and run `preboot image gc`",
+		ErrQuota, e.Stored, e.Adding, e.Limit)
+}
+
+func (e *QuotaError) Unwrap() error { return ErrQuota }
 
 // Repo is a repository of images on a local directory:
 //
@@ -41,6 +61,15 @@ type Repo struct {
 	// never deletes a chunk between a capture's upload and its publish in
 	// this process. Other processes are covered by the grace period.
 	mu sync.RWMutex
+	// pubMu orders version numbering and head.json updates.
+	pubMu sync.Mutex
+	// maxBytes is the quota (0: none); stored counts chunk bytes once
+	// storedOnce has walked the repository.
+	maxBytes   int64
+	storedOnce sync.Once
+	storedErr  error
+	stored     atomic.Int64
+	openJob    func(ctx context.Context, id int64) (bool, error)
 }
 
 // RepoOptions configure OpenRepo.
@@ -50,11 +79,18 @@ type RepoOptions struct {
 	// negative means 0). Missing refreshes the time of chunks it reports
 	// present, so dedupe hits of a running capture are protected too.
 	GCGrace time.Duration
+	// MaxBytes bounds the bytes of stored chunks (0: no limit): a Put (a
+	// capture's upload, an import) past it fails with a *QuotaError.
+	MaxBytes int64
+	// OpenJob tells GC whether job id is still open: the chunks its upload
+	// record names are then kept; records of other jobs are dropped. Nil
+	// keeps records younger than a day (offline GC).
+	OpenJob func(ctx context.Context, id int64) (bool, error)
 }
 
 // OpenRepo opens (creating if needed) the repository at dir.
 func OpenRepo(dir string, opts RepoOptions) (*Repo, error) {
-	r := &Repo{root: dir, log: opts.Logger, grace: opts.GCGrace}
+	r := &Repo{root: dir, log: opts.Logger, grace: opts.GCGrace, maxBytes: opts.MaxBytes, openJob: opts.OpenJob}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -64,7 +100,7 @@ func OpenRepo(dir string, opts RepoOptions) (*Repo, error) {
 	case r.grace < 0:
 		r.grace = 0
 	}
-	for _, d := range []string{"chunks", "images", "tmp"} {
+	for _, d := range []string{"chunks", "images", "tmp", "uploads"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("open repository: %w", err)
 		}
@@ -73,6 +109,9 @@ func OpenRepo(dir string, opts RepoOptions) (*Repo, error) {
 		if err := os.MkdirAll(filepath.Join(dir, "chunks", fmt.Sprintf("%02x", i)), 0o755); err != nil {
 			return nil, fmt.Errorf("open repository: %w", err)
 		}
+	}
+	if err := r.migrate(); err != nil {
+		return nil, fmt.Errorf("open repository: migrate to versioned images: %w", err)
 	}
 	return r, nil
 }
@@ -85,9 +124,37 @@ func (r *Repo) chunkPath(h Hash) string {
 	return filepath.Join(r.root, "chunks", s[:2], s)
 }
 
-func (r *Repo) manifestPath(name string) string {
-	return filepath.Join(r.root, "images", name, "manifest.json")
+// storedBytes is the size of every chunk file, walked once then kept up
+// to date by Put and GC.
+func (r *Repo) storedBytes() (int64, error) {
+	r.storedOnce.Do(func() {
+		var total int64
+		r.storedErr = r.walkChunks(func(_ string, _ Hash, _ bool, fi fs.FileInfo) error {
+			total += fi.Size()
+			return nil
+		})
+		r.stored.Add(total)
+	})
+	return r.stored.Load(), r.storedErr
 }
+
+// reserve accounts n new bytes against the quota; release undoes it.
+func (r *Repo) reserve(n int64) error {
+	if r.maxBytes <= 0 {
+		return nil
+	}
+	if _, err := r.storedBytes(); err != nil {
+		return fmt.Errorf("repository size: %w", err)
+	}
+	if now := r.stored.Add(n); now > r.maxBytes {
+		r.stored.Add(-n)
+		return &QuotaError{Stored: now - n, Adding: n, Limit: r.maxBytes}
+	}
+	return nil
+}
+
+// MaxBytes is the repository's size limit (0: none).
+func (r *Repo) MaxBytes() int64 { return r.maxBytes }
 
 // Missing implements ChunkStore.
 func (r *Repo) Missing(ctx context.Context, hashes []Hash) (map[Hash]struct{}, error) {
@@ -134,7 +201,13 @@ func (r *Repo) Put(ctx context.Context, h Hash, data []byte) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil
 	}
+	if err := r.reserve(int64(len(data))); err != nil {
+		return fmt.Errorf("put chunk %s: %w", h, err)
+	}
 	if err := writeFileSync(p, data); err != nil {
+		if r.maxBytes > 0 {
+			r.stored.Add(-int64(len(data)))
+		}
 		return fmt.Errorf("put chunk %s: %w", h, err)
 	}
 	return nil
@@ -229,68 +302,90 @@ func (r *Repo) syncFS() error {
 	return unix.Syncfs(int(d.Fd()))
 }
 
-// Publish implements Publisher: it validates m, checks every chunk is in
-// the repository, makes them durable, then atomically writes (or replaces)
-// images/NAME/manifest.json.
+// Publish implements Publisher: it publishes m as a new version of its
+// image (see PublishVersion).
 func (r *Repo) Publish(ctx context.Context, m *Manifest) error {
+	_, err := r.PublishVersion(ctx, m)
+	return err
+}
+
+// PublishVersion validates m, checks every chunk is in the repository,
+// makes them durable, then atomically adds version N+1 of image m.Name and
+// makes it current. It returns the version. A manifest identical to the
+// current version's (a retried publish) adds nothing and returns that
+// version.
+func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 	if err := m.Validate(); err != nil {
-		return fmt.Errorf("publish: %w", err)
+		return 0, fmt.Errorf("publish: %w", err)
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	hashes := m.ChunkHashes()
 	for _, h := range hashes {
 		if err := ctx.Err(); err != nil {
-			return err
+			return 0, err
 		}
 		if _, err := os.Stat(r.chunkPath(h)); err != nil {
-			return fmt.Errorf("publish %s: %w: %s: %w", m.Name, ErrMissingChunks, h, err)
+			return 0, fmt.Errorf("publish %s: %w: %s: %w", m.Name, ErrMissingChunks, h, err)
 		}
 	}
 	if err := r.syncFS(); err != nil {
-		return fmt.Errorf("publish %s: sync chunks: %w", m.Name, err)
+		return 0, fmt.Errorf("publish %s: sync chunks: %w", m.Name, err)
 	}
-	dir := filepath.Join(r.root, "images", m.Name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("publish %s: %w", m.Name, err)
-	}
-	var buf strings.Builder
+	var buf bytes.Buffer
 	if err := m.Encode(&buf); err != nil {
-		return err
+		return 0, err
 	}
-	if err := writeFileSync(r.manifestPath(m.Name), []byte(buf.String())); err != nil {
-		return fmt.Errorf("publish %s: %w", m.Name, err)
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	dir := r.imageDir(m.Name)
+	if err := os.MkdirAll(filepath.Join(dir, "versions"), 0o755); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
-	for _, d := range []string{dir, filepath.Join(r.root, "images")} {
-		if err := syncDir(d); err != nil {
-			return fmt.Errorf("publish %s: %w", m.Name, err)
+	h, err := r.readHead(m.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		vs, err := r.versionNumbers(m.Name) // versions without a head: a crash
+		if err != nil {
+			return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+		}
+		if len(vs) > 0 {
+			h.Last = vs[len(vs)-1]
+		}
+	case err != nil:
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+	default:
+		if cur, err := os.ReadFile(r.versionPath(m.Name, h.Current)); err == nil && bytes.Equal(cur, buf.Bytes()) {
+			return h.Current, nil
 		}
 	}
-	r.log.InfoContext(ctx, "image published", "image", m.Name, "chunks", len(hashes), "used", m.Sizes.Used)
-	return nil
+	v := h.Last + 1
+	if vs, err := r.versionNumbers(m.Name); err == nil && len(vs) > 0 && vs[len(vs)-1] >= v {
+		v = vs[len(vs)-1] + 1
+	}
+	if err := writeFileSync(r.versionPath(m.Name, v), buf.Bytes()); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+	}
+	for _, d := range []string{filepath.Join(dir, "versions"), dir, filepath.Join(r.root, "images")} {
+		if err := syncDir(d); err != nil {
+			return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+		}
+	}
+	if err := r.writeHead(m.Name, head{Current: v, Last: v}); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+	}
+	r.log.InfoContext(ctx, "image published", "image", m.Name, "version", v, "chunks", len(hashes), "used", m.Sizes.Used)
+	return v, nil
 }
 
-// Get returns the manifest of image name.
-func (r *Repo) Manifest(name string) (*Manifest, error) {
-	if err := ValidName(name); err != nil {
+// Manifest returns the manifest of an image reference: NAME (its current
+// version) or NAME@N.
+func (r *Repo) Manifest(ref string) (*Manifest, error) {
+	name, v, err := r.Resolve(ref)
+	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(r.manifestPath(name))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("image %s: %w", name, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", name, err)
-	}
-	defer f.Close()
-	m, err := ParseManifest(f)
-	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", name, err)
-	}
-	if m.Name != name {
-		return nil, fmt.Errorf("image %s: manifest names %q", name, m.Name)
-	}
-	return m, nil
+	return r.readVersion(name, v)
 }
 
 // List returns the names of all published images, sorted.
@@ -304,7 +399,7 @@ func (r *Repo) List() ([]string, error) {
 		if !e.IsDir() || ValidName(e.Name()) != nil {
 			continue
 		}
-		if _, err := os.Stat(r.manifestPath(e.Name())); err == nil {
+		if _, err := os.Stat(r.headPath(e.Name())); err == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -312,30 +407,62 @@ func (r *Repo) List() ([]string, error) {
 	return names, nil
 }
 
-// Remove deletes image name (its chunks stay until GC).
-func (r *Repo) Remove(ctx context.Context, name string) error {
-	if err := ValidName(name); err != nil {
+// Remove deletes an image: NAME removes every version, NAME@N that version
+// only (its chunks stay until GC). Removing the current version makes the
+// newest remaining one current; removing the last one removes the image.
+func (r *Repo) Remove(ctx context.Context, ref string) error {
+	name, v, err := ParseRef(ref)
+	if err != nil {
 		return err
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	dir := filepath.Join(r.root, "images", name)
-	if _, err := os.Stat(filepath.Join(dir, "manifest.json")); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("image %s: %w", name, ErrNotFound)
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	h, err := r.readHead(name)
+	if err != nil {
+		return err
 	}
+	if v != 0 {
+		vs, err := r.versionNumbers(name)
+		if err != nil {
+			return fmt.Errorf("remove %s: %w", ref, err)
+		}
+		if !slices.Contains(vs, v) {
+			return fmt.Errorf("image %s: %w", ref, ErrNotFound)
+		}
+		if len(vs) > 1 {
+			if v == h.Current {
+				rest := slices.DeleteFunc(slices.Clone(vs), func(x int) bool { return x == v })
+				h.Current = rest[len(rest)-1]
+				if err := r.writeHead(name, h); err != nil {
+					return fmt.Errorf("remove %s: %w", ref, err)
+				}
+			}
+			if err := os.Remove(r.versionPath(name, v)); err != nil {
+				return fmt.Errorf("remove %s: %w", ref, err)
+			}
+			if err := syncDir(filepath.Join(r.imageDir(name), "versions")); err != nil {
+				return fmt.Errorf("remove %s: %w", ref, err)
+			}
+			r.log.InfoContext(ctx, "image version removed", "image", name, "version", v, "current", h.Current)
+			return nil
+		}
+	}
+	dir := r.imageDir(name)
 	gone, err := os.MkdirTemp(filepath.Join(r.root, "tmp"), "rm-"+name+"-")
 	if err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
+		return fmt.Errorf("remove %s: %w", ref, err)
 	}
 	if err := os.Rename(dir, filepath.Join(gone, name)); err != nil {
 		os.Remove(gone)
-		return fmt.Errorf("remove %s: %w", name, err)
+		return fmt.Errorf("remove %s: %w", ref, err)
 	}
 	if err := syncDir(filepath.Join(r.root, "images")); err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
+		return fmt.Errorf("remove %s: %w", ref, err)
 	}
 	if err := os.RemoveAll(gone); err != nil {
-		return fmt.Errorf("remove %s: %w", name, err)
+		return fmt.Errorf("remove %s: %w", ref, err)
 	}
 	r.log.InfoContext(ctx, "image removed", "image", name)
 	return nil
@@ -346,11 +473,26 @@ type GCStats struct {
 	Kept       int   `json:"kept"`
 	Removed    int   `json:"removed"`
 	FreedBytes int64 `json:"freed_bytes"`
+	// TempRemoved counts leftover temporary files and directories (of a
+	// Put, publish or remove cut short by a crash); RecordsDropped the
+	// upload records of jobs no longer open; Protected the unreferenced
+	// chunks kept for open jobs' records or the grace period.
+	TempRemoved    int `json:"temp_removed"`
+	RecordsDropped int `json:"records_dropped"`
+	Protected      int `json:"protected"`
 }
 
-// GC deletes chunks no manifest references (and stale temporary files)
-// that are older than the grace period. If any manifest cannot be read GC
-// deletes nothing: a chunk it would free might belong to it.
+// recordTTL: without RepoOptions.OpenJob, upload records older than this
+// are considered abandoned.
+const recordTTL = 24 * time.Hour
+
+// GC deletes chunks no version of any image references, unless they are
+// named by the upload record of a job still open (RepoOptions.OpenJob) or
+// younger than the grace period (covers uploads with an admin token, which
+// keep no record); it drops the records of jobs no longer open and removes
+// leftover temporary files older than the grace period. If any manifest
+// cannot be read GC deletes nothing: a chunk it would free might belong to
+// it. Put, Missing, Publish and Remove wait while GC runs.
 func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	r.mu.Lock()
@@ -359,7 +501,12 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
+	protected, err := r.liveUploads(ctx, &st)
+	if err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
 	cutoff := time.Now().Add(-r.grace)
+	var kept int64
 	err = r.walkChunks(func(path string, h Hash, ok bool, fi fs.FileInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -367,31 +514,139 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 		if ok {
 			if _, used := refs[h]; used {
 				st.Kept++
+				kept += fi.Size()
+				return nil
+			}
+			if _, live := protected[h]; live {
+				st.Kept++
+				st.Protected++
+				kept += fi.Size()
 				return nil
 			}
 		}
 		if fi.ModTime().After(cutoff) {
 			st.Kept++
+			st.Protected++
+			kept += fi.Size()
 			return nil
 		}
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		st.Removed++
-		st.FreedBytes += fi.Size()
+		if ok {
+			st.Removed++
+			st.FreedBytes += fi.Size()
+		} else {
+			st.TempRemoved++
+		}
 		return nil
 	})
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
+	if err := r.removeTemps(cutoff, &st); err != nil {
+		return st, fmt.Errorf("gc: %w", err)
+	}
 	if err := r.syncFS(); err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	r.log.InfoContext(ctx, "repository gc", "kept", st.Kept, "removed", st.Removed, "freed", st.FreedBytes)
+	if r.maxBytes > 0 {
+		r.storedOnce.Do(func() {})
+		r.stored.Store(kept)
+	}
+	r.log.InfoContext(ctx, "repository gc", "kept", st.Kept, "removed", st.Removed, "freed", st.FreedBytes,
+		"protected", st.Protected, "temp_removed", st.TempRemoved, "records_dropped", st.RecordsDropped)
 	return st, nil
 }
 
-// references maps every chunk hash to the images that use it.
+// liveUploads collects the hashes of the upload records of open jobs and
+// drops the other records.
+func (r *Repo) liveUploads(ctx context.Context, st *GCStats) (map[Hash]struct{}, error) {
+	ids, err := r.uploadJobs()
+	if err != nil {
+		return nil, err
+	}
+	live := make(map[Hash]struct{})
+	for _, id := range ids {
+		var open bool
+		if r.openJob != nil {
+			if open, err = r.openJob(ctx, id); err != nil {
+				return nil, fmt.Errorf("job %d: %w", id, err)
+			}
+		} else if fi, err := os.Stat(r.uploadPath(id)); err == nil {
+			open = time.Since(fi.ModTime()) < recordTTL
+		}
+		if !open {
+			if err := r.DropUploads(id); err != nil {
+				return nil, err
+			}
+			st.RecordsDropped++
+			continue
+		}
+		hs, err := r.Uploads(id)
+		if err != nil {
+			return nil, err
+		}
+		for h := range hs {
+			live[h] = struct{}{}
+		}
+	}
+	return live, nil
+}
+
+// removeTemps deletes what writes cut short leave outside chunks/: the
+// temporary manifests and heads of a publish (images/NAME/.tmp-*,
+// images/NAME/versions/.tmp-*), removals in progress (tmp/*).
+func (r *Repo) removeTemps(cutoff time.Time, st *GCStats) error {
+	old := func(p string) bool {
+		fi, err := os.Lstat(p)
+		return err == nil && fi.ModTime().Before(cutoff)
+	}
+	var cands []string
+	ents, err := os.ReadDir(filepath.Join(r.root, "tmp"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		cands = append(cands, filepath.Join(r.root, "tmp", e.Name()))
+	}
+	imgs, err := os.ReadDir(filepath.Join(r.root, "images"))
+	if err != nil {
+		return err
+	}
+	for _, im := range imgs {
+		if !im.IsDir() {
+			if strings.HasPrefix(im.Name(), ".tmp-") {
+				cands = append(cands, filepath.Join(r.root, "images", im.Name()))
+			}
+			continue
+		}
+		for _, d := range []string{filepath.Join(r.root, "images", im.Name()), filepath.Join(r.root, "images", im.Name(), "versions")} {
+			es, err := os.ReadDir(d)
+			if err != nil {
+				continue
+			}
+			for _, e := range es {
+				if strings.HasPrefix(e.Name(), ".tmp-") {
+					cands = append(cands, filepath.Join(d, e.Name()))
+				}
+			}
+		}
+	}
+	for _, p := range cands {
+		if !old(p) {
+			continue
+		}
+		if err := os.RemoveAll(p); err != nil {
+			return err
+		}
+		st.TempRemoved++
+	}
+	return nil
+}
+
+// references maps every chunk hash to the image versions (NAME@N) that
+// use it.
 func (r *Repo) references() (map[Hash][]string, error) {
 	names, err := r.List()
 	if err != nil {
@@ -399,12 +654,21 @@ func (r *Repo) references() (map[Hash][]string, error) {
 	}
 	refs := make(map[Hash][]string)
 	for _, n := range names {
-		m, err := r.Manifest(n)
+		vs, err := r.versionNumbers(n)
 		if err != nil {
 			return nil, err
 		}
-		for _, h := range m.ChunkHashes() {
-			refs[h] = append(refs[h], n)
+		for _, v := range vs {
+			m, err := r.readVersion(n, v)
+			if errors.Is(err, ErrNotFound) {
+				continue // removed meanwhile (GC excludes removals)
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range m.ChunkHashes() {
+				refs[h] = append(refs[h], Ref(n, v))
+			}
 		}
 	}
 	return refs, nil
@@ -452,13 +716,16 @@ type ImageUsage struct {
 	Name    string `json:"name"`
 	Logical int64  `json:"logical"`
 	Used    int64  `json:"used"`
-	// Stored is the compressed size of the image's distinct chunks; Unique
-	// the part no other image references (what removing it frees); Shared
-	// the rest.
+	// Stored is the compressed size of the distinct chunks of all its
+	// versions; Unique the part no other image references (what removing
+	// the image frees); Shared the rest.
 	Stored int64 `json:"stored"`
 	Unique int64 `json:"unique"`
 	Shared int64 `json:"shared"`
 	Chunks int   `json:"chunks"`
+	// Version is the current version; Versions how many are kept.
+	Version  int `json:"version"`
+	Versions int `json:"versions"`
 }
 
 // Usage is the repository's space accounting.
@@ -503,19 +770,54 @@ func (r *Repo) Usage(ctx context.Context) (Usage, error) {
 		return u, err
 	}
 	for _, n := range names {
-		m, err := r.Manifest(n)
+		name, cur, err := r.Resolve(n)
+		if errors.Is(err, ErrNotFound) {
+			continue // removed meanwhile
+		}
 		if err != nil {
 			return u, fmt.Errorf("usage: %w", err)
 		}
-		iu := ImageUsage{Name: n, Logical: m.Sizes.Logical, Used: m.Sizes.Used}
-		for _, h := range m.ChunkHashes() {
+		m, err := r.readVersion(name, cur)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return u, fmt.Errorf("usage: %w", err)
+		}
+		iu := ImageUsage{Name: n, Logical: m.Sizes.Logical, Used: m.Sizes.Used, Version: cur}
+		vs, err := r.versionNumbers(n)
+		if err != nil {
+			return u, fmt.Errorf("usage: %w", err)
+		}
+		iu.Versions = len(vs)
+		mine := make(map[Hash]struct{})
+		for _, v := range vs {
+			vm, err := r.readVersion(n, v)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return u, fmt.Errorf("usage: %w", err)
+			}
+			for _, h := range vm.ChunkHashes() {
+				mine[h] = struct{}{}
+			}
+		}
+		for h := range mine {
 			sz := sizes[h]
 			iu.Chunks++
 			iu.Stored += sz
-			if len(refs[h]) == 1 {
-				iu.Unique += sz
-			} else {
+			others := false
+			for _, ref := range refs[h] {
+				if RefName(ref) != n {
+					others = true
+					break
+				}
+			}
+			if others {
 				iu.Shared += sz
+			} else {
+				iu.Unique += sz
 			}
 		}
 		u.Images = append(u.Images, iu)

@@ -463,7 +463,7 @@ func (c *Client) List(ctx context.Context) (*ImageList, error) {
 
 // Detail returns one image's manifest and usage.
 func (c *Client) Detail(ctx context.Context, name string) (*ImageDetail, error) {
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(name); err != nil {
 		return nil, err
 	}
 	var out ImageDetail
@@ -479,7 +479,7 @@ func (c *Client) Detail(ctx context.Context, name string) (*ImageDetail, error) 
 // Manifest returns the (validated) manifest of image name; what a restore
 // needs.
 func (c *Client) Manifest(ctx context.Context, name string) (*image.Manifest, error) {
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(name); err != nil {
 		return nil, err
 	}
 	var m *image.Manifest
@@ -495,15 +495,16 @@ func (c *Client) Manifest(ctx context.Context, name string) (*image.Manifest, er
 	if err != nil {
 		return nil, err
 	}
-	if m.Name != name {
+	if m.Name != image.RefName(name) {
 		return nil, fmt.Errorf("image %s: server sent the manifest of %q", name, m.Name)
 	}
 	return m, nil
 }
 
-// Remove deletes image name (its chunks stay until the server's GC).
+// Remove deletes image name, every version of it (NAME) or one version
+// (NAME@N); chunks stay until the server's GC.
 func (c *Client) Remove(ctx context.Context, name string) error {
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(name); err != nil {
 		return err
 	}
 	n, err := c.do(ctx, call{method: http.MethodDelete, path: "/images/" + name})
@@ -513,10 +514,50 @@ func (c *Client) Remove(ctx context.Context, name string) error {
 	return err
 }
 
+// Versions lists the versions of image name and which one is current.
+func (c *Client) Versions(ctx context.Context, name string) (*ImageVersions, error) {
+	if err := image.ValidName(name); err != nil {
+		return nil, err
+	}
+	var out ImageVersions
+	if _, err := c.do(ctx, call{method: http.MethodGet, path: "/images/" + name + "/versions", handle: decodeJSON(&out)}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Rollback makes version to of image name current (0: the version before
+// the current one) and returns the versions.
+func (c *Client) Rollback(ctx context.Context, name string, to int) (*ImageVersions, error) {
+	if err := image.ValidName(name); err != nil {
+		return nil, err
+	}
+	body, err := json.Marshal(RollbackRequest{To: to})
+	if err != nil {
+		return nil, err
+	}
+	var out ImageVersions
+	if _, err := c.do(ctx, call{method: http.MethodPost, path: "/images/" + name + "/rollback", body: body,
+		contentType: "application/json", handle: decodeJSON(&out)}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GC asks the server to collect the repository's garbage now.
+func (c *Client) GC(ctx context.Context) (*image.GCStats, error) {
+	var out image.GCStats
+	if _, err := c.do(ctx, call{method: http.MethodPost, path: "/images/gc", noTimeout: true, noRetry: true,
+		handle: decodeJSON(&out)}); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Verify asks the server to check every chunk of image name. A damaged
 // image is not an error: see VerifyResult.OK and Error.
 func (c *Client) Verify(ctx context.Context, name string) (*VerifyResult, error) {
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(name); err != nil {
 		return nil, err
 	}
 	var out VerifyResult
@@ -531,7 +572,7 @@ func (c *Client) Verify(ctx context.Context, name string) (*VerifyResult, error)
 // bytes written. A stream the server breaks off is an error (the tar in w
 // is then incomplete).
 func (c *Client) Export(ctx context.Context, name string, w io.Writer) (int64, error) {
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(name); err != nil {
 		return 0, err
 	}
 	var total int64

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,22 +37,44 @@ const (
 	memberEntries = 64
 )
 
+// Access is what one request may do, as the server's authentication
+// decides (Handler.Access). The zero value may do nothing.
+type Access struct {
+	// Admin may do everything.
+	Admin bool
+	// Job is the id of the job whose token the request carries.
+	Job int64
+	// Image is the job's image reference: NAME for a capture, NAME or
+	// NAME@N (the version pinned when the job started) for a restore.
+	Image string
+	// Capture: the job may upload chunks and publish a new version of
+	// Image; it reads the chunks of Image's versions and its own uploads.
+	Capture bool
+	// Read: the job may read Image (restore, multicast): its manifest and
+	// the chunks that manifest references, nothing else.
+	Read bool
+}
+
 // Handler serves an image repository over HTTP under /api/v1/chunks/ and
 // /api/v1/images (see the package doc for the routes). It does no
-// authentication: the server wraps it with its auth middleware. Mount it
-// with mux.Handle(p, h) for every p in Prefixes().
+// authentication: the server wraps it with its auth middleware and tells
+// it, through Access, who is asking. Mount it with mux.Handle(p, h) for
+// every p in Prefixes().
+//
+// A job is scoped as in an OCI registry: chunk requests must name the
+// job's image (?image=), a job reads only chunks of its image (a restore:
+// the manifest of its pinned version; a capture: its image's versions and
+// what it uploaded itself), "missing" answers "present" only for those
+// (any other hash is "missing": the client uploads it, the server verifies
+// it and dedupes it on disk, and nothing about other images leaks), a
+// capture publishes only manifests whose chunks it uploaded or may read,
+// and a job never imports, removes, rolls back or collects garbage.
 type Handler struct {
 	Repo   *image.Repo
 	Logger *slog.Logger
-	// Allow, when set, is asked before every request touches an image:
-	// image is the image name (for chunk requests the ?image= parameter,
-	// "" when absent; for an import the ?name= parameter, "" when the
-	// archive's own name is used), write tells a modification (chunk
-	// upload, publish, remove, import; asking which chunks are missing is
-	// a read). A false answer is 403. With Allow
-	// set, GET of a chunk with ?image=NAME also checks the chunk belongs to
-	// image NAME. A nil Allow allows everything.
-	Allow func(r *http.Request, image string, write bool) bool
+	// Access tells what a request may do; nil makes every request an
+	// administrator.
+	Access func(r *http.Request) Access
 	// MaxChunkBytes bounds a chunk upload (DefaultMaxChunkBytes when 0).
 	MaxChunkBytes int64
 	// MaxImportBytes bounds an import body (DefaultMaxImportBytes when 0).
@@ -68,6 +91,18 @@ type Handler struct {
 	busy   map[string]struct{}
 	memMu  sync.Mutex
 	mem    map[string]memberSet
+	// uploads caches the upload records of capture jobs (see
+	// image.Repo.RecordUploads), loaded on first use.
+	upMu    sync.Mutex
+	uploads map[int64]*jobUploads
+	// bufs holds chunk upload buffers: a body is read into a buffer that
+	// grows with what arrives, never sized from the declared length.
+	bufs sync.Pool
+}
+
+type jobUploads struct {
+	mu     sync.Mutex
+	hashes map[image.Hash]struct{}
 }
 
 // lockName reserves name; it answers 409 and returns false when another
@@ -112,9 +147,12 @@ func (h *Handler) init() {
 	m.HandleFunc("PUT "+APIPrefix+"/images/{name}", h.putImage)
 	m.HandleFunc("GET "+APIPrefix+"/images/{name}", h.getImage)
 	m.HandleFunc("DELETE "+APIPrefix+"/images/{name}", h.deleteImage)
+	m.HandleFunc("GET "+APIPrefix+"/images/{name}/versions", h.versions)
+	m.HandleFunc("POST "+APIPrefix+"/images/{name}/rollback", h.rollback)
 	m.HandleFunc("POST "+APIPrefix+"/images/{name}/verify", h.verify)
 	m.HandleFunc("GET "+APIPrefix+"/images/{name}/export", h.export)
 	m.HandleFunc("POST "+APIPrefix+"/images/import", h.importImage)
+	m.HandleFunc("POST "+APIPrefix+"/images/gc", h.gc)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such image API endpoint: "+r.Method+" "+r.URL.Path)
 	}
@@ -124,6 +162,7 @@ func (h *Handler) init() {
 	h.mux = m
 	h.mem = make(map[string]memberSet)
 	h.busy = make(map[string]struct{})
+	h.uploads = make(map[int64]*jobUploads)
 }
 
 func (h *Handler) log() *slog.Logger {
@@ -157,11 +196,18 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, image.ErrExists):
 		writeError(w, http.StatusConflict, CodeExists, err.Error())
 		return
+	case errors.Is(err, image.ErrNoVersion):
+		writeError(w, http.StatusConflict, CodeNoVersion, err.Error())
+		return
 	case errors.Is(err, image.ErrMissingChunks):
 		writeError(w, http.StatusConflict, CodeMissingChunks, err.Error())
 		return
 	case errors.Is(err, image.ErrCorruptChunk):
 		writeError(w, http.StatusUnprocessableEntity, CodeCorrupt, err.Error())
+		return
+	case errors.Is(err, image.ErrQuota):
+		h.log().WarnContext(r.Context(), "image repository quota reached", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInsufficientStorage, CodeQuota, err.Error())
 		return
 	case errors.Is(err, syscall.ENOSPC):
 		h.log().ErrorContext(r.Context(), "image repository full", "method", r.Method, "path", r.URL.Path, "err", err)
@@ -177,21 +223,53 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, http.StatusInternalServerError, "", "internal error: "+err.Error())
 }
 
-// allowed runs the Allow hook and answers 403 when it refuses.
-func (h *Handler) allowed(w http.ResponseWriter, r *http.Request, name string, write bool) bool {
-	if h.Allow == nil || h.Allow(r, name, write) {
+func (h *Handler) access(r *http.Request) Access {
+	if h.Access == nil {
+		return Access{Admin: true}
+	}
+	return h.Access(r)
+}
+
+func forbid(w http.ResponseWriter, msg string) {
+	writeError(w, http.StatusForbidden, CodeForbidden, msg)
+}
+
+// adminOnly answers 403 to anyone but an administrator.
+func (h *Handler) adminOnly(w http.ResponseWriter, r *http.Request, what string) bool {
+	if h.access(r).Admin {
 		return true
 	}
-	what := "read"
-	if write {
-		what = "modify"
-	}
-	target := "image " + strconv.Quote(name)
-	if name == "" {
-		target = "the image repository"
-	}
-	writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("not allowed to %s %s", what, target))
+	forbid(w, "a job token may not "+what+": that needs an administrator")
 	return false
+}
+
+// readRef decides which image reference a request for ref may read: ref
+// itself for an administrator; for a job, ref when it names the job's
+// image (a restore job pinned to NAME@N reads NAME@N whatever version the
+// request names without one). It answers 403 and returns false otherwise.
+func (h *Handler) readRef(w http.ResponseWriter, acc Access, ref string) (string, bool) {
+	if acc.Admin {
+		return ref, true
+	}
+	deny := func() (string, bool) {
+		forbid(w, fmt.Sprintf("not allowed to read image %q with this job's token", ref))
+		return "", false
+	}
+	if ref == "" || acc.Image == "" || (!acc.Read && !acc.Capture) {
+		return deny()
+	}
+	name, v, err := image.ParseRef(ref)
+	jname, jv, jerr := image.ParseRef(acc.Image)
+	if err != nil || jerr != nil || name != jname {
+		return deny()
+	}
+	if acc.Read && jv != 0 {
+		if v != 0 && v != jv {
+			return deny()
+		}
+		return acc.Image, true
+	}
+	return ref, true
 }
 
 func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
@@ -201,6 +279,16 @@ func pathName(w http.ResponseWriter, r *http.Request) (string, bool) {
 		return "", false
 	}
 	return name, true
+}
+
+// pathRef is the NAME or NAME@N of the path.
+func pathRef(w http.ResponseWriter, r *http.Request) (string, bool) {
+	ref := r.PathValue("name")
+	if err := image.ValidRef(ref); err != nil {
+		writeError(w, http.StatusBadRequest, CodeInvalid, err.Error())
+		return "", false
+	}
+	return ref, true
 }
 
 func pathHash(w http.ResponseWriter, r *http.Request) (image.Hash, bool) {
@@ -214,20 +302,156 @@ func pathHash(w http.ResponseWriter, r *http.Request) (image.Hash, bool) {
 
 // chunkImage is the ?image= of a chunk request ("" when absent).
 func chunkImage(w http.ResponseWriter, r *http.Request) (string, bool) {
-	name := r.URL.Query().Get("image")
-	if name == "" {
+	ref := r.URL.Query().Get("image")
+	if ref == "" {
 		return "", true
 	}
-	if err := image.ValidName(name); err != nil {
+	if err := image.ValidRef(ref); err != nil {
 		writeError(w, http.StatusBadRequest, CodeInvalid, err.Error())
 		return "", false
 	}
-	return name, true
+	return ref, true
+}
+
+// chunkScope is what a job's chunk request may see: in reports whether a
+// chunk is one it may read. For an administrator it is nil (everything).
+type chunkScope struct {
+	in func(image.Hash) bool
+	// capture: the job's uploads are recorded (job id), and hashes it is
+	// told are present join its record.
+	job int64
+}
+
+// scope works out a chunk request's scope from its ?image=; it answers
+// and returns false when the request may not proceed.
+func (h *Handler) scope(w http.ResponseWriter, r *http.Request, write bool) (*chunkScope, bool) {
+	ref, ok := chunkImage(w, r)
+	if !ok {
+		return nil, false
+	}
+	acc := h.access(r)
+	if acc.Admin {
+		return nil, true
+	}
+	if ref == "" {
+		forbid(w, "a job token must name its image (?image=NAME) on chunk requests")
+		return nil, false
+	}
+	if write {
+		if !acc.Capture || image.RefName(acc.Image) != ref {
+			forbid(w, fmt.Sprintf("not allowed to upload chunks for image %q with this job's token", ref))
+			return nil, false
+		}
+	}
+	eff, ok := h.readRef(w, acc, ref)
+	if !ok {
+		return nil, false
+	}
+	if acc.Capture {
+		name := image.RefName(eff)
+		up, err := h.jobUploads(acc.Job)
+		if err != nil {
+			h.fail(w, r, err)
+			return nil, false
+		}
+		sets, err := h.versionSets(r.Context(), name)
+		if err != nil {
+			h.fail(w, r, err)
+			return nil, false
+		}
+		return &chunkScope{job: acc.Job, in: func(c image.Hash) bool {
+			if up.has(c) {
+				return true
+			}
+			for _, s := range sets {
+				if _, ok := s[c]; ok {
+					return true
+				}
+			}
+			return false
+		}}, true
+	}
+	set, err := h.chunkSet(r.Context(), eff)
+	if err != nil {
+		h.fail(w, r, err)
+		return nil, false
+	}
+	return &chunkScope{in: func(c image.Hash) bool { _, ok := set[c]; return ok }}, true
+}
+
+func (u *jobUploads) has(c image.Hash) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	_, ok := u.hashes[c]
+	return ok
+}
+
+// jobUploads returns the cached upload record of a capture job.
+func (h *Handler) jobUploads(job int64) (*jobUploads, error) {
+	h.upMu.Lock()
+	u, ok := h.uploads[job]
+	h.upMu.Unlock()
+	if ok {
+		return u, nil
+	}
+	hs, err := h.Repo.Uploads(job)
+	if err != nil {
+		return nil, err
+	}
+	h.upMu.Lock()
+	defer h.upMu.Unlock()
+	if u, ok := h.uploads[job]; ok {
+		return u, nil
+	}
+	if len(h.uploads) >= maxCachedJobs {
+		for k := range h.uploads { // reloaded from disk when needed
+			delete(h.uploads, k)
+			break
+		}
+	}
+	u = &jobUploads{hashes: hs}
+	h.uploads[job] = u
+	return u, nil
+}
+
+const maxCachedJobs = 256
+
+// record adds hashes to a capture job's upload record (on disk first).
+func (h *Handler) record(job int64, hashes []image.Hash) error {
+	if len(hashes) == 0 {
+		return nil
+	}
+	u, err := h.jobUploads(job)
+	if err != nil {
+		return err
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var add []image.Hash
+	for _, c := range hashes {
+		if _, ok := u.hashes[c]; !ok {
+			add = append(add, c)
+		}
+	}
+	if err := h.Repo.RecordUploads(job, add); err != nil {
+		return err
+	}
+	for _, c := range add {
+		u.hashes[c] = struct{}{}
+	}
+	return nil
+}
+
+func (h *Handler) dropUploads(job int64) error {
+	h.upMu.Lock()
+	delete(h.uploads, job)
+	h.upMu.Unlock()
+	return h.Repo.DropUploads(job)
 }
 
 func (h *Handler) missing(w http.ResponseWriter, r *http.Request) {
-	name, ok := chunkImage(w, r)
-	if !ok || !h.allowed(w, r, name, false) { // capture and restore both ask
+	sc, ok := h.scope(w, r, false)
+	if !ok {
 		return
 	}
 	var req MissingRequest
@@ -254,10 +478,42 @@ func (h *Handler) missing(w http.ResponseWriter, r *http.Request) {
 		}
 		hashes = append(hashes, hash)
 	}
-	miss, err := h.Repo.Missing(r.Context(), hashes)
+	// A job learns about chunks it may read only; any other hash is
+	// "missing" (it uploads it, the server verifies and dedupes it).
+	ask := hashes
+	var out map[image.Hash]struct{} // out of the job's scope
+	if sc != nil {
+		ask = make([]image.Hash, 0, len(hashes))
+		out = make(map[image.Hash]struct{})
+		for _, c := range hashes {
+			if sc.in(c) {
+				ask = append(ask, c)
+			} else {
+				out[c] = struct{}{}
+			}
+		}
+	}
+	miss, err := h.Repo.Missing(r.Context(), ask)
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if sc != nil && sc.job != 0 {
+		// Chunks a capture is told are present are protected from GC
+		// until it publishes, like those it uploads.
+		var present []image.Hash
+		for _, c := range ask {
+			if _, m := miss[c]; !m {
+				present = append(present, c)
+			}
+		}
+		if err := h.record(sc.job, present); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
+	for c := range out {
+		miss[c] = struct{}{}
 	}
 	resp := MissingResponse{Missing: make([]string, 0, len(miss))}
 	for _, hash := range hashes { // request order, each once
@@ -276,13 +532,28 @@ func (h *Handler) maxChunk() int64 {
 	return DefaultMaxChunkBytes
 }
 
+// getBuf returns an empty buffer for a chunk body; putBuf gives it back.
+func (h *Handler) getBuf() *bytes.Buffer {
+	if b, ok := h.bufs.Get().(*bytes.Buffer); ok {
+		b.Reset()
+		return b
+	}
+	return new(bytes.Buffer)
+}
+
+func (h *Handler) putBuf(b *bytes.Buffer) {
+	if int64(b.Cap()) <= 2*h.maxChunk() {
+		h.bufs.Put(b)
+	}
+}
+
 func (h *Handler) putChunk(w http.ResponseWriter, r *http.Request) {
 	hash, ok := pathHash(w, r)
 	if !ok {
 		return
 	}
-	name, ok := chunkImage(w, r)
-	if !ok || !h.allowed(w, r, name, true) {
+	sc, ok := h.scope(w, r, true)
+	if !ok {
 		return
 	}
 	limit := h.maxChunk()
@@ -290,10 +561,10 @@ func (h *Handler) putChunk(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("chunk %s: %d bytes, limit %d", hash, r.ContentLength, limit))
 		return
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
-	}
+	// The buffer grows with the bytes that arrive: a declared length
+	// allocates nothing, so stalled uploads cost what they sent.
+	buf := h.getBuf()
+	defer h.putBuf(buf)
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit)); err != nil {
 		h.fail(w, r, fmt.Errorf("chunk %s: read body: %w", hash, err))
 		return
@@ -303,17 +574,33 @@ func (h *Handler) putChunk(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	if _, ok := miss[hash]; !ok {
+	_, absent := miss[hash]
+	if !absent && sc == nil {
 		w.WriteHeader(http.StatusNoContent) // already stored (dedupe)
 		return
 	}
+	// A job proves it holds the content of every chunk it records, even
+	// one the repository already has: that is what lets it name the chunk
+	// in its manifest.
 	if err := image.VerifyChunk(hash, buf.Bytes()); err != nil {
 		h.log().WarnContext(r.Context(), "corrupt chunk refused", "hash", hash.String(), "bytes", buf.Len(), "remote", r.RemoteAddr, "err", err)
 		writeError(w, http.StatusUnprocessableEntity, CodeCorrupt, fmt.Sprintf("chunk %s: %v", hash, err))
 		return
 	}
+	if sc != nil && sc.job != 0 {
+		// Recorded before it is stored: GC keeps what an open job's
+		// record names, so the chunk is never unprotected.
+		if err := h.record(sc.job, []image.Hash{hash}); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+	}
 	if err := h.Repo.Put(r.Context(), hash, buf.Bytes()); err != nil {
 		h.fail(w, r, err)
+		return
+	}
+	if !absent {
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	w.WriteHeader(http.StatusCreated)
@@ -324,20 +611,13 @@ func (h *Handler) getChunk(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	name, ok := chunkImage(w, r)
-	if !ok || !h.allowed(w, r, name, false) {
+	sc, ok := h.scope(w, r, false)
+	if !ok {
 		return
 	}
-	if h.Allow != nil && name != "" {
-		in, err := h.inImage(r.Context(), name, hash)
-		if err != nil {
-			h.fail(w, r, err)
-			return
-		}
-		if !in {
-			writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("chunk %s is not part of image %q", hash, name))
-			return
-		}
+	if sc != nil && !sc.in(hash) {
+		forbid(w, fmt.Sprintf("chunk %s is not part of image %q", hash, r.URL.Query().Get("image")))
+		return
 	}
 	// Streamed from the file (sendfile where the connection allows it):
 	// no copy of the chunk in memory.
@@ -353,54 +633,98 @@ func (h *Handler) getChunk(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, f)
 }
 
-// inImage reports whether image name references chunk hash, from a short-
-// lived cache of chunk sets.
-func (h *Handler) inImage(ctx context.Context, name string, hash image.Hash) (bool, error) {
+// chunkSet returns the chunks of one image version (ref resolved to
+// NAME@N; versions never change, so the cache only bounds staleness after
+// a removal).
+func (h *Handler) chunkSet(ctx context.Context, ref string) (map[image.Hash]struct{}, error) {
+	name, v, err := h.Repo.Resolve(ref)
+	if err != nil {
+		return nil, err
+	}
+	key := image.Ref(name, v)
 	h.memMu.Lock()
-	set, ok := h.mem[name]
+	set, ok := h.mem[key]
 	h.memMu.Unlock()
-	if !ok || time.Since(set.loaded) > memberTTL {
-		m, err := h.Repo.Manifest(name)
-		if err != nil {
-			return false, err
-		}
-		set = memberSet{loaded: time.Now(), hashes: make(map[image.Hash]struct{})}
-		for _, c := range m.ChunkHashes() {
-			set.hashes[c] = struct{}{}
-		}
-		h.memMu.Lock()
-		if len(h.mem) >= memberEntries {
-			for k, v := range h.mem { // drop expired entries, else any one
-				if time.Since(v.loaded) > memberTTL || len(h.mem) >= memberEntries {
-					delete(h.mem, k)
-				}
+	if ok && time.Since(set.loaded) <= memberTTL {
+		return set.hashes, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m, err := h.Repo.Manifest(key)
+	if err != nil {
+		return nil, err
+	}
+	set = memberSet{loaded: time.Now(), hashes: make(map[image.Hash]struct{})}
+	for _, c := range m.ChunkHashes() {
+		set.hashes[c] = struct{}{}
+	}
+	h.memMu.Lock()
+	if len(h.mem) >= memberEntries {
+		for k, v := range h.mem { // drop expired entries, else any one
+			if time.Since(v.loaded) > memberTTL || len(h.mem) >= memberEntries {
+				delete(h.mem, k)
 			}
 		}
-		h.mem[name] = set
-		h.memMu.Unlock()
 	}
-	_, in := set.hashes[hash]
-	return in, nil
+	h.mem[key] = set
+	h.memMu.Unlock()
+	return set.hashes, nil
+}
+
+// versionSets returns the chunk sets of every version of image name (none
+// when it does not exist yet).
+func (h *Handler) versionSets(ctx context.Context, name string) ([]map[image.Hash]struct{}, error) {
+	vs, err := h.Repo.Versions(name)
+	if errors.Is(err, image.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[image.Hash]struct{}, 0, len(vs))
+	for _, v := range vs {
+		set, err := h.chunkSet(ctx, image.Ref(name, v.Version))
+		if errors.Is(err, image.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, set)
+	}
+	return out, nil
 }
 
 func (h *Handler) forget(name string) {
 	h.memMu.Lock()
-	delete(h.mem, name)
+	for k := range h.mem {
+		if image.RefName(k) == name {
+			delete(h.mem, k)
+		}
+	}
 	h.memMu.Unlock()
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
+	acc := h.access(r)
 	u, err := h.Repo.Usage(r.Context())
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	out := ImageList{Images: []ImageInfo{}, Chunks: u.Chunks, StoredBytes: u.StoredBytes, GarbageBytes: u.GarbageBytes}
+	out := ImageList{Images: []ImageInfo{}, Chunks: u.Chunks, StoredBytes: u.StoredBytes, GarbageBytes: u.GarbageBytes, MaxBytes: h.Repo.MaxBytes()}
 	for _, iu := range u.Images {
-		if h.Allow != nil && !h.Allow(r, iu.Name, false) {
-			continue
+		ref := iu.Name
+		if !acc.Admin {
+			if acc.Image == "" || (!acc.Read && !acc.Capture) || image.RefName(acc.Image) != iu.Name {
+				continue
+			}
+			if acc.Read {
+				ref = acc.Image
+			}
 		}
-		m, err := h.Repo.Manifest(iu.Name)
+		m, err := h.Repo.Manifest(ref)
 		if errors.Is(err, image.ErrNotFound) {
 			continue // removed meanwhile
 		}
@@ -415,29 +739,41 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 
 func withUsage(info ImageInfo, u image.ImageUsage) ImageInfo {
 	info.Stored, info.Unique, info.Shared, info.Chunks = u.Stored, u.Unique, u.Shared, u.Chunks
+	info.Version, info.Versions = u.Version, u.Versions
 	return info
 }
 
 // readManifest loads the manifest of the image the path names, if the
-// request may read it; otherwise it has answered and returns false.
+// request may read it; otherwise it has answered and returns false. ref
+// is the version read (NAME@N).
 func (h *Handler) readManifest(w http.ResponseWriter, r *http.Request) (string, *image.Manifest, bool) {
-	name, ok := pathName(w, r)
-	if !ok || !h.allowed(w, r, name, false) {
+	ref, ok := pathRef(w, r)
+	if !ok {
 		return "", nil, false
 	}
-	m, err := h.Repo.Manifest(name)
+	if ref, ok = h.readRef(w, h.access(r), ref); !ok {
+		return "", nil, false
+	}
+	name, v, err := h.Repo.Resolve(ref)
 	if err != nil {
 		h.fail(w, r, err)
 		return "", nil, false
 	}
-	return name, m, true
+	ref = image.Ref(name, v)
+	m, err := h.Repo.Manifest(ref)
+	if err != nil {
+		h.fail(w, r, err)
+		return "", nil, false
+	}
+	return ref, m, true
 }
 
 func (h *Handler) getImage(w http.ResponseWriter, r *http.Request) {
-	name, m, ok := h.readManifest(w, r)
+	ref, m, ok := h.readManifest(w, r)
 	if !ok {
 		return
 	}
+	_, v, _ := image.ParseRef(ref)
 	if r.URL.Query().Get("only") == "manifest" {
 		var buf bytes.Buffer
 		if err := m.Encode(&buf); err != nil {
@@ -446,6 +782,7 @@ func (h *Handler) getImage(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+		w.Header().Set(VersionHeader, strconv.Itoa(v))
 		_, _ = w.Write(buf.Bytes())
 		return
 	}
@@ -456,16 +793,22 @@ func (h *Handler) getImage(w http.ResponseWriter, r *http.Request) {
 	}
 	d := ImageDetail{Info: infoFromManifest(m), Manifest: m}
 	for _, iu := range u.Images {
-		if iu.Name == name {
+		if iu.Name == m.Name {
 			d.Info = withUsage(d.Info, iu)
 		}
 	}
+	d.Info.Version = v
 	writeJSON(w, http.StatusOK, d)
 }
 
 func (h *Handler) putImage(w http.ResponseWriter, r *http.Request) {
 	name, ok := pathName(w, r)
-	if !ok || !h.allowed(w, r, name, true) {
+	if !ok {
+		return
+	}
+	acc := h.access(r)
+	if !acc.Admin && (!acc.Capture || image.RefName(acc.Image) != name) {
+		forbid(w, fmt.Sprintf("not allowed to publish image %q with this job's token", name))
 		return
 	}
 	replace := false
@@ -495,10 +838,11 @@ func (h *Handler) putImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer unlock()
-	if !replace {
+	// A capture publishes a new version: it never needs ?replace.
+	if !replace && acc.Admin {
 		_, err := h.Repo.Manifest(name)
 		if err == nil {
-			writeError(w, http.StatusConflict, CodeExists, fmt.Sprintf("image %s exists (publish with ?replace=true to replace it)", name))
+			writeError(w, http.StatusConflict, CodeExists, fmt.Sprintf("image %s exists (publish with ?replace=true to add a new version)", name))
 			return
 		}
 		if !errors.Is(err, image.ErrNotFound) {
@@ -507,6 +851,37 @@ func (h *Handler) putImage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	hashes := m.ChunkHashes()
+	if !acc.Admin {
+		// Only chunks this job uploaded (and proved it holds) or may read
+		// (its image's versions): no copying another image by hash.
+		up, err := h.jobUploads(acc.Job)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		sets, err := h.versionSets(r.Context(), name)
+		if err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		var foreign []string
+		for _, c := range hashes {
+			in := up.has(c)
+			for _, s := range sets {
+				if _, ok := s[c]; ok {
+					in = true
+				}
+			}
+			if !in {
+				foreign = append(foreign, c.String())
+			}
+		}
+		if len(foreign) > 0 {
+			writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("image %s: %d of its %d chunks were neither uploaded by this job nor part of the image's versions (first %s): upload them",
+				name, len(foreign), len(hashes), foreign[0]))
+			return
+		}
+	}
 	miss, err := h.Repo.Missing(r.Context(), hashes)
 	if err != nil {
 		h.fail(w, r, err)
@@ -523,26 +898,34 @@ func (h *Handler) putImage(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, body)
 		return
 	}
-	if err := h.Repo.Publish(r.Context(), m); err != nil {
+	v, err := h.Repo.PublishVersion(r.Context(), m)
+	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.forget(name)
-	h.log().InfoContext(r.Context(), "image uploaded", "image", name, "replace", replace, "chunks", len(hashes), "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusCreated, infoFromManifest(m))
+	if !acc.Admin {
+		if err := h.dropUploads(acc.Job); err != nil {
+			h.log().WarnContext(r.Context(), "upload record not removed (GC drops it)", "job", acc.Job, "err", err)
+		}
+	}
+	h.log().InfoContext(r.Context(), "image uploaded", "image", name, "version", v, "job", acc.Job, "chunks", len(hashes), "remote", r.RemoteAddr)
+	info := infoFromManifest(m)
+	info.Version = v
+	writeJSON(w, http.StatusCreated, info)
 }
 
 func (h *Handler) deleteImage(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathName(w, r)
-	if !ok || !h.allowed(w, r, name, true) {
+	ref, ok := pathRef(w, r)
+	if !ok || !h.adminOnly(w, r, "remove images") {
 		return
 	}
+	name := image.RefName(ref)
 	unlock, ok := h.lockName(w, name)
 	if !ok {
 		return
 	}
 	defer unlock()
-	if err := h.Repo.Remove(r.Context(), name); err != nil {
+	if err := h.Repo.Remove(r.Context(), ref); err != nil {
 		h.fail(w, r, err)
 		return
 	}
@@ -550,46 +933,121 @@ func (h *Handler) deleteImage(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
-	name, m, ok := h.readManifest(w, r)
+func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
 	if !ok {
 		return
 	}
-	res := VerifyResult{Name: name, OK: true, Chunks: len(m.ChunkHashes())}
-	if err := h.Repo.Verify(r.Context(), name, h.VerifyWorkers); err != nil {
-		if r.Context().Err() != nil || isImageGone(h.Repo, name) {
+	if _, ok := h.readRef(w, h.access(r), name); !ok {
+		return
+	}
+	vs, err := h.Repo.Versions(name)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := ImageVersions{Name: name, Versions: vs}
+	for _, v := range vs {
+		if v.Current {
+			out.Current = v.Version
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
+	name, ok := pathName(w, r)
+	if !ok || !h.adminOnly(w, r, "roll images back") {
+		return
+	}
+	var req RollbackRequest
+	if r.ContentLength != 0 {
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
+		if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				h.fail(w, r, err)
+				return
+			}
+			writeError(w, http.StatusBadRequest, CodeInvalid, "decode request: "+err.Error())
+			return
+		}
+	}
+	if req.To < 0 {
+		writeError(w, http.StatusBadRequest, CodeInvalid, fmt.Sprintf("to %d: want a version number, or 0 for the previous one", req.To))
+		return
+	}
+	unlock, ok := h.lockName(w, name)
+	if !ok {
+		return
+	}
+	defer unlock()
+	if _, err := h.Repo.Rollback(r.Context(), name, req.To); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	vs, err := h.Repo.Versions(name)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	out := ImageVersions{Name: name, Versions: vs}
+	for _, v := range vs {
+		if v.Current {
+			out.Current = v.Version
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *Handler) gc(w http.ResponseWriter, r *http.Request) {
+	if !h.adminOnly(w, r, "collect garbage") {
+		return
+	}
+	st, err := h.Repo.GC(r.Context())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+func (h *Handler) verify(w http.ResponseWriter, r *http.Request) {
+	ref, m, ok := h.readManifest(w, r)
+	if !ok {
+		return
+	}
+	res := VerifyResult{Name: ref, OK: true, Chunks: len(m.ChunkHashes())}
+	if err := h.Repo.Verify(r.Context(), ref, h.VerifyWorkers); err != nil {
+		if r.Context().Err() != nil || isImageGone(h.Repo, ref) {
 			h.fail(w, r, err)
 			return
 		}
 		res.OK, res.Error = false, err.Error()
-		h.log().WarnContext(r.Context(), "image verify failed", "image", name, "err", err)
+		h.log().WarnContext(r.Context(), "image verify failed", "image", ref, "err", err)
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
-// isImageGone reports whether image name disappeared (removed during a
+// isImageGone reports whether image ref disappeared (removed during a
 // verify), as opposed to missing chunks.
-func isImageGone(repo *image.Repo, name string) bool {
-	_, err := repo.Manifest(name)
+func isImageGone(repo *image.Repo, ref string) bool {
+	_, err := repo.Manifest(ref)
 	return errors.Is(err, image.ErrNotFound)
 }
 
 func (h *Handler) export(w http.ResponseWriter, r *http.Request) {
-	name, ok := pathName(w, r)
-	if !ok || !h.allowed(w, r, name, false) {
-		return
-	}
-	if _, err := h.Repo.Manifest(name); err != nil {
-		h.fail(w, r, err)
+	ref, _, ok := h.readManifest(w, r)
+	if !ok {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
-	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", name+".pbi"))
+	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", strings.ReplaceAll(ref, "@", "-v")+".pbi"))
 	w.WriteHeader(http.StatusOK)
-	if err := h.Repo.Export(r.Context(), name, w); err != nil {
+	if err := h.Repo.Export(r.Context(), ref, w); err != nil {
 		// The status is sent: abort the stream so the client sees a
 		// truncated body instead of a well-formed but partial tar.
-		h.log().ErrorContext(r.Context(), "image export failed", "image", name, "err", err)
+		h.log().ErrorContext(r.Context(), "image export failed", "image", ref, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -602,7 +1060,7 @@ func (h *Handler) importImage(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !h.allowed(w, r, name, true) {
+	if !h.adminOnly(w, r, "import images") {
 		return
 	}
 	limit := h.MaxImportBytes
@@ -627,7 +1085,7 @@ func (h *Handler) importImage(w http.ResponseWriter, r *http.Request) {
 		var errno syscall.Errno
 		switch {
 		case errors.As(err, &mbe), errors.Is(err, image.ErrExists), errors.Is(err, image.ErrCorruptChunk),
-			errors.Is(err, syscall.ENOSPC), r.Context().Err() != nil:
+			errors.Is(err, image.ErrQuota), errors.Is(err, syscall.ENOSPC), r.Context().Err() != nil:
 			h.fail(w, r, err)
 		case errors.As(err, &pe), errors.As(err, &errno):
 			h.fail(w, r, err)
@@ -638,5 +1096,7 @@ func (h *Handler) importImage(w http.ResponseWriter, r *http.Request) {
 	}
 	h.forget(m.Name)
 	h.log().InfoContext(r.Context(), "image imported", "image", m.Name, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusCreated, infoFromManifest(m))
+	info := infoFromManifest(m)
+	info.Version = 1
+	writeJSON(w, http.StatusCreated, info)
 }

@@ -588,14 +588,14 @@ func TestExportImportVerifyRemove(t *testing.T) {
 	}
 }
 
-func TestAllowHook(t *testing.T) {
+func TestAccessHook(t *testing.T) {
 	e := newEnv(t, nil, func(h *httpstore.Handler) {
-		h.Allow = func(r *http.Request, name string, write bool) bool {
-			// A "job token" that may read image "pub" only.
+		h.Access = func(r *http.Request) httpstore.Access {
+			// A restore job's token that may read image "pub" only.
 			if r.Header.Get("Authorization") == "Bearer job" {
-				return name == "pub" && !write
+				return httpstore.Access{Job: 7, Image: "pub", Read: true}
 			}
-			return true
+			return httpstore.Access{Admin: true}
 		}
 	})
 	src, layout := synthDisk(t, 6)

@@ -12,15 +12,21 @@
 //	PUT    /api/v1/images/{name}         manifest JSON → 201; 409 code "missing_chunks" (+ "missing"),
 //	                                     409 code "exists" (unless ?replace=true), 422 invalid
 //	GET    /api/v1/images/{name}         → ImageDetail (?only=manifest: the bare manifest JSON)
-//	DELETE /api/v1/images/{name}         → 204
+//	DELETE /api/v1/images/{name}         → 204 (NAME: every version; NAME@N: that version)
+//	GET    /api/v1/images/{name}/versions → ImageVersions
+//	POST   /api/v1/images/{name}/rollback {"to":N} (optional) → ImageVersions; 409 code "no_version"
 //	POST   /api/v1/images/{name}/verify  → VerifyResult
 //	GET    /api/v1/images/{name}/export  → the portable tar stream (image.Repo.Export)
 //	POST   /api/v1/images/import?name=NEW  tar body → 201 ImageInfo; 409 code "exists"
+//	POST   /api/v1/images/gc             → image.GCStats
 //
-// A write to a name another request is writing is 409 code "busy".
+// {name} is NAME (the current version) or NAME@N where a version is read
+// (show, verify, export, remove). Every publish adds a version. A write to
+// a name another request is writing is 409 code "busy"; a write past the
+// repository's quota is 507 code "quota".
 //
-// Chunk requests may carry ?image=NAME (Client.Image); a Handler with an
-// Allow hook then checks the chunk belongs to that image.
+// Chunk requests carry ?image=NAME or NAME@N (Client.Image); a job token
+// must (see Handler and Access).
 package httpstore
 
 import (
@@ -43,7 +49,26 @@ const (
 	CodeForbidden     = "forbidden"
 	CodeTooLarge      = "too_large"
 	CodeNoSpace       = "no_space"
+	CodeQuota         = "quota"      // 507: imaging.max_repo_size reached
+	CodeNoVersion     = "no_version" // 409: no older version to roll back to
 )
+
+// VersionHeader carries the version of a bare manifest answer
+// (GET /images/{name}?only=manifest).
+const VersionHeader = "Preboot-Image-Version"
+
+// ImageVersions answers GET /images/{name}/versions and a rollback.
+type ImageVersions struct {
+	Name     string          `json:"name"`
+	Current  int             `json:"current"`
+	Versions []image.Version `json:"versions"`
+}
+
+// RollbackRequest is the body of POST /images/{name}/rollback: the version
+// to make current, 0 (or no body) for the one before the current.
+type RollbackRequest struct {
+	To int `json:"to,omitempty"`
+}
 
 // ErrorBody is the JSON body of every non-2xx answer.
 type ErrorBody struct {
@@ -92,6 +117,10 @@ type ImageInfo struct {
 	Shared     int64             `json:"shared"`
 	Chunks     int               `json:"chunks"`
 	Partitions []PartitionInfo   `json:"partitions"`
+	// Version is the version described (the current one in a listing);
+	// Versions how many versions the image keeps.
+	Version  int `json:"version"`
+	Versions int `json:"versions,omitempty"`
 }
 
 // ImageList is the answer of GET /api/v1/images.
@@ -101,6 +130,9 @@ type ImageList struct {
 	Chunks       int   `json:"chunks"`
 	StoredBytes  int64 `json:"stored_bytes"`
 	GarbageBytes int64 `json:"garbage_bytes"`
+	// MaxBytes is the repository's size limit (imaging.max_repo_size; 0:
+	// none).
+	MaxBytes int64 `json:"max_bytes,omitempty"`
 }
 
 // ImageDetail is the answer of GET /api/v1/images/{name}.

@@ -1,0 +1,308 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Images are versioned: every publish of NAME adds version N+1 and makes
+// it current; older versions stay until an administrator removes them.
+// A reference is NAME (the current version) or NAME@N (version N):
+//
+//	ROOT/images/NAME/versions/N.json   the manifest of version N (never rewritten)
+//	ROOT/images/NAME/head.json         {"current": N, "last": M}
+//
+// "last" is the highest version number ever given to NAME, so a removed
+// version's number is never reused while the image exists. A repository
+// written before versions (ROOT/images/NAME/manifest.json) is migrated in
+// place when opened: that manifest becomes version 1.
+
+// ErrNoVersion: a rollback with no older version to go back to.
+var ErrNoVersion = errors.New("no such version")
+
+// ParseRef splits an image reference NAME or NAME@N. version is 0 for a
+// bare NAME (the current version).
+func ParseRef(ref string) (name string, version int, err error) {
+	name, v, found := strings.Cut(ref, "@")
+	if err := ValidName(name); err != nil {
+		return "", 0, err
+	}
+	if !found {
+		return name, 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || strconv.Itoa(n) != v {
+		return "", 0, fmt.Errorf("invalid image reference %.140q: want NAME or NAME@VERSION (a version number from 1)", ref)
+	}
+	return name, n, nil
+}
+
+// ValidRef checks an image reference (NAME or NAME@N).
+func ValidRef(ref string) error {
+	_, _, err := ParseRef(ref)
+	return err
+}
+
+// RefName is the image name of a reference (what precedes '@').
+func RefName(ref string) string {
+	name, _, _ := strings.Cut(ref, "@")
+	return name
+}
+
+// Ref formats NAME@N (NAME when version is 0).
+func Ref(name string, version int) string {
+	if version == 0 {
+		return name
+	}
+	return name + "@" + strconv.Itoa(version)
+}
+
+type head struct {
+	Current int `json:"current"`
+	Last    int `json:"last"`
+}
+
+func (r *Repo) imageDir(name string) string { return filepath.Join(r.root, "images", name) }
+
+func (r *Repo) versionPath(name string, v int) string {
+	return filepath.Join(r.imageDir(name), "versions", strconv.Itoa(v)+".json")
+}
+
+func (r *Repo) headPath(name string) string { return filepath.Join(r.imageDir(name), "head.json") }
+
+func (r *Repo) readHead(name string) (head, error) {
+	var h head
+	data, err := os.ReadFile(r.headPath(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return h, fmt.Errorf("image %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return h, fmt.Errorf("image %s: %w", name, err)
+	}
+	if err := json.Unmarshal(data, &h); err != nil || h.Current < 1 || h.Last < h.Current {
+		return h, fmt.Errorf("image %s: bad head.json %q", name, data)
+	}
+	return h, nil
+}
+
+func (r *Repo) writeHead(name string, h head) error {
+	data, _ := json.Marshal(h)
+	if err := writeFileSync(r.headPath(name), append(data, '\n')); err != nil {
+		return err
+	}
+	return syncDir(r.imageDir(name))
+}
+
+// versionNumbers lists the versions of name present on disk, ascending.
+func (r *Repo) versionNumbers(name string) ([]int, error) {
+	ents, err := os.ReadDir(filepath.Join(r.imageDir(name), "versions"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var vs []int
+	for _, e := range ents {
+		s, ok := strings.CutSuffix(e.Name(), ".json")
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || strconv.Itoa(n) != s {
+			continue
+		}
+		vs = append(vs, n)
+	}
+	slices.Sort(vs)
+	return vs, nil
+}
+
+// Resolve turns a reference into the image name and an existing version
+// (the current one for a bare NAME).
+func (r *Repo) Resolve(ref string) (string, int, error) {
+	name, v, err := ParseRef(ref)
+	if err != nil {
+		return "", 0, err
+	}
+	if v == 0 {
+		h, err := r.readHead(name)
+		if err != nil {
+			return "", 0, err
+		}
+		v = h.Current
+	}
+	if _, err := os.Stat(r.versionPath(name, v)); errors.Is(err, fs.ErrNotExist) {
+		return "", 0, fmt.Errorf("image %s: %w", Ref(name, v), ErrNotFound)
+	} else if err != nil {
+		return "", 0, fmt.Errorf("image %s: %w", Ref(name, v), err)
+	}
+	return name, v, nil
+}
+
+// Version describes one version of an image.
+type Version struct {
+	Version  int               `json:"version"`
+	Current  bool              `json:"current"`
+	Created  time.Time         `json:"created"`
+	Source   map[string]string `json:"source,omitempty"`
+	Logical  int64             `json:"logical"`
+	Used     int64             `json:"used"`
+	Uploaded int64             `json:"uploaded"`
+	Chunks   int               `json:"chunks"`
+}
+
+// Versions lists the versions of image name, oldest first.
+func (r *Repo) Versions(name string) ([]Version, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	h, err := r.readHead(name)
+	if err != nil {
+		return nil, err
+	}
+	vs, err := r.versionNumbers(name)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	out := make([]Version, 0, len(vs))
+	for _, v := range vs {
+		m, err := r.readVersion(name, v)
+		if errors.Is(err, ErrNotFound) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Version{Version: v, Current: v == h.Current, Created: m.Created, Source: m.Source,
+			Logical: m.Sizes.Logical, Used: m.Sizes.Used, Uploaded: m.Sizes.Uploaded, Chunks: len(m.ChunkHashes())})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("image %s: %w", name, ErrNotFound)
+	}
+	return out, nil
+}
+
+func (r *Repo) readVersion(name string, v int) (*Manifest, error) {
+	ref := Ref(name, v)
+	f, err := os.Open(r.versionPath(name, v))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("image %s: %w", ref, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	defer f.Close()
+	m, err := ParseManifest(f)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if m.Name != name {
+		return nil, fmt.Errorf("image %s: manifest names %q", ref, m.Name)
+	}
+	return m, nil
+}
+
+// Rollback makes version to of image name current again (to 0: the
+// newest version older than the current one) and returns it. Nothing is
+// deleted: the versions after it stay (and a later rollback --to can
+// return to them).
+func (r *Repo) Rollback(ctx context.Context, name string, to int) (int, error) {
+	if err := ValidName(name); err != nil {
+		return 0, err
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	h, err := r.readHead(name)
+	if err != nil {
+		return 0, err
+	}
+	vs, err := r.versionNumbers(name)
+	if err != nil {
+		return 0, fmt.Errorf("rollback %s: %w", name, err)
+	}
+	if to == 0 {
+		for _, v := range vs {
+			if v < h.Current {
+				to = v
+			}
+		}
+		if to == 0 {
+			return 0, fmt.Errorf("rollback %s: version %d is the oldest: %w", name, h.Current, ErrNoVersion)
+		}
+	} else if !slices.Contains(vs, to) {
+		return 0, fmt.Errorf("rollback %s: version %d: %w", name, to, ErrNotFound)
+	}
+	from := h.Current
+	h.Current = to
+	if err := r.writeHead(name, h); err != nil {
+		return 0, fmt.Errorf("rollback %s: %w", name, err)
+	}
+	r.log.InfoContext(ctx, "image rolled back", "image", name, "from", from, "to", to)
+	return to, nil
+}
+
+// migrate turns the pre-version layout (images/NAME/manifest.json) into
+// version 1. It is idempotent and safe to interrupt: the old manifest is
+// removed only after version 1 and head.json are durable.
+func (r *Repo) migrate() error {
+	base := filepath.Join(r.root, "images")
+	ents, err := os.ReadDir(base)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.IsDir() || ValidName(e.Name()) != nil {
+			continue
+		}
+		name := e.Name()
+		old := filepath.Join(base, name, "manifest.json")
+		data, err := os.ReadFile(old)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(base, name, "versions"), 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(r.versionPath(name, 1)); errors.Is(err, fs.ErrNotExist) {
+			if err := writeFileSync(r.versionPath(name, 1), data); err != nil {
+				return err
+			}
+			if err := syncDir(filepath.Join(base, name, "versions")); err != nil {
+				return err
+			}
+		}
+		if _, err := r.readHead(name); err != nil {
+			vs, err := r.versionNumbers(name)
+			if err != nil {
+				return err
+			}
+			last := vs[len(vs)-1]
+			if err := r.writeHead(name, head{Current: last, Last: last}); err != nil {
+				return err
+			}
+		}
+		if err := os.Remove(old); err != nil {
+			return err
+		}
+		if err := syncDir(filepath.Join(base, name)); err != nil {
+			return err
+		}
+		r.log.Info("image migrated to versions", "image", name, "version", 1)
+	}
+	return nil
+}
