@@ -131,7 +131,7 @@ func TestJobChunkReadsScopedToItsImage(t *testing.T) {
 		query string
 		code  int
 	}{
-		{own, "", http.StatusForbidden},    // no ?image=: refused (was: any chunk)
+		{own, "", http.StatusForbidden},     // no ?image=: refused (was: any chunk)
 		{foreign, "", http.StatusForbidden}, // idem
 		{foreign, "?image=pub", http.StatusForbidden},
 		{foreign, "?image=secret", http.StatusForbidden},
