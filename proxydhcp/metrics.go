@@ -18,13 +18,18 @@ const (
 	ResultNoServerIP      = "no_server_ip"      // no IPv4 address on the receiving interface
 	ResultMalformed       = "malformed"         // not a well-formed DHCP request
 	ResultSendError       = "send_error"        // the reply could not be sent
+	// ResultIgnoredInterface: the request came in on loopback, on an
+	// interface not in Server.Interfaces, or on one without IPv4 address.
+	ResultIgnoredInterface = "ignored_interface"
+	// ResultIgnoredSubnet: the client's network is not in Server.Subnets.
+	ResultIgnoredSubnet = "ignored_subnet"
 )
 
 // allResults lists every result label, so that the counters exist (at 0)
 // from the start and the hot path needs no label look-up.
 var allResults = [...]string{
 	ResultOffered, ResultAcked, ResultIgnoredNotPXE, ResultIgnoredMsgType, ResultIgnoredByBooter,
-	ResultBooterError, ResultNoServerIP, ResultMalformed, ResultSendError,
+	ResultBooterError, ResultNoServerIP, ResultMalformed, ResultSendError, ResultIgnoredInterface, ResultIgnoredSubnet,
 }
 
 // Metrics are the Prometheus metrics of a [Server].

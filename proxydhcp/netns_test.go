@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -48,6 +49,14 @@ func TestHelperProxyServer(t *testing.T) {
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := &Server{Booter: &fakeBooter{}, Interface: os.Getenv("PREBOOT_PROXYDHCP_IFACE"), Logger: log}
+	if v := os.Getenv("PREBOOT_PROXYDHCP_IFACES"); v != "" {
+		s.Interfaces = strings.Split(v, ",")
+	}
+	if v := os.Getenv("PREBOOT_PROXYDHCP_SUBNETS"); v != "" {
+		for _, p := range strings.Split(v, ",") {
+			s.Subnets = append(s.Subnets, netip.MustParsePrefix(p))
+		}
+	}
 	if err := s.ListenAndServe(ctx); err != nil {
 		log.Error("helper server failed", "err", err)
 		os.Exit(1)
@@ -129,10 +138,10 @@ func newLab(t *testing.T) *lab {
 
 // startServer runs the helper server in the server namespace and waits until
 // both ports are open.
-func (l *lab) startServer(t *testing.T, iface string) {
+func (l *lab) startServer(t *testing.T, iface string, env ...string) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", l.srvNS, os.Args[0], "-test.run=^TestHelperProxyServer$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "PREBOOT_PROXYDHCP_IFACE="+iface)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=1", "PREBOOT_PROXYDHCP_IFACE="+iface), env...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -359,7 +359,7 @@ func startLoopback(t *testing.T, bcast *net.UDPAddr) *loopbackServer {
 		booter:   &fakeBooter{ignore: map[string]bool{"02:00:00:00:00:66": true}},
 		metrics:  NewMetrics(prometheus.NewRegistry()),
 	}
-	s := &Server{Booter: ls.booter, Logger: quietLogger(t), Metrics: ls.metrics, bcastAddr: bcast, Workers: 2}
+	s := &Server{Booter: ls.booter, Logger: quietLogger(t), Metrics: ls.metrics, bcastAddr: bcast, Workers: 2, allowLoopback: true}
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, dc, pc) }()
 	t.Cleanup(func() {

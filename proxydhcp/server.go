@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +45,19 @@ type Server struct {
 	// Workers is the number of goroutines reading each socket (default
 	// 2×GOMAXPROCS, at least 4). A slow Booter only holds up one of them.
 	Workers int
+	// Interfaces, when not empty, are the only interfaces (by name) whose
+	// requests are answered. Empty: every interface that has an IPv4
+	// address. Requests that arrive on a loopback interface are never
+	// answered.
+	Interfaces []string
+	// Subnets, when not empty, are the only client networks answered (as
+	// dnsmasq's dhcp-range in proxy mode): the relay's address (giaddr) of
+	// a relayed request, else the client's own source address, else an
+	// address of the receiving interface must be inside one of them.
+	Subnets []netip.Prefix
+
+	// allowLoopback lets tests on loopback be answered.
+	allowLoopback bool
 
 	// bcastAddr, when set (by tests on loopback), replaces the limited
 	// broadcast destination 255.255.255.255:68 of replies on port 67.
@@ -331,6 +346,9 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 		return nil, ResultIgnoredMsgType, fmt.Errorf("%w: %s on port %d", ErrMessageType, req.MessageType(), in.port)
 	}
 	client.Port = in.port
+	if result, err := s.admit(in, client); err != nil {
+		return nil, result, err
+	}
 	serverIP, fromDst := s.serverIP(in, client)
 	if serverIP == nil {
 		return nil, ResultNoServerIP, fmt.Errorf("proxydhcp: no IPv4 address on interface index %d", in.ifIndex)
@@ -362,6 +380,61 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 		result = ResultAcked
 	}
 	return out, result, nil
+}
+
+// admit refuses requests from where this server must not answer: a
+// loopback interface, an interface not listed in Interfaces (or without an
+// IPv4 address), a client outside Subnets.
+func (s *Server) admit(in inbound, c Client) (string, error) {
+	var ifNets []*net.IPNet
+	if in.ifIndex != 0 {
+		e := s.ifaddrs.entry(in.ifIndex)
+		switch {
+		case e.loopback && !s.allowLoopback:
+			return ResultIgnoredInterface, fmt.Errorf("proxydhcp: request on loopback interface %s", e.name)
+		case len(s.Interfaces) > 0 && !slices.Contains(s.Interfaces, e.name):
+			return ResultIgnoredInterface, fmt.Errorf("proxydhcp: request on interface %q, not one of %v", e.name, s.Interfaces)
+		case len(e.nets) == 0:
+			return ResultIgnoredInterface, fmt.Errorf("proxydhcp: request on interface %q, which has no IPv4 address", e.name)
+		}
+		ifNets = e.nets
+	} else if in.src != nil && in.src.IP.IsLoopback() && !s.allowLoopback {
+		return ResultIgnoredInterface, fmt.Errorf("proxydhcp: request from loopback address %s", in.src.IP)
+	}
+	if len(s.Subnets) == 0 {
+		return "", nil
+	}
+	inSubnets := func(ip net.IP) bool {
+		a, ok := netip.AddrFromSlice(ip.To4())
+		if !ok {
+			return false
+		}
+		for _, p := range s.Subnets {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	var from net.IP
+	switch {
+	case c.RelayIP != nil && !c.RelayIP.IsUnspecified():
+		from = c.RelayIP
+	case in.src != nil && in.src.IP.To4() != nil && !in.src.IP.IsUnspecified():
+		from = in.src.IP
+	}
+	if from != nil {
+		if inSubnets(from) {
+			return "", nil
+		}
+		return ResultIgnoredSubnet, fmt.Errorf("proxydhcp: client network of %s not in %v", from, s.Subnets)
+	}
+	for _, n := range ifNets {
+		if inSubnets(n.IP) {
+			return "", nil
+		}
+	}
+	return ResultIgnoredSubnet, fmt.Errorf("proxydhcp: no address of the receiving interface in %v", s.Subnets)
 }
 
 // destination applies RFC 2131 §4.1 (relay, ciaddr, broadcast) on port 67;
@@ -455,8 +528,10 @@ type ifaddrCache struct {
 }
 
 type ifaddrEntry struct {
-	nets    []*net.IPNet
-	expires time.Time
+	name     string
+	loopback bool
+	nets     []*net.IPNet
+	expires  time.Time
 }
 
 const ifaddrTTL = 5 * time.Second
@@ -464,28 +539,7 @@ const ifaddrTTL = 5 * time.Second
 // lookup returns the interface's IPv4 address, preferring one in the same
 // subnet as near (the relay address), then global unicast, then any.
 func (c *ifaddrCache) lookup(index int, near net.IP) net.IP {
-	now := time.Now()
-	c.mu.Lock()
-	e, ok := c.m[index]
-	c.mu.Unlock()
-	if !ok || now.After(e.expires) {
-		e = ifaddrEntry{expires: now.Add(ifaddrTTL)}
-		if ifi, err := net.InterfaceByIndex(index); err == nil {
-			if addrs, err := ifi.Addrs(); err == nil {
-				for _, a := range addrs {
-					if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
-						e.nets = append(e.nets, &net.IPNet{IP: n.IP.To4(), Mask: n.Mask})
-					}
-				}
-			}
-		}
-		c.mu.Lock()
-		if c.m == nil {
-			c.m = make(map[int]ifaddrEntry)
-		}
-		c.m[index] = e
-		c.mu.Unlock()
-	}
+	e := c.entry(index)
 	if near != nil {
 		for _, n := range e.nets {
 			if n.Contains(near) {
@@ -502,4 +556,33 @@ func (c *ifaddrCache) lookup(index int, near net.IP) net.IP {
 		return e.nets[0].IP
 	}
 	return nil
+}
+
+// entry returns what is known of an interface: its name, whether it is a
+// loopback interface, its IPv4 networks.
+func (c *ifaddrCache) entry(index int) ifaddrEntry {
+	now := time.Now()
+	c.mu.Lock()
+	e, ok := c.m[index]
+	c.mu.Unlock()
+	if !ok || now.After(e.expires) {
+		e = ifaddrEntry{expires: now.Add(ifaddrTTL)}
+		if ifi, err := net.InterfaceByIndex(index); err == nil {
+			e.name, e.loopback = ifi.Name, ifi.Flags&net.FlagLoopback != 0
+			if addrs, err := ifi.Addrs(); err == nil {
+				for _, a := range addrs {
+					if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+						e.nets = append(e.nets, &net.IPNet{IP: n.IP.To4(), Mask: n.Mask})
+					}
+				}
+			}
+		}
+		c.mu.Lock()
+		if c.m == nil {
+			c.m = make(map[int]ifaddrEntry)
+		}
+		c.m[index] = e
+		c.mu.Unlock()
+	}
+	return e
 }

@@ -153,6 +153,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			DHCPAddr:  cfg.ProxyDHCP.DHCPListen,
 			PXEAddr:   cfg.ProxyDHCP.PXEListen,
 			PXEOnly:   cfg.ProxyDHCP.DHCPListen == "",
+
+			Interfaces: cfg.ProxyDHCP.Interfaces,
+		}
+		if ps.Subnets, err = proxySubnets(cfg.ProxyDHCP); err != nil {
+			return err
 		}
 		dhcpConn, pxeConn, addrs, err := listenProxyDHCP(ctx, cfg)
 		if err != nil {
