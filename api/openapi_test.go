@@ -73,6 +73,7 @@ var contractRoutes = []string{
 
 	"GET /images", "GET /images/{name}", "PUT /images/{name}", "DELETE /images/{name}",
 	"POST /images/{name}/verify", "GET /images/{name}/export", "POST /images/import",
+	"GET /images/{name}/versions", "POST /images/{name}/rollback", "POST /images/gc",
 
 	"GET /settings", "PATCH /settings", "GET /menu", "PUT /menu",
 
@@ -474,6 +475,9 @@ var goSchemas = map[string]reflect.Type{
 	"PartitionInfo": reflect.TypeFor[httpstore.PartitionInfo](),
 	"ImageDetail":   reflect.TypeFor[httpstore.ImageDetail](),
 	"VerifyResult":  reflect.TypeFor[httpstore.VerifyResult](),
+	"ImageVersions": reflect.TypeFor[httpstore.ImageVersions](),
+	"ImageVersion":  reflect.TypeFor[image.Version](),
+	"GCStats":       reflect.TypeFor[image.GCStats](),
 	"Manifest":      reflect.TypeFor[image.Manifest](),
 	"ManifestDisk":  reflect.TypeFor[image.Disk](),
 	"ManifestArea":  reflect.TypeFor[image.Area](),
@@ -498,6 +502,7 @@ var goRequests = map[string]struct {
 	"AssignmentCreate": {reflect.TypeFor[api.AssignmentRequest](), nil},
 	"RuleCreate":       {reflect.TypeFor[api.RuleRequest](), nil},
 	"RulePatch":        {reflect.TypeFor[api.RuleRequest](), nil},
+	"RollbackRequest":  {reflect.TypeFor[httpstore.RollbackRequest](), nil},
 	"RuleTest":         {reflect.TypeFor[api.RuleTestRequest](), nil},
 	"SettingsPatch":    {reflect.TypeFor[api.SettingsPatch](), nil},
 }
@@ -1399,6 +1404,20 @@ func TestOpenAPIMatchesLiveImageAnswers(t *testing.T) {
 	l.do("DELETE", "/images/lab-copy", nil, 204, nil)
 	l.bad("GET", "/images/lab-copy", nil, 404)
 	l.bad("GET", "/images/.hidden", nil, 400)
+	// Versions: a publish of other content adds version 2 (the replace
+	// above sent the same manifest: no new version).
+	m2 := *m
+	m2.Created = m.Created.Add(time.Second)
+	l.do("PUT", "/images/lab?replace=true", &m2, 201, nil)
+	l.do("GET", "/images/lab/versions", nil, 200, nil)
+	l.do("GET", "/images/lab@1", nil, 200, nil)
+	l.do("POST", "/images/lab@1/verify", nil, 200, nil)
+	l.do("GET", "/images/lab@1/export", nil, 200, nil)
+	l.do("POST", "/images/lab/rollback", map[string]any{"to": 1}, 200, nil)
+	l.bad("POST", "/images/lab/rollback", nil, 409)
+	l.do("DELETE", "/images/lab@2", nil, 204, nil)
+	l.bad("GET", "/images/lab@2", nil, 404)
+	l.do("POST", "/images/gc", nil, 200, nil)
 
 	for _, r := range contractRoutes {
 		if strings.Contains(r, " /images") && !l.covered[r] {

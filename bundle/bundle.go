@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -141,7 +142,7 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 	var errs []error
 	switch v := p.(type) {
 	case *Restore:
-		errs = append(errs, imageName("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
 	case *Capture:
 		errs = append(errs, imageName("image", v.Image), device("device", v.Device), after(&v.After))
 		if v.Compression < 0 || v.Compression > 19 {
@@ -162,7 +163,7 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 		}
 		errs = append(errs, after(&v.After))
 	case *Multicast:
-		errs = append(errs, imageName("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
 		if v.MinClients < 0 || v.MinClients > 10000 {
 			errs = append(errs, fmt.Errorf("min_clients %d: want 1..10000 (0 = start on max_wait only)", v.MinClients))
 		}
@@ -267,6 +268,33 @@ func imageName(field, name string) error {
 		return fmt.Errorf("%s: required (an image name)", field)
 	}
 	if err := ValidImageName(name); err != nil {
+		return fmt.Errorf("%s: %w", field, err)
+	}
+	return nil
+}
+
+// ValidImageRef is the rule for the image a restore names: NAME (its
+// current version when the job starts) or NAME@VERSION (that version).
+func ValidImageRef(ref string) error {
+	name, v, found := strings.Cut(ref, "@")
+	if err := ValidImageName(name); err != nil {
+		return err
+	}
+	if found {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || strconv.Itoa(n) != v {
+			return fmt.Errorf("image %q: want NAME or NAME@VERSION (a version number from 1)", ref)
+		}
+	}
+	return nil
+}
+
+// imageRef checks the image of a restore: NAME or NAME@VERSION.
+func imageRef(field, ref string) error {
+	if ref == "" {
+		return fmt.Errorf("%s: required (an image name, or NAME@VERSION)", field)
+	}
+	if err := ValidImageRef(ref); err != nil {
 		return fmt.Errorf("%s: %w", field, err)
 	}
 	return nil

@@ -14,7 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/server"
+	"github.com/preboot/preboot/store"
 )
 
 // newImage is `preboot image`: the admin view of the server's image
@@ -54,9 +57,9 @@ func newImage(g *globals) *cobra.Command {
 				return printJSON(g.stdout, l)
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCREATED\tSOURCE\tLOGICAL\tSTORED\tSHARED\tPARTITIONS")
+			fmt.Fprintln(tw, "NAME\tVERSION\tCREATED\tSOURCE\tLOGICAL\tSTORED\tSHARED\tPARTITIONS")
 			for _, im := range l.Images {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, imgTime(im.Created), imgSource(im.Source),
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", im.Name, imgVersion(im), imgTime(im.Created), imgSource(im.Source),
 					size(im.Logical), size(im.Stored), size(im.Shared), imgParts(im.Partitions))
 			}
 			if err := tw.Flush(); err != nil {
@@ -65,15 +68,18 @@ func newImage(g *globals) *cobra.Command {
 			if len(l.Images) == 0 {
 				fmt.Fprintln(g.stdout, "(no images)")
 			}
-			fmt.Fprintf(g.stdout, "\nRepository: %d chunks, %s stored, %s reclaimable by GC\n",
-				l.Chunks, size(l.StoredBytes), size(l.GarbageBytes))
+			fmt.Fprintf(g.stdout, "\nRepository: %d chunks, %s stored, %s reclaimable by GC", l.Chunks, size(l.StoredBytes), size(l.GarbageBytes))
+			if l.MaxBytes > 0 {
+				fmt.Fprintf(g.stdout, ", limit %s", size(l.MaxBytes))
+			}
+			fmt.Fprintln(g.stdout)
 			return nil
 		},
 	})
 
 	cmd.AddCommand(&cobra.Command{
-		Use:   "show NAME",
-		Short: "Show an image: source, disk, partitions, sizes",
+		Use:   "show NAME[@VERSION]",
+		Short: "Show an image (its current version, or VERSION): source, disk, partitions, sizes",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := store()
@@ -92,10 +98,13 @@ func newImage(g *globals) *cobra.Command {
 	})
 
 	cmd.AddCommand(&cobra.Command{
-		Use:     "rm NAME",
+		Use:     "rm NAME[@VERSION]",
 		Aliases: []string{"remove", "delete"},
-		Short:   "Remove an image (chunks no other image uses are freed by the server's GC)",
-		Args:    cobra.ExactArgs(1),
+		Short:   "Remove an image with all its versions, or one version (chunks no other image uses are freed by GC)",
+		Long: "Remove an image with all its versions (NAME), or one version (NAME@VERSION). Removing the current\n" +
+			"version makes the newest remaining one current. An image or version a restore bundle names is\n" +
+			"refused (409) until the bundle changes. Chunks no other image uses are freed by the next GC.",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := store()
 			if err != nil {
@@ -110,7 +119,91 @@ func newImage(g *globals) *cobra.Command {
 	})
 
 	cmd.AddCommand(&cobra.Command{
-		Use:   "verify NAME",
+		Use:   "versions NAME",
+		Short: "List the versions of an image (every capture adds one) and which one is current",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			vs, err := c.Versions(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, vs)
+			}
+			return printVersions(g.stdout, vs)
+		},
+	})
+
+	var rollTo int
+	roll := &cobra.Command{
+		Use:   "rollback NAME [--to VERSION]",
+		Short: "Make an older version of an image current again (default: the one before the current)",
+		Long: "Make an older version of an image current: restores of NAME get it from now on (jobs already\n" +
+			"started keep the version they pinned). Newer versions are kept; `rollback --to` can return to them.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := store()
+			if err != nil {
+				return err
+			}
+			vs, err := c.Rollback(cmd.Context(), args[0], rollTo)
+			if err != nil {
+				return err
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, vs)
+			}
+			fmt.Fprintf(g.stdout, "image %s: version %d is current\n", vs.Name, vs.Current)
+			return nil
+		},
+	}
+	roll.Flags().IntVar(&rollTo, "to", 0, "the version to make current (default: the one before the current)")
+	cmd.AddCommand(roll)
+
+	var gcDataDir string
+	gc := &cobra.Command{
+		Use:   "gc [--data-dir DIR]",
+		Short: "Delete chunks no image version uses, leftover temporary files and stale upload records",
+		Long: "Collect the image repository's garbage now (the server also does it every imaging.gc_interval):\n" +
+			"chunks no version of any image references, except those a capture still running uploaded or was\n" +
+			"told are present (its upload record) and those younger than the grace period (1 h); temporary\n" +
+			"files a crash left behind; upload records of jobs no longer open. With --data-dir it works on the\n" +
+			"repository directly, without the server (stop the server first).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st *image.GCStats
+			if gcDataDir != "" {
+				s, err := offlineGC(cmd.Context(), g, gcDataDir)
+				if err != nil {
+					return err
+				}
+				st = &s
+			} else {
+				c, err := store()
+				if err != nil {
+					return err
+				}
+				if st, err = c.GC(cmd.Context()); err != nil {
+					return err
+				}
+			}
+			if af.output == "json" {
+				return printJSON(g.stdout, st)
+			}
+			fmt.Fprintf(g.stdout, "removed %d chunks (%s), %d temporary files, %d upload records; kept %d chunks (%d protected)\n",
+				st.Removed, size(st.FreedBytes), st.TempRemoved, st.RecordsDropped, st.Kept, st.Protected)
+			return nil
+		},
+	}
+	gc.Flags().StringVar(&gcDataDir, "data-dir", "", "work on the repository of this data directory offline (with --config: its imaging.repo and store)")
+	cmd.AddCommand(gc)
+
+	cmd.AddCommand(&cobra.Command{
+		Use:   "verify NAME[@VERSION]",
 		Short: "Check every chunk of an image on the server: present, decompresses, hashes right",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -139,7 +232,7 @@ func newImage(g *globals) *cobra.Command {
 	})
 
 	cmd.AddCommand(&cobra.Command{
-		Use:   "export NAME FILE",
+		Use:   "export NAME[@VERSION] FILE",
 		Short: "Write an image as one portable file (a tar of its manifest and chunks); FILE - is stdout",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -228,10 +321,68 @@ func exportFile(ctx context.Context, c *httpstore.Client, name, file string) (n 
 	return n, os.Rename(f.Name(), file)
 }
 
+// offlineGC collects the garbage of the repository of dataDir (or the
+// configuration's imaging.repo) without the server; the database, when
+// there is one, tells which jobs are still open.
+func offlineGC(ctx context.Context, g *globals, dataDir string) (image.GCStats, error) {
+	cfg, err := g.load()
+	if err != nil {
+		return image.GCStats{}, err
+	}
+	cfg.DataDir = dataDir
+	if err := cfg.Finish(); err != nil {
+		return image.GCStats{}, fmt.Errorf("configuration: %w", err)
+	}
+	if _, err := os.Stat(cfg.Imaging.Repo); err != nil {
+		return image.GCStats{}, fmt.Errorf("no image repository at %s: %w", cfg.Imaging.Repo, err)
+	}
+	var st store.Store
+	if _, err := os.Stat(cfg.Store.Path); cfg.Store.Driver != "sqlite" || err == nil {
+		if st, err = server.OpenStore(ctx, cfg.Store); err != nil {
+			return image.GCStats{}, err
+		}
+		defer st.Close()
+	}
+	log, err := newLogger(g.stderr, cfg.Log.Format, "warn")
+	if err != nil {
+		return image.GCStats{}, err
+	}
+	repo, err := server.OpenRepo(cfg, st, log)
+	if err != nil {
+		return image.GCStats{}, err
+	}
+	return repo.GC(ctx)
+}
+
+func printVersions(w io.Writer, vs *httpstore.ImageVersions) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VERSION\tCURRENT\tCREATED\tSOURCE\tUSED\tUPLOADED\tCHUNKS")
+	for _, v := range vs.Versions {
+		cur := ""
+		if v.Current {
+			cur = "*"
+		}
+		fmt.Fprintf(tw, "%s@%d\t%s\t%s\t%s\t%s\t%s\t%d\n", vs.Name, v.Version, cur, imgTime(v.Created), imgSource(v.Source),
+			size(v.Used), size(v.Uploaded), v.Chunks)
+	}
+	return tw.Flush()
+}
+
+// imgVersion is "CURRENT/COUNT" (e.g. 3/4: version 3 current, 4 kept).
+func imgVersion(im httpstore.ImageInfo) string {
+	if im.Version == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%d/%d", im.Version, max(im.Versions, 1))
+}
+
 func printImage(w io.Writer, d *httpstore.ImageDetail) error {
 	m, in := d.Manifest, d.Info
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "Name:\t%s\n", m.Name)
+	if in.Version > 0 {
+		fmt.Fprintf(tw, "Version:\t%d (of %d kept)\n", in.Version, max(in.Versions, 1))
+	}
 	fmt.Fprintf(tw, "Created:\t%s\n", m.Created.Local().Format(time.RFC3339))
 	fmt.Fprintf(tw, "Source:\t%s\n", imgSourceAll(m.Source))
 	fmt.Fprintf(tw, "Disk:\t%s (%d bytes, %d-byte sectors)\n", size(m.Disk.Size), m.Disk.Size, m.Disk.SectorSize)

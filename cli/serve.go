@@ -63,6 +63,9 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Imaging.Kernel, "imaging-kernel", d.Imaging.Kernel, "imaging environment kernel, under the TFTP root")
 	fs.StringVar(&c.Imaging.Initrd, "imaging-initrd", d.Imaging.Initrd, "imaging environment initrd, under the TFTP root")
 	fs.StringVar(&c.Imaging.Cmdline, "imaging-cmdline", d.Imaging.Cmdline, "kernel command line before the per-job parameters")
+	fs.DurationVar(&c.Imaging.GCInterval, "image-gc-interval", d.Imaging.GCInterval, "collect the image repository's garbage this often (0 = only by `preboot image gc`)")
+	c.Imaging.MaxRepoSize = d.Imaging.MaxRepoSize
+	fs.Var(&c.Imaging.MaxRepoSize, "image-max-repo-size", "image repository size limit, e.g. 2TiB (0 = unlimited); uploads and imports past it are refused")
 }
 
 func newServe(g *globals) *cobra.Command {

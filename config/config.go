@@ -64,6 +64,14 @@ type Imaging struct {
 	Initrd string `yaml:"initrd"`
 	// Cmdline is put before the per-job parameters on the kernel command line.
 	Cmdline string `yaml:"cmdline"`
+	// GCInterval: how often the server collects the repository's garbage
+	// (chunks no image version references, leftover temporary files,
+	// upload records of jobs no longer open); 0 disables it
+	// (`preboot image gc` still works).
+	GCInterval time.Duration `yaml:"gc_interval"`
+	// MaxRepoSize bounds the bytes of stored chunks (0: no limit): uploads
+	// and imports past it are refused (HTTP 507).
+	MaxRepoSize ByteSize `yaml:"max_repo_size"`
 }
 
 // Log configures logging.
@@ -196,7 +204,7 @@ func Default() Config {
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
 		},
 		Menu:      Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
-		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet"},
+		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet", GCInterval: 6 * time.Hour},
 		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000},
 	}
 }

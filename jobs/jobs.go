@@ -42,6 +42,11 @@ type Service struct {
 	ClaimBurst int
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
+	// ResolveImage, when set, pins the image of a restore or multicast
+	// job when it starts: NAME becomes NAME@N, the version current then,
+	// so a capture publishing a new version meanwhile does not change
+	// what the job restores.
+	ResolveImage func(ref string) (string, error)
 
 	guard guard
 }
@@ -271,6 +276,11 @@ func (s *Service) claim(ctx context.Context, r StartRequest) (store.Job, int64, 
 	j, err := r.job()
 	if err != nil {
 		return store.Job{}, 0, err
+	}
+	if s.ResolveImage != nil && j.Image != "" && (j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast) {
+		if j.Image, err = s.ResolveImage(j.Image); err != nil {
+			return store.Job{}, 0, fmt.Errorf("bundle %s: image %s: %w", r.Bundle.Name, j.Image, err)
+		}
 	}
 	open, err := s.Store.Jobs(ctx, store.JobFilter{MAC: r.MAC, Open: true})
 	if err != nil {

@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/store"
 )
@@ -17,8 +20,8 @@ type jobKey struct{}
 
 // imageAuth lets the image repository answer administrators (an admin
 // token, or loopback when trusted) and agents with the token of an open
-// job; allowImage then confines each job to its image.
-func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store) http.Handler {
+// job; imageAccess then confines each job to its image.
+func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store, repo *image.Repo) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tok := jobs.BearerToken(r); strings.HasPrefix(tok, api.JobTokenPrefix) {
 			j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
@@ -39,41 +42,76 @@ func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Sto
 		if !ok {
 			return
 		}
-		if name, found := strings.CutPrefix(r.URL.Path, "/api/v1/images/"); found && r.Method == http.MethodDelete && !strings.Contains(name, "/") {
-			// An image a bundle restores stays until the bundle is changed.
-			bs, err := st.Bundles(ctx, store.BundleFilter{Image: name, Page: store.Page{Limit: 10}})
-			if err != nil {
+		if ref, found := strings.CutPrefix(r.URL.Path, "/api/v1/images/"); found && r.Method == http.MethodDelete && !strings.Contains(ref, "/") {
+			// An image (or version) a bundle restores stays until the
+			// bundle is changed.
+			if b, err := restoredBy(ctx, st, repo, ref); err != nil {
 				writeJSONError(w, http.StatusInternalServerError, err.Error())
 				return
-			}
-			for _, b := range bs {
-				if b.Kind == store.KindImageRestore || b.Kind == store.KindMulticast {
-					writeJSONError(w, http.StatusConflict, fmt.Sprintf("image %s is restored by bundle %s: change or delete the bundle first", name, b.Name))
-					return
-				}
+			} else if b != "" {
+				writeJSONError(w, http.StatusConflict, fmt.Sprintf("image %s is restored by bundle %s: change or delete the bundle first", ref, b))
+				return
 			}
 		}
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
-// allowImage confines a job to its own image: a capture job may upload
-// chunks and publish its image, restore and multicast jobs may read their
-// image, other jobs none. Chunks are addressed by their BLAKE3 hash, so
-// reading one needs its manifest.
-func allowImage() func(r *http.Request, name string, write bool) bool {
-	return func(r *http.Request, name string, write bool) bool {
-		j, ok := r.Context().Value(jobKey{}).(store.Job)
-		if !ok {
-			return true // administrator
+// restoredBy names a restore or multicast bundle that removing image ref
+// (NAME: every version; NAME@N: one version) would break: one naming NAME
+// or any of its versions for NAME; for NAME@N one naming NAME@N, or NAME
+// when N is its current version.
+func restoredBy(ctx context.Context, st store.Store, repo *image.Repo, ref string) (string, error) {
+	name, v, err := image.ParseRef(ref)
+	if err != nil {
+		return "", nil // the handler answers 400
+	}
+	current := 0
+	if v != 0 {
+		if _, cur, err := repo.Resolve(name); err == nil {
+			current = cur
 		}
-		if j.Image == "" || (name != "" && name != j.Image) {
-			return false
+	}
+	for _, kind := range []string{store.KindImageRestore, store.KindMulticast} {
+		for off := 0; ; off += 500 {
+			bs, err := st.Bundles(ctx, store.BundleFilter{Kind: kind, Page: store.Page{Limit: 500, Offset: off}})
+			if err != nil {
+				return "", err
+			}
+			for _, b := range bs {
+				img, reads := bundle.Image(b.Kind, b.Params)
+				if !reads || image.RefName(img) != name {
+					continue
+				}
+				_, bv, _ := image.ParseRef(img)
+				if v == 0 || bv == v || (bv == 0 && v == current) {
+					return b.Name, nil
+				}
+			}
+			if len(bs) < 500 {
+				break
+			}
 		}
-		if write {
-			return j.Kind == store.KindImageCapture
-		}
-		return j.Kind == store.KindImageCapture || j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast
+	}
+	return "", nil
+}
+
+// imageAccess tells the image repository who asks: an administrator
+// (anything that passed api.Auth), or a job confined to its own image: a
+// capture job uploads chunks and publishes new versions of its image, a
+// restore or multicast job reads the version pinned when it started, other
+// jobs nothing. Chunks are addressed by their BLAKE3 hash, so reading one
+// needs its manifest.
+func imageAccess(r *http.Request) httpstore.Access {
+	j, ok := r.Context().Value(jobKey{}).(store.Job)
+	if !ok {
+		return httpstore.Access{Admin: true}
+	}
+	return httpstore.Access{
+		Job:     j.ID,
+		Image:   j.Image,
+		Capture: j.Kind == store.KindImageCapture,
+		Read:    j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast,
 	}
 }
 

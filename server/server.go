@@ -78,11 +78,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	_, httpPort, _ := net.SplitHostPort(cfg.HTTP.Listen)
 
-	repo, err := image.OpenRepo(cfg.Imaging.Repo, image.RepoOptions{})
+	repo, err := OpenRepo(cfg, st, log)
 	if err != nil {
-		return fmt.Errorf("image repository: %w", err)
+		return err
 	}
 	js := &jobs.Service{Store: st, Logger: log.With("component", "jobs")}
+	js.ResolveImage = pinImage(repo)
 
 	// HTTPS (before the policy, which tells agents where it is and its pin).
 	var tlsLn net.Listener
@@ -119,6 +120,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 
 	status := newStatus(cfg, st, repo)
 	g, ctx := errgroup.WithContext(ctx)
+	if cfg.Imaging.GCInterval > 0 {
+		g.Go(func() error {
+			runRepoGC(ctx, repo, cfg.Imaging.GCInterval, log.With("component", "images"))
+			return nil
+		})
+	}
 	g.Go(func() error { return runRetention(ctx, st, cfg.Retention, log.With("component", "retention")) })
 	if cfg.TFTP.Enabled {
 		ts := &tftp.Server{
@@ -288,9 +295,9 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	mux.Handle("/console/", console.New(console.Options{Version: Version, Logger: log.With("component", "console"), Require: sessions.Require}))
 	mux.Handle("/api/v1/", admin)
 	mux.Handle("/api/v1/agent/", js.AgentHandler())
-	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Allow: allowImage()}
+	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Access: imageAccess}
 	for _, p := range images.Prefixes() {
-		mux.Handle(p, imageAuth(images, js, auth, st))
+		mux.Handle(p, imageAuth(images, js, auth, st, repo))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
