@@ -385,19 +385,28 @@ func (s *progressState) take() (JobProgress, bool) {
 	return s.p, c
 }
 
-// reportLoop sends progress and log lines every interval. Failed reports
-// are logged and dropped (the next one carries the newer state); they
-// never stop the job.
+// heartbeatEvery is how often the agent reports even when its progress
+// has not changed (a long filesystem check or resize): the server expires
+// a job whose agent is silent for minutes (jobs.stale_after).
+const heartbeatEvery = 20 * time.Second
+
+// reportLoop sends progress and log lines every interval, and the
+// unchanged progress at least every heartbeatEvery. Failed reports are
+// logged and dropped (the next one carries the newer state); they never
+// stop the job.
 func reportLoop(ctx context.Context, jc *JobClient, ship *logShipper, prog *progressState, interval time.Duration, log *slog.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if p, ok := prog.take(); ok {
+		p, changed := prog.take()
+		if changed || time.Since(last) >= heartbeatEvery {
+			last = time.Now()
 			if err := jc.Progress(ctx, p); err != nil && ctx.Err() == nil {
 				log.WarnContext(ctx, "progress report failed", "err", err)
 			}

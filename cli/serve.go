@@ -66,6 +66,8 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.DurationVar(&c.Imaging.GCInterval, "image-gc-interval", d.Imaging.GCInterval, "collect the image repository's garbage this often (0 = only by `preboot image gc`)")
 	c.Imaging.MaxRepoSize = d.Imaging.MaxRepoSize
 	fs.Var(&c.Imaging.MaxRepoSize, "image-max-repo-size", "image repository size limit, e.g. 2TiB (0 = unlimited); uploads and imports past it are refused")
+	fs.DurationVar(&c.Jobs.PendingTTL, "job-pending-ttl", d.Jobs.PendingTTL, "a job handed out to a device expires when its agent has not started within this time")
+	fs.DurationVar(&c.Jobs.StaleAfter, "job-stale-after", d.Jobs.StaleAfter, "a started job expires after this long without word from its agent")
 }
 
 func newServe(g *globals) *cobra.Command {

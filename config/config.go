@@ -40,6 +40,19 @@ type Config struct {
 	Menu      Menu      `yaml:"menu"`
 	Imaging   Imaging   `yaml:"imaging"`
 	Retention Retention `yaml:"retention"`
+	Jobs      Jobs      `yaml:"jobs"`
+}
+
+// Jobs bounds the life of jobs and their tokens: a job handed out to a
+// device whose agent never starts, or whose agent goes silent, expires
+// as failed (its apply-once assignment stays for the next boot) and its
+// token stops working.
+type Jobs struct {
+	// PendingTTL: how long a handed-out job waits for its agent.
+	PendingTTL time.Duration `yaml:"pending_ttl"`
+	// StaleAfter: how long a started job may go without word from its
+	// agent (it reports every few seconds).
+	StaleAfter time.Duration `yaml:"stale_after"`
 }
 
 // Retention bounds what the database keeps; the server prunes hourly.
@@ -204,6 +217,7 @@ func Default() Config {
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
 		},
 		Menu:      Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
+		Jobs:      Jobs{PendingTTL: 15 * time.Minute, StaleAfter: 3 * time.Minute},
 		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet", GCInterval: 6 * time.Hour},
 		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000},
 	}
@@ -246,6 +260,9 @@ func (c *Config) Finish() error {
 		c.HTTP.AdminSocket = filepath.Join(c.DataDir, c.HTTP.AdminSocket)
 	}
 	var errs []error
+	if c.Jobs.PendingTTL < time.Second || c.Jobs.StaleAfter < time.Second {
+		errs = append(errs, fmt.Errorf("jobs.pending_ttl %s, jobs.stale_after %s: both must be at least 1s", c.Jobs.PendingTTL, c.Jobs.StaleAfter))
+	}
 	switch c.Store.Driver {
 	case "sqlite":
 	case "postgres":

@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	js := &jobs.Service{Store: st, Logger: log.With("component", "jobs")}
+	js := &jobs.Service{Store: st, Logger: log.With("component", "jobs"), PendingTTL: cfg.Jobs.PendingTTL, StaleAfter: cfg.Jobs.StaleAfter}
 	js.ResolveImage = pinImage(repo)
 
 	// HTTPS (before the policy, which tells agents where it is and its pin).
@@ -127,6 +127,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		})
 	}
 	g.Go(func() error { return runRetention(ctx, st, cfg.Retention, log.With("component", "retention")) })
+	// Jobs whose device or agent went silent (or whose server died
+	// mid-job) expire as failed, and their tokens with them.
+	g.Go(func() error {
+		js.RunExpiry(ctx, min(cfg.Jobs.StaleAfter, cfg.Jobs.PendingTTL, time.Minute)/2)
+		return nil
+	})
 	if cfg.TFTP.Enabled {
 		ts := &tftp.Server{
 			Root:         cfg.TFTP.Root,
