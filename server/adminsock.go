@@ -38,6 +38,10 @@ type adminSocket struct {
 // to it), else 0600. A stale socket left by a crash is replaced; a live
 // one (another server) is an error.
 func listenAdminSocket(path string, log *slog.Logger) (*adminSocket, net.Listener, error) {
+	if len(path) >= len(unix.RawSockaddrUnix{}.Path) {
+		return nil, nil, fmt.Errorf("admin socket %s: the path is longer than a unix socket's %d bytes: set http.admin_socket (--admin-socket) to a shorter absolute path",
+			path, len(unix.RawSockaddrUnix{}.Path)-1)
+	}
 	s := &adminSocket{path: path, selfUID: os.Getuid(), groupGID: -1, log: log}
 	if g, err := user.LookupGroup(AdminGroup); err == nil {
 		if gid, err := strconv.Atoi(g.Gid); err == nil {
