@@ -14,7 +14,7 @@ TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovm
 
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 
-.PHONY: all build env run test test-unit test-e2e fuzz bench deps-run deps-test vet clean
+.PHONY: all build env run test test-unit test-fuzz test-e2e fuzz bench deps-run deps-test vet clean
 
 all: build
 
@@ -54,7 +54,7 @@ vet:
 	@out=$$($(dir $(GO))gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-test: deps-test vet test-unit test-e2e
+test: deps-test vet test-unit test-fuzz test-e2e
 
 # Unit, real-client protocol tests and fuzz seed corpora, with the race detector.
 test-unit:
@@ -64,17 +64,23 @@ test-unit:
 test-e2e:
 	$(GO) test -count=1 -timeout 40m -v ./e2e/
 
-# Short fuzzing runs of every network-facing parser.
+# Every fuzz target (func Fuzz* in a _test.go file), one after the other,
+# FUZZTIME each (seed corpora in testdata/fuzz/ run with test-unit too).
+# The first run builds the instrumented packages (minutes: modernc's
+# SQLite); later runs take about FUZZTIME per target.
+FUZZTIME ?= 2s
+test-fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | grep -v '^./e2e/' | sort); do \
+		pkg=./$$(dirname $${f#./}); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s $$pkg; \
+		done; \
+	done
+
+# Longer fuzzing runs of the same targets.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParsePacket -fuzztime 30s ./tftp/
-	$(GO) test -run '^$$' -fuzz FuzzParseRequest -fuzztime 30s ./proxydhcp/
-	$(GO) test -run '^$$' -fuzz FuzzHandle -fuzztime 30s ./proxydhcp/
-	$(GO) test -run '^$$' -fuzz FuzzBootScript -fuzztime 30s ./policy/
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 30s ./rules/
-	$(GO) test -run '^$$' -fuzz FuzzNormalize -fuzztime 30s ./bundle/
-	$(GO) test -run '^$$' -fuzz FuzzReadTable -fuzztime 30s -fuzzminimizetime 5s ./disk/
-	$(GO) test -run '^$$' -fuzz FuzzUsed -fuzztime 30s -fuzzminimizetime 5s ./fsmap/
-	$(GO) test -run '^$$' -fuzz FuzzManifest -fuzztime 30s ./image/
+	$(MAKE) test-fuzz FUZZTIME=30s
 
 BENCH_DEBS := partclone zstd time
 
