@@ -127,6 +127,23 @@ func (r *Repo) versionNumbers(name string) ([]int, error) {
 	return vs, nil
 }
 
+// VersionNumbers lists the version numbers image name keeps, ascending,
+// without reading the manifests (ErrNotFound when the image does not
+// exist).
+func (r *Repo) VersionNumbers(name string) ([]int, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	if _, err := r.readHead(name); err != nil {
+		return nil, err
+	}
+	vs, err := r.versionNumbers(name)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", name, err)
+	}
+	return vs, nil
+}
+
 // Resolve turns a reference into the image name and an existing version
 // (the current one for a bare NAME).
 func (r *Repo) Resolve(ref string) (string, int, error) {

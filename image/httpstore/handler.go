@@ -675,7 +675,7 @@ func (h *Handler) chunkSet(ctx context.Context, ref string) (map[image.Hash]stru
 // versionSets returns the chunk sets of every version of image name (none
 // when it does not exist yet).
 func (h *Handler) versionSets(ctx context.Context, name string) ([]map[image.Hash]struct{}, error) {
-	vs, err := h.Repo.Versions(name)
+	vs, err := h.Repo.VersionNumbers(name)
 	if errors.Is(err, image.ErrNotFound) {
 		return nil, nil
 	}
@@ -684,7 +684,7 @@ func (h *Handler) versionSets(ctx context.Context, name string) ([]map[image.Has
 	}
 	out := make([]map[image.Hash]struct{}, 0, len(vs))
 	for _, v := range vs {
-		set, err := h.chunkSet(ctx, image.Ref(name, v.Version))
+		set, err := h.chunkSet(ctx, image.Ref(name, v))
 		if errors.Is(err, image.ErrNotFound) {
 			continue
 		}
