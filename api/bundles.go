@@ -48,6 +48,9 @@ func (h *Handler) listBundles(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
+	for i := range bs {
+		bs[i] = redacted(bs[i])
+	}
 	writeJSON(w, http.StatusOK, nonNil(bs))
 }
 
@@ -78,7 +81,7 @@ func (h *Handler) createBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.audit(r, "", fmt.Sprintf("bundle %s created (%s)", b.Name, b.Kind))
-	writeJSON(w, http.StatusCreated, b)
+	writeJSON(w, http.StatusCreated, redacted(b))
 }
 
 func (h *Handler) getBundle(w http.ResponseWriter, r *http.Request) {
@@ -87,7 +90,7 @@ func (h *Handler) getBundle(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, redacted(b))
 }
 
 func (h *Handler) patchBundle(w http.ResponseWriter, r *http.Request) {
@@ -107,7 +110,13 @@ func (h *Handler) patchBundle(w http.ResponseWriter, r *http.Request) {
 			b.Description = *req.Description
 		}
 		if !isNull(req.Params) {
-			b.Params = req.Params
+			// Secrets sent back as the marker (or left out) keep
+			// their stored values.
+			params, err := bundle.KeepSecrets(b.Kind, req.Params, b.Params)
+			if err != nil {
+				return invalid("%v", err)
+			}
+			b.Params = params
 		}
 		return h.checkBundle(b)
 	})
@@ -116,7 +125,14 @@ func (h *Handler) patchBundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.audit(r, "", fmt.Sprintf("bundle %s edited (version %d)", name, b.Version))
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, redacted(b))
+}
+
+// redacted is a bundle as the API shows it: secrets of os-install
+// bundles replaced by bundle.SecretMarker (package bundle).
+func redacted(b store.Bundle) store.Bundle {
+	b.Params = bundle.Redact(b.Kind, b.Params)
+	return b
 }
 
 func (h *Handler) deleteBundle(w http.ResponseWriter, r *http.Request) {

@@ -158,6 +158,10 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 			h.fail(w, r, err)
 			return
 		}
+		if dec.Bundle != nil {
+			rb := redacted(*dec.Bundle)
+			dec.Bundle = &rb
+		}
 		out.Decision = &dec
 	}
 	limit, _ := strconv.Atoi(r.URL.Query().Get("events"))
@@ -246,6 +250,10 @@ func (h *Handler) deviceDecision(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		h.fail(w, r, err)
 		return
+	}
+	if dec.Bundle != nil {
+		rb := redacted(*dec.Bundle)
+		dec.Bundle = &rb
 	}
 	writeJSON(w, http.StatusOK, dec)
 }

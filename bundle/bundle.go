@@ -66,6 +66,14 @@ type OSInstall struct {
 	Cmdline string   `json:"cmdline,omitempty"`
 	Chain   string   `json:"chain,omitempty"`
 	Loader  string   `json:"loader,omitempty"` // ipxe (default) or pxelinux
+	// Secrets are values Cmdline and Chain name as {{secret:NAME}}:
+	// substituted only in the boot script or pxelinux config of a
+	// hand-out (Expand), shown as SecretMarker everywhere else (Redact).
+	Secrets map[string]string `json:"secrets,omitempty"`
+	// SecretsInBootScript accepts that the secrets named in Cmdline or
+	// Chain are readable by any client that claims the device's MAC:
+	// without it a bundle that names a secret is refused.
+	SecretsInBootScript bool `json:"secrets_in_boot_script,omitempty"`
 }
 
 // Wipe is the parameters of wipe bundles: every listed disk (all fixed
@@ -238,6 +246,7 @@ func (o *OSInstall) validate() error {
 	if strings.ContainsAny(o.Cmdline, "\r\n") {
 		errs = append(errs, errors.New("cmdline: must be one line"))
 	}
+	errs = append(errs, o.validateSecrets())
 	switch o.Loader {
 	case "":
 		o.Loader = store.LoaderIPXE

@@ -31,6 +31,10 @@ type paramFlags struct {
 	initrd, disks                                      []string
 	compression, minClients                            int
 	confirm                                            bool
+	// secretFiles are NAME=PATH (os-install secrets, read from files so
+	// that their values never show in the process list).
+	secretFiles         []string
+	secretsInBootScript bool
 }
 
 // paramSpec ties a flag to the JSON field it sets and the kinds that have it.
@@ -53,6 +57,8 @@ var paramSpecs = []paramSpec{
 	{"cmdline", "cmdline", []string{store.KindOSInstall}},
 	{"chain", "chain", []string{store.KindOSInstall}},
 	{"loader", "loader", []string{store.KindOSInstall}},
+	{"secret-file", "secrets", []string{store.KindOSInstall}},
+	{"secrets-in-boot-script", "secrets_in_boot_script", []string{store.KindOSInstall}},
 	{"mode", "mode", []string{store.KindWipe}},
 	{"disk", "disks", []string{store.KindWipe}},
 	{"confirm", "confirm", []string{store.KindWipe}},
@@ -74,6 +80,8 @@ func (p *paramFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&p.cmdline, "cmdline", "", "kernel command line (os-install)")
 	fs.StringVar(&p.chain, "chain", "", "iPXE script URL to chain to instead of a kernel (os-install)")
 	fs.StringVar(&p.loader, "loader", "", "ipxe or pxelinux (os-install)")
+	fs.StringArrayVar(&p.secretFiles, "secret-file", nil, "NAME=PATH: a secret that --cmdline or --chain names as {{secret:NAME}}, read from PATH (- for stdin; one trailing newline dropped; repeatable; os-install)")
+	fs.BoolVar(&p.secretsInBootScript, "secrets-in-boot-script", false, "accept that the secrets named in --cmdline or --chain are in the boot script, readable by any LAN client claiming the device's MAC (os-install)")
 	fs.StringVar(&p.mode, "mode", "", "zero or discard (wipe)")
 	fs.StringSliceVar(&p.disks, "disk", nil, "disk to wipe (repeatable; none = every fixed disk) (wipe)")
 	fs.BoolVar(&p.confirm, "confirm", false, "confirm that the wipe destroys the disks' data (wipe)")
@@ -115,6 +123,10 @@ func (p *paramFlags) value(cmd *cobra.Command, flag string) (any, error) {
 		return p.chain, nil
 	case "loader":
 		return p.loader, nil
+	case "secret-file":
+		return p.secrets(cmd)
+	case "secrets-in-boot-script":
+		return p.secretsInBootScript, nil
 	case "mode":
 		return p.mode, nil
 	case "disk":
@@ -123,6 +135,27 @@ func (p *paramFlags) value(cmd *cobra.Command, flag string) (any, error) {
 		return p.confirm, nil
 	}
 	return nil, fmt.Errorf("unknown parameter flag %q", flag)
+}
+
+// secrets reads the values of --secret-file NAME=PATH.
+func (p *paramFlags) secrets(cmd *cobra.Command) (map[string]string, error) {
+	out := map[string]string{}
+	var errs []error
+	for _, a := range p.secretFiles {
+		name, path, ok := strings.Cut(a, "=")
+		if !ok || name == "" || path == "" {
+			errs = append(errs, fmt.Errorf("--secret-file %q: want NAME=PATH", a))
+			continue
+		}
+		b, err := readFileArg(cmd, path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--secret-file %s: %w", name, err))
+			continue
+		}
+		v := strings.TrimSuffix(string(b), "\n")
+		out[name] = strings.TrimSuffix(v, "\r")
+	}
+	return out, errors.Join(errs...)
 }
 
 func nonNil[T any](s []T) []T {
@@ -193,6 +226,19 @@ func (p *paramFlags) merge(cmd *cobra.Command, kind string, base json.RawMessage
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if add, ok := v.(map[string]string); ok {
+			// --secret-file adds to (or replaces some of) the current
+			// secrets; the others stay as the server shows them, which
+			// keeps their stored values.
+			cur, _ := params[s.field].(map[string]any)
+			if cur == nil {
+				cur = map[string]any{}
+			}
+			for n, x := range add {
+				cur[n] = x
+			}
+			v = cur
 		}
 		params[s.field] = v
 	}
@@ -294,7 +340,8 @@ func newBundle(g *globals) *cobra.Command {
 			"  image-capture  --image (required) --compression --device --after\n" +
 			"  script         --script-file F|- (required) --timeout --after\n" +
 			"  multicast      --image (required) --min-clients --max-wait --partitions --device --after\n" +
-			"  os-install     --kernel [--initrd]... [--cmdline] | --chain URL, --loader ipxe|pxelinux\n" +
+			"  os-install     --kernel [--initrd]... [--cmdline] | --chain URL, --loader ipxe|pxelinux,\n" +
+			"                 --secret-file NAME=PATH... --secrets-in-boot-script ({{secret:NAME}} in --cmdline/--chain)\n" +
 			"  wipe           --confirm (required) --mode zero|discard --disk D... --after\n" +
 			"  inventory      --after\n" +
 			"  local-boot     (none)\n" +

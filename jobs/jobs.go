@@ -195,7 +195,7 @@ type StartRequest struct {
 
 func (r StartRequest) job() (store.Job, error) {
 	j := store.Job{MAC: r.MAC, Kind: r.Bundle.Kind, BundleID: r.Bundle.ID, Bundle: r.Bundle.Name,
-		BundleVersion: r.Bundle.Version, Params: r.Bundle.Params, State: store.JobPending}
+		BundleVersion: r.Bundle.Version, Params: bundle.Redact(r.Bundle.Kind, r.Bundle.Params), State: store.JobPending} // job records never hold secrets
 	if r.Assignment != nil {
 		j.AssignmentID = r.Assignment.ID
 	}

@@ -82,7 +82,7 @@ func pxelinuxConfig(mac string, job int64, w bundle.OSInstall) string {
 		fmt.Fprintf(&b, "  INITRD %s\n", strings.Join(paths, ","))
 	}
 	if w.Cmdline != "" {
-		fmt.Fprintf(&b, "  APPEND %s\n", w.Cmdline)
+		fmt.Fprintf(&b, "  APPEND %s\n", w.Expand(w.Cmdline)) // secrets only here and in the iPXE script
 	}
 	return b.String()
 }

@@ -51,11 +51,13 @@ func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decis
 		if err != nil {
 			return "", err
 		}
+		// Secrets are substituted here only (the bundle opted in); the
+		// echoed lines show the placeholders.
 		if p.Chain != "" {
 			return fmt.Sprintf("#!ipxe\necho Preboot: job %d: bundle %s: chain %s\nchain %s || goto failed\n:failed\necho Preboot: %s could not be chained, booting the local disk\nsleep 5\n%s",
-				job.ID, menuText(b.Name), p.Chain, p.Chain, p.Chain, e.localBoot()), nil
+				job.ID, menuText(b.Name), p.Chain, p.Expand(p.Chain), p.Chain, e.localBoot()), nil
 		}
-		return e.kernelScript(base, fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Cmdline), nil
+		return e.kernelScript(base, fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Expand(p.Cmdline)), nil
 	case store.RunsAgent(b.Kind):
 		spec, err := e.imagingBoot(ctx, base, dev, d)
 		if refused, script := e.refusal(ctx, base, dev.MAC, err); refused {

@@ -272,7 +272,7 @@ func TestConsole(t *testing.T) {
 		ui.waitFor("the job on the device's page", fmt.Sprintf(`!!document.querySelector("#device-jobs-body tr#job-%d")`, job))
 		var spec jobs.Spec
 		ag.get(t, "/api/v1/agent/job", &spec)
-		if spec.ID != job || spec.Kind != store.KindImageRestore || spec.Image != "lab-base" || spec.MAC != mac {
+		if spec.ID != job || spec.Kind != store.KindImageRestore || spec.Image != "lab-base@1" || spec.MAC != mac {
 			t.Fatalf("the agent's job: %+v", spec)
 		}
 		ui.waitFor("the job booting", fmt.Sprintf(`%s.dataset.state === "booting"`, bar("device")))
@@ -324,7 +324,7 @@ func TestConsole(t *testing.T) {
 		if events.truth(fmt.Sprintf(`[...document.querySelectorAll("#events-body tr.event-row[data-job='%d']")].some(r => r.textContent.includes("succeeded"))`, job)) {
 			events.fatalf("the job's success is listed before it happened")
 		}
-		ag.post(t, "/api/v1/agent/job/result", jobs.Result{OK: true, Image: "lab-base"})
+		ag.post(t, "/api/v1/agent/job/result", jobs.Result{OK: true, Image: "lab-base@1"})
 
 		events.waitFor("the job's success in the live tail", fmt.Sprintf(
 			`(() => { const r = document.querySelector("#events-body tr.event-row"); return !!r && r.dataset.job === "%d" && r.dataset.kind === "job" && r.textContent.includes("job %d succeeded"); })()`, job, job))

@@ -90,7 +90,8 @@
     const out = [];
     for (const [k, v] of Object.entries(p || {})) {
       if (v === '' || v === null || v === false || (Array.isArray(v) && !v.length)) continue;
-      let s = Array.isArray(v) ? v.join(', ') : String(v);
+      // secrets: only their names (the API shows every value as "(secret)").
+      let s = Array.isArray(v) ? v.join(', ') : (v && typeof v === 'object') ? Object.keys(v).join(', ') : String(v);
       if (k === 'script') s = s.split('\n').filter((l) => l && !l.startsWith('#!'))[0] || '…';
       if (s.length > 60) s = s.slice(0, 57) + '…';
       out.push(h('span', { class: 'nowrap small' }, h('span', { class: 'muted' }, k + ' '), h('code', null, s)));
