@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -230,3 +231,35 @@ func mustReq(t *testing.T, method, url, tok, body string) *http.Request {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// preboot serve collects garbage every imaging.gc_interval: an orphan
+// chunk (no manifest, no open job, past the grace period) goes away.
+func TestScheduledRepoGC(t *testing.T) {
+	dir := t.TempDir()
+	repo, err := image.OpenRepo(dir, image.RepoOptions{GCGrace: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := captureSeed(t, repo, "orphan", 3) // chunks stored, never published
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		runRepoGC(ctx, repo, time.Millisecond, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		miss, err := repo.Missing(t.Context(), m.ChunkHashes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(miss) == len(m.ChunkHashes()) {
+			return // every orphan collected
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled GC left %d of %d orphan chunks", len(m.ChunkHashes())-len(miss), len(m.ChunkHashes()))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
