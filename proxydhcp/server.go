@@ -184,6 +184,14 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 		conns = append(conns, c)
 		s.logger().Info("proxydhcp listening", "addr", pc.c.LocalAddr().String(), "port", pc.port, "interface", s.Interface)
 	}
+	for _, name := range s.Interfaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			s.logger().Warn("proxydhcp: a configured interface does not exist (yet): its clients get no answer until it does", "interface", name, "err", err)
+		}
+	}
+	if len(s.Interfaces) > 0 || len(s.Subnets) > 0 {
+		s.logger().Info("proxydhcp answers only where told", "interfaces", s.Interfaces, "subnets", fmt.Sprint(s.Subnets))
+	}
 	for _, c := range conns {
 		for range workers {
 			wg.Add(1)
