@@ -22,9 +22,9 @@ import (
 
 // Short limits, generous bounds: nothing here depends on exact timing.
 const (
-	testRead  = 300 * time.Millisecond
-	testWrite = 300 * time.Millisecond
-	testIdle  = 300 * time.Millisecond
+	testRead  = 500 * time.Millisecond
+	testWrite = 500 * time.Millisecond
+	testIdle  = 500 * time.Millisecond
 	bound     = 10 * time.Second
 )
 
@@ -114,7 +114,7 @@ func TestBodyDeadlines(t *testing.T) {
 
 	t.Run("slow upload completes", func(t *testing.T) {
 		c := dial(t, addr)
-		const pieces, size = 12, 64 << 10 // 768 KiB over ~1.2 s: 4× the read timeout, well above the rate
+		const pieces, size = 20, 64 << 10 // 1.25 MiB over ~2 s: 4× the read timeout, well above the rate
 		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", pieces*size)
 		for range pieces {
 			if _, err := c.Write(make([]byte, size)); err != nil {
@@ -168,7 +168,7 @@ func TestResponseDeadlines(t *testing.T) {
 	served := make(chan error, 1)
 	addr := limitedServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case "/stream": // quiet for 4× every timeout, then more
+		case "/stream": // quiet for 2× every timeout, then more
 			fl := w.(http.Flusher)
 			for i := range 3 {
 				fmt.Fprintf(w, "event %d\n", i)
@@ -177,12 +177,12 @@ func TestResponseDeadlines(t *testing.T) {
 				case <-r.Context().Done():
 					served <- r.Context().Err()
 					return
-				case <-time.After(4 * testRead):
+				case <-time.After(2 * testRead):
 				}
 			}
 			served <- nil
-		case "/slow": // 64 KiB every 100 ms for 1.2 s
-			for range 12 {
+		case "/slow": // 64 KiB every 100 ms for 2 s
+			for range 20 {
 				if _, err := w.Write(make([]byte, 64<<10)); err != nil {
 					served <- err
 					return
@@ -225,7 +225,7 @@ func TestResponseDeadlines(t *testing.T) {
 	})
 	t.Run("slow download", func(t *testing.T) {
 		b, rerr := io.ReadAll(get("/slow").Body)
-		if err := waitResult(t, served, "slow"); err != nil || rerr != nil || len(b) != 12<<16 {
+		if err := waitResult(t, served, "slow"); err != nil || rerr != nil || len(b) != 20<<16 {
 			t.Fatalf("slow download: %d bytes, %v, %v", len(b), err, rerr)
 		}
 	})

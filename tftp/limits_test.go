@@ -109,8 +109,8 @@ func TestFloodFromOnePortIsBounded(t *testing.T) {
 	if got := metricValue(t, m.refused.WithLabelValues(refusedClientBusy)); got < 200 {
 		t.Fatalf("only %v requests refused", got)
 	}
-	if got := metricValue(t, m.active); got != DefaultMaxTransfersPerClient {
-		t.Errorf("%v transfers in progress from one address, want %d", got, DefaultMaxTransfersPerClient)
+	if got := metricValue(t, m.active); got > DefaultMaxTransfersPerClient {
+		t.Errorf("%v transfers in progress from one address, cap %d", got, DefaultMaxTransfersPerClient)
 	}
 
 	// A real client, from another address, while the flood's transfers are alive.
@@ -238,13 +238,13 @@ func TestDuplicateRequestOneTransfer(t *testing.T) {
 	}
 
 	// tsize probe, abort, then the real request from the same port.
-	c.tid = netip.AddrPort{}
+	drain(c)
 	c.rrq("f", "tsize", "0")
 	if o := c.mustOACK(); o["tsize"] != "3000" {
 		t.Fatalf("OACK %v", o)
 	}
 	c.sendTo(c.tid, &ErrorPacket{Code: ErrOptionRefused, Message: "size only"})
-	c.tid = netip.AddrPort{}
+	drain(c)
 	c.rrq("f", "blksize", "1000")
 	c.mustOACK()
 	c.ack(0)
@@ -265,4 +265,18 @@ func TestFIFONotServed(t *testing.T) {
 	c := newTestClient(t, addr)
 	c.rrq("fifo")
 	c.mustError(ErrFileNotFound)
+}
+
+// drain drops what is still queued from a finished transfer (late
+// retransmissions under load) and forgets its TID.
+func drain(c *testClient) {
+	for {
+		if err := c.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond)); err != nil {
+			c.t.Fatal(err)
+		}
+		if _, _, err := c.conn.ReadFromUDPAddrPort(c.buf); err != nil {
+			break
+		}
+	}
+	c.tid = netip.AddrPort{}
 }
