@@ -158,11 +158,11 @@ type serveProc struct {
 	done   chan struct{}
 }
 
-func startServe(t *testing.T, c *cli, dataDir string) *serveProc {
+func startServe(t *testing.T, c *cli, dataDir string, extra ...string) *serveProc {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--copy-debian-files=false", "--log-format", "json",
+	cmd := exec.Command(bin, append([]string{"serve", "--data-dir", dataDir, "--copy-debian-files=false", "--log-format", "json",
 		"--http-listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--tftp-listen", "127.0.0.1:0",
-		"--proxydhcp-dhcp-listen", "", "--proxydhcp-pxe-listen", "127.0.0.1:0")
+		"--proxydhcp-dhcp-listen", "", "--proxydhcp-pxe-listen", "127.0.0.1:0"}, extra...)...)
 	cmd.Env = c.env
 	pipe, err := cmd.StderrPipe()
 	if err != nil {

@@ -501,7 +501,7 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	protected, err := r.liveUploads(ctx, &st)
+	protected, orphans, err := r.liveUploads(ctx, &st)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
@@ -524,7 +524,10 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 				return nil
 			}
 		}
-		if fi.ModTime().After(cutoff) {
+		// Chunks a dead job uploaded (its record says so) and nothing
+		// references are orphans now, however young; the grace period
+		// protects only uploads that keep no record (admin tokens).
+		if _, orphan := orphans[h]; !(ok && orphan) && fi.ModTime().After(cutoff) {
 			st.Kept++
 			st.Protected++
 			kept += fi.Size()
@@ -559,39 +562,44 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	return st, nil
 }
 
-// liveUploads collects the hashes of the upload records of open jobs and
-// drops the other records.
-func (r *Repo) liveUploads(ctx context.Context, st *GCStats) (map[Hash]struct{}, error) {
+// liveUploads collects the hashes of the upload records of open jobs
+// (live) and of the others (orphans: what jobs that ended without
+// publishing left), and drops the records of the jobs no longer open.
+func (r *Repo) liveUploads(ctx context.Context, st *GCStats) (live, orphans map[Hash]struct{}, err error) {
 	ids, err := r.uploadJobs()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	live := make(map[Hash]struct{})
+	live = make(map[Hash]struct{})
+	orphans = make(map[Hash]struct{})
 	for _, id := range ids {
 		var open bool
 		if r.openJob != nil {
 			if open, err = r.openJob(ctx, id); err != nil {
-				return nil, fmt.Errorf("job %d: %w", id, err)
+				return nil, nil, fmt.Errorf("job %d: %w", id, err)
 			}
 		} else if fi, err := os.Stat(r.uploadPath(id)); err == nil {
 			open = time.Since(fi.ModTime()) < recordTTL
 		}
+		hs, err := r.Uploads(id)
+		if err != nil {
+			return nil, nil, err
+		}
 		if !open {
+			for h := range hs {
+				orphans[h] = struct{}{}
+			}
 			if err := r.DropUploads(id); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			st.RecordsDropped++
 			continue
-		}
-		hs, err := r.Uploads(id)
-		if err != nil {
-			return nil, err
 		}
 		for h := range hs {
 			live[h] = struct{}{}
 		}
 	}
-	return live, nil
+	return live, orphans, nil
 }
 
 // removeTemps deletes what writes cut short leave outside chunks/: the
