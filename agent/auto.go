@@ -404,14 +404,18 @@ func reportLoop(ctx context.Context, jc *JobClient, ship *logShipper, prog *prog
 			return
 		case <-t.C:
 		}
+		// A report in flight when the loop is stopped finishes: cutting it
+		// short would lose its log lines (the final flush sends the rest).
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		p, changed := prog.take()
 		if changed || time.Since(last) >= heartbeatEvery {
 			last = time.Now()
-			if err := jc.Progress(ctx, p); err != nil && ctx.Err() == nil {
-				log.WarnContext(ctx, "progress report failed", "err", err)
+			if err := jc.Progress(rctx, p); err != nil {
+				log.WarnContext(rctx, "progress report failed", "err", err)
 			}
 		}
-		flushLog(ctx, jc, ship, log)
+		flushLog(rctx, jc, ship, log)
+		cancel()
 	}
 }
 
