@@ -35,6 +35,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.DurationVar(&c.Retention.Events, "retention-events", d.Retention.Events, "delete events older than this (0 = keep)")
 	fs.DurationVar(&c.Retention.Jobs, "retention-jobs", d.Retention.Jobs, "delete jobs (and logs) finished longer ago than this (0 = keep)")
 	fs.IntVar(&c.Retention.MaxEvents, "retention-max-events", d.Retention.MaxEvents, "keep at most this many events, the newest (0 = no cap)")
+	fs.DurationVar(&c.Retention.UnregisteredDevices, "retention-unregistered-devices", d.Retention.UnregisteredDevices, "delete devices never registered (no name, group, assignment or job) not seen for this long (0 = keep)")
 	fs.StringVar(&c.HTTP.Listen, "http-listen", d.HTTP.Listen, "HTTP listen address HOST:PORT (boot policy, files, API, metrics)")
 	fs.BoolVar(&c.HTTP.TrustLoopback, "trust-loopback", d.HTTP.TrustLoopback, "UNSAFE: let every loopback client (any local user, any reverse proxy on this host) use the admin API without a token")
 	fs.StringVar(&c.HTTP.AdminSocket, "admin-socket", d.HTTP.AdminSocket, `unix socket for local administration (root, the server's user, group preboot); relative to DATA_DIR; "" = none`)

@@ -64,6 +64,10 @@ type Retention struct {
 	Jobs time.Duration `yaml:"jobs"`
 	// MaxEvents keeps at most this many events, the newest (0: no cap).
 	MaxEvents int `yaml:"max_events"`
+	// UnregisteredDevices: devices never registered (no name, group,
+	// assignment or job) and not seen for this long are deleted (0 keeps
+	// them): a client claiming made-up MACs adds no lasting rows.
+	UnregisteredDevices time.Duration `yaml:"unregistered_devices"`
 }
 
 // Imaging configures disk imaging: where images are kept and the imaging
@@ -219,7 +223,7 @@ func Default() Config {
 		Menu:      Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
 		Jobs:      Jobs{PendingTTL: 15 * time.Minute, StaleAfter: 3 * time.Minute},
 		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet", GCInterval: 6 * time.Hour},
-		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000},
+		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000, UnregisteredDevices: 30 * 24 * time.Hour},
 	}
 }
 

@@ -22,6 +22,9 @@ func pruneOptions(r config.Retention, now time.Time) store.PruneOptions {
 		o.JobsBefore = now.Add(-r.Jobs)
 	}
 	o.MaxEvents = r.MaxEvents
+	if r.UnregisteredDevices > 0 {
+		o.DevicesUnseenBefore = now.Add(-r.UnregisteredDevices)
+	}
 	return o
 }
 
@@ -31,12 +34,12 @@ func pruneOnce(ctx context.Context, st store.Store, r config.Retention, log *slo
 	s, err := st.Prune(ctx, pruneOptions(r, start))
 	if err != nil {
 		if ctx.Err() == nil {
-			log.Error("retention: pruning failed", "err", err, "events_deleted", s.Events, "jobs_deleted", s.Jobs)
+			log.Error("retention: pruning failed", "err", err, "events_deleted", s.Events, "jobs_deleted", s.Jobs, "devices_deleted", s.Devices)
 		}
 		return s, err
 	}
-	if s.Events > 0 || s.Jobs > 0 {
-		log.Info("retention: pruned", "events_deleted", s.Events, "jobs_deleted", s.Jobs, "duration", time.Since(start))
+	if s.Events > 0 || s.Jobs > 0 || s.Devices > 0 {
+		log.Info("retention: pruned", "events_deleted", s.Events, "jobs_deleted", s.Jobs, "devices_deleted", s.Devices, "duration", time.Since(start))
 	}
 	return s, nil
 }
@@ -45,7 +48,7 @@ func pruneOnce(ctx context.Context, st store.Store, r config.Retention, log *slo
 // ends. Several servers sharing a database may all do it: deletes of
 // the same rows are harmless.
 func runRetention(ctx context.Context, st store.Store, r config.Retention, log *slog.Logger) error {
-	if r.Events <= 0 && r.Jobs <= 0 && r.MaxEvents <= 0 {
+	if r.Events <= 0 && r.Jobs <= 0 && r.MaxEvents <= 0 && r.UnregisteredDevices <= 0 {
 		return nil
 	}
 	t := time.NewTicker(RetentionEvery)

@@ -499,12 +499,17 @@ type PruneOptions struct {
 	EventsBefore time.Time // events older than this
 	JobsBefore   time.Time // jobs finished before this (succeeded, failed, cancelled), with their logs
 	MaxEvents    int       // keep at most this many events, the newest
+	// DevicesUnseenBefore: devices never registered (no name, no group,
+	// no assignment, no job) and not seen since this time — what any
+	// client claiming made-up MACs leaves behind.
+	DevicesUnseenBefore time.Time
 }
 
 // PruneStats counts what Store.Prune deleted.
 type PruneStats struct {
-	Events int64 `json:"events"`
-	Jobs   int64 `json:"jobs"`
+	Events  int64 `json:"events"`
+	Jobs    int64 `json:"jobs"`
+	Devices int64 `json:"devices"`
 }
 
 // User is a web console user; only a bcrypt hash of the password is

@@ -51,6 +51,18 @@ func (s *Store) Prune(ctx context.Context, o store.PruneOptions) (store.PruneSta
 			return st, fmt.Errorf("prune jobs: %w", err)
 		}
 	}
+	if !o.DevicesUnseenBefore.IsZero() {
+		n, err := s.deleteBatches(ctx, `DELETE FROM devices WHERE id IN (SELECT d.id FROM devices d WHERE d.registered = ? AND d.name = ''
+			AND d.last_seen < ?
+			AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.mac = d.mac)
+			AND NOT EXISTS (SELECT 1 FROM group_members m WHERE m.mac = d.mac)
+			AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.mac = d.mac)
+			ORDER BY d.id LIMIT ?)`, pruneBatch/10, false, micros(o.DevicesUnseenBefore))
+		st.Devices += n
+		if err != nil {
+			return st, fmt.Errorf("prune devices: %w", err)
+		}
+	}
 	return st, nil
 }
 

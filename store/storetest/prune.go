@@ -11,6 +11,7 @@ import (
 func testPrune(t *testing.T, st store.Store) {
 	now := time.Now()
 	old, recent := now.Add(-40*24*time.Hour), now.Add(-time.Hour)
+	testPruneDevices(t, st, now, old, recent)
 
 	// Nothing asked, nothing deleted.
 	if s := must[store.PruneStats](t)(st.Prune(ctx, store.PruneOptions{})); s != (store.PruneStats{}) {
@@ -81,5 +82,39 @@ func testPrune(t *testing.T, st store.Store) {
 	s = must[store.PruneStats](t)(st.Prune(ctx, store.PruneOptions{JobsBefore: now.Add(time.Hour)}))
 	if s.Jobs != 1 {
 		t.Fatalf("prune everything finished: %+v, want 1 job", s)
+	}
+}
+
+// Devices a made-up MAC left behind go; anything an administrator or a
+// job made of a device stays.
+func testPruneDevices(t *testing.T, st store.Store, now, old, recent time.Time) {
+	t.Helper()
+	see := func(mac string, at time.Time) {
+		t.Helper()
+		_, _, err := st.SeeDevice(ctx, store.Sighting{MAC: mac, Time: at})
+		ok(t, err)
+	}
+	see("02:00:00:00:0a:01", old)    // spoofed long ago: goes
+	see("02:00:00:00:0a:02", recent) // seen lately: stays
+	see("02:00:00:00:0a:03", old)    // registered: stays
+	_, err := st.UpdateDevice(ctx, "02:00:00:00:0a:03", func(d *store.Device) error { d.Registered = true; return nil })
+	ok(t, err)
+	see("02:00:00:00:0a:04", old) // in a group: stays
+	g := must[store.Group](t)(st.CreateGroup(ctx, store.Group{Name: "prune-g"}))
+	ok(t, st.AddMember(ctx, g.Name, "02:00:00:00:0a:04"))
+	see("02:00:00:00:0a:05", old) // has a job: stays
+	must[store.Job](t)(st.CreateJob(ctx, store.Job{MAC: "02:00:00:00:0a:05", Kind: store.KindInventory, TokenHash: "prune-dev-job"}))
+	see("02:00:00:00:0a:06", old) // has an assignment: stays
+	b := must[store.Bundle](t)(st.CreateBundle(ctx, store.Bundle{Name: "prune-inv", Kind: store.KindInventory, Params: []byte(`{}`)}))
+	must[store.Assignment](t)(st.CreateAssignment(ctx, store.Assignment{BundleID: b.ID, MAC: "02:00:00:00:0a:06"}))
+
+	s := must[store.PruneStats](t)(st.Prune(ctx, store.PruneOptions{DevicesUnseenBefore: now.Add(-30 * 24 * time.Hour)}))
+	if s.Devices != 1 || s.Events != 0 || s.Jobs != 0 {
+		t.Fatalf("prune devices: %+v, want 1 device", s)
+	}
+	_, err = st.Device(ctx, "02:00:00:00:0a:01")
+	is(t, err, store.ErrNotFound)
+	for _, mac := range []string{"02:00:00:00:0a:02", "02:00:00:00:0a:03", "02:00:00:00:0a:04", "02:00:00:00:0a:05", "02:00:00:00:0a:06"} {
+		must[store.Device](t)(st.Device(ctx, mac))
 	}
 }
