@@ -941,6 +941,11 @@ func (h *Handler) versions(w http.ResponseWriter, r *http.Request) {
 	if _, ok := h.readRef(w, h.access(r), name); !ok {
 		return
 	}
+	h.writeVersions(w, r, name)
+}
+
+// writeVersions answers an image's versions and which is current.
+func (h *Handler) writeVersions(w http.ResponseWriter, r *http.Request, name string) {
 	vs, err := h.Repo.Versions(name)
 	if err != nil {
 		h.fail(w, r, err)
@@ -986,18 +991,7 @@ func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	vs, err := h.Repo.Versions(name)
-	if err != nil {
-		h.fail(w, r, err)
-		return
-	}
-	out := ImageVersions{Name: name, Versions: vs}
-	for _, v := range vs {
-		if v.Current {
-			out.Current = v.Version
-		}
-	}
-	writeJSON(w, http.StatusOK, out)
+	h.writeVersions(w, r, name)
 }
 
 func (h *Handler) gc(w http.ResponseWriter, r *http.Request) {
