@@ -188,8 +188,14 @@ func checkJobDone(t *testing.T, srv *prebootServer, mac, kind string) {
 	if j == nil {
 		return
 	}
-	if j.Image != labImage {
-		t.Errorf("job %d: image %q, want %q", j.ID, j.Image, labImage)
+	// A capture names the image; a restore pins the version current when
+	// it started (the lab's one capture made version 1).
+	want := labImage
+	if kind == store.KindImageRestore {
+		want = labImage + "@1"
+	}
+	if j.Image != want {
+		t.Errorf("job %d: image %q, want %q", j.ID, j.Image, want)
 	}
 	if j.BytesTotal <= 0 || j.BytesDone != j.BytesTotal {
 		t.Errorf("job %d: progress %d/%d bytes, want done == total > 0", j.ID, j.BytesDone, j.BytesTotal)
