@@ -68,6 +68,13 @@ type TFTPConfig struct {
 type HTTPConfig struct {
 	Listen        string `json:"listen"`
 	TrustLoopback bool   `json:"trust_loopback"`
+	// TLSListen is where HTTPS is served ("" = no TLS) and
+	// TLSFingerprint the SHA-256 of the certificate in use ("sha256:HEX",
+	// what `preboot login --tls-fingerprint` pins); AdminSocket the unix
+	// socket of local administration ("" = none).
+	TLSListen      string `json:"tls_listen"`
+	TLSFingerprint string `json:"tls_fingerprint"`
+	AdminSocket    string `json:"admin_socket"`
 }
 
 // StoreConfig is the store section of the configuration (the driver only:

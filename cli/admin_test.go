@@ -308,6 +308,9 @@ func TestServeFirstAdmin(t *testing.T) {
 	if len(st.Services) != 3 {
 		t.Fatalf("services: %+v", st.Services)
 	}
+	if st.Config.HTTP.TLSFingerprint != fp || st.Config.HTTP.TLSListen != strings.TrimPrefix(tu, "https://") || st.Config.HTTP.AdminSocket != sock {
+		t.Errorf("status http: %+v, want the logged fingerprint %s, %s and %s", st.Config.HTTP, fp, tu, sock)
+	}
 	for _, sv := range st.Services {
 		if !sv.Enabled || !sv.Up || len(sv.Listen) != 1 || !strings.HasPrefix(sv.Listen[0], "127.0.0.1:") || strings.HasSuffix(sv.Listen[0], ":0") {
 			t.Errorf("service %+v", sv)

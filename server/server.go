@@ -119,6 +119,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 
 	status := newStatus(cfg, st, repo)
+	if tlsLn != nil {
+		status.tls(tlsLn.Addr().String(), cert.fingerprint)
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	if cfg.Imaging.GCInterval > 0 {
 		g.Go(func() error {

@@ -35,8 +35,10 @@ type serverStatus struct {
 	repo    *image.Repo
 	started time.Time
 
-	mu       sync.Mutex
-	services map[string]api.ServiceStatus
+	mu          sync.Mutex
+	services    map[string]api.ServiceStatus
+	tlsListen   string // the HTTPS address once it listens
+	fingerprint string // of the certificate HTTPS serves
 
 	usageMu sync.Mutex
 	usedAt  time.Time // when used was computed
@@ -66,6 +68,13 @@ func (s *serverStatus) up(name string, addrs ...string) {
 	s.services[name] = sv
 }
 
+// tls records where HTTPS listens and the fingerprint of its certificate.
+func (s *serverStatus) tls(addr, fingerprint string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tlsListen, s.fingerprint = addr, fingerprint
+}
+
 // down records that a service stopped.
 func (s *serverStatus) down(name string) {
 	s.mu.Lock()
@@ -87,11 +96,16 @@ func (s *serverStatus) Info(ctx context.Context) (api.StatusInfo, error) {
 				PXEListen: s.cfg.ProxyDHCP.PXEListen, Interface: s.cfg.Interface},
 			TFTP: api.TFTPConfig{Enabled: s.cfg.TFTP.Enabled, Listen: s.cfg.TFTP.Listen, Root: s.cfg.TFTP.Root,
 				MaxBlksize: s.cfg.TFTP.MaxBlockSize, MaxWindowsize: s.cfg.TFTP.MaxWindow},
-			HTTP:  api.HTTPConfig{Listen: s.cfg.HTTP.Listen, TrustLoopback: s.cfg.HTTP.TrustLoopback},
+			HTTP: api.HTTPConfig{Listen: s.cfg.HTTP.Listen, TrustLoopback: s.cfg.HTTP.TrustLoopback, TLSListen: s.cfg.HTTP.TLSListen,
+				AdminSocket: s.cfg.HTTP.AdminSocket},
 			Store: api.StoreConfig{Driver: s.cfg.Store.Driver},
 		},
 	}
 	s.mu.Lock()
+	if s.tlsListen != "" {
+		out.Config.HTTP.TLSListen = s.tlsListen
+	}
+	out.Config.HTTP.TLSFingerprint = s.fingerprint
 	for _, name := range []string{serviceHTTP, serviceTFTP, serviceProxyDHCP} {
 		sv := s.services[name]
 		sv.Listen = slices.Clone(sv.Listen)

@@ -186,7 +186,7 @@ func TestStatus(t *testing.T) {
 		"config":           {"http", "proxydhcp", "store", "tftp"},
 		"config/proxydhcp": {"dhcp_listen", "enabled", "interface", "pxe_listen"},
 		"config/tftp":      {"enabled", "listen", "max_blksize", "max_windowsize", "root"},
-		"config/http":      {"listen", "trust_loopback"},
+		"config/http":      {"admin_socket", "listen", "tls_fingerprint", "tls_listen", "trust_loopback"},
 		"config/store":     {"driver"},
 		"counts":           {"devices", "devices_seen_last_hour", "jobs_failed_last_day", "jobs_running"},
 	} {
@@ -230,8 +230,9 @@ func TestStatus(t *testing.T) {
 	wantCfg := api.ConfigSummary{
 		ProxyDHCP: api.ProxyDHCPConfig{Enabled: true, DHCPListen: "", PXEListen: ":4011"},
 		TFTP:      api.TFTPConfig{Enabled: true, Listen: ":69", Root: e.cfg.TFTP.Root, MaxBlksize: 65464, MaxWindowsize: 64},
-		HTTP:      api.HTTPConfig{Listen: ":8080", TrustLoopback: false},
-		Store:     api.StoreConfig{Driver: "sqlite"},
+		HTTP: api.HTTPConfig{Listen: ":8080", TrustLoopback: false, TLSListen: ":8443",
+			AdminSocket: filepath.Join(e.cfg.DataDir, "admin.sock")}, // a Handler without Run: no certificate loaded
+		Store: api.StoreConfig{Driver: "sqlite"},
 	}
 	if !reflect.DeepEqual(s.Config, wantCfg) {
 		t.Errorf("config = %+v, want %+v", s.Config, wantCfg)

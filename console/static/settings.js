@@ -69,7 +69,7 @@
       h('h3', null, 'TFTP'),
       PB.kv([['Enabled', yes(tf.enabled), 'tftp.enabled'], ['Listen', mono(tf.listen), 'tftp.listen'], ['Root', mono(tf.root), 'tftp.root'], ['Max block size', tf.max_blksize, 'tftp.max_blksize'], ['Max window size', tf.max_windowsize, 'tftp.max_windowsize']], { id: 'config-tftp' }),
       h('h3', null, 'HTTP'),
-      PB.kv([['Listen', mono(hp.listen), 'http.listen'], ['Trust loopback', yes(hp.trust_loopback), 'http.trust_loopback']], { id: 'config-http' }),
+      PB.kv([['Listen', mono(hp.listen), 'http.listen'], ['HTTPS', mono(hp.tls_listen || '(off)'), 'http.tls_listen'], ['Certificate', mono(hp.tls_fingerprint || ''), 'http.tls_fingerprint'], ['Admin socket', mono(hp.admin_socket || '(off)'), 'http.admin_socket'], ['Trust loopback', yes(hp.trust_loopback), 'http.trust_loopback']], { id: 'config-http' }),
       h('h3', null, 'Store and images'),
       PB.kv([['Database', sto.driver, 'store.driver'], ['Image repository', mono(repo.path), 'image_repo.path'], ['Free', repo.total_bytes ? PB.bytes(repo.free_bytes) + ' of ' + PB.bytes(repo.total_bytes) : '', 'image_repo.free']], { id: 'config-store' }),
       h('p', { class: 'muted small' }, 'Preboot ' + (st.version || '') + ', up ' + PB.duration(st.uptime_seconds)));
