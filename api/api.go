@@ -1,5 +1,6 @@
 // Package api is Preboot's admin REST API under /api/v1: devices, groups,
-// bundles, assignments, rules, jobs, events, menus, settings and tokens.
+// bundles, assignments, rules, jobs, multicast sessions, events, menus,
+// settings and tokens.
 // It is documented by the OpenAPI file it serves at /api/v1/openapi.json;
 // the CLI and the web console are its clients.
 package api
@@ -16,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/store"
 )
@@ -47,6 +49,9 @@ type Options struct {
 	Version string
 	// Status fills GET /api/v1/status (the server sets it).
 	Status StatusFunc
+	// Sessions is the multicast session manager (nil: multicast is not
+	// configured, the session routes answer 503).
+	Sessions Sessions
 }
 
 // New returns a ready Handler.
@@ -125,6 +130,10 @@ func (h *Handler) routes() []route {
 		{"GET /api/v1/jobs/{id}/log", h.getJobLog},
 		{"POST /api/v1/jobs/{id}/cancel", h.cancelJob},
 
+		{"GET /api/v1/sessions", h.listSessions},
+		{"GET /api/v1/sessions/{id}", h.getSession},
+		{"POST /api/v1/sessions/{id}/cancel", h.cancelSession},
+
 		{"GET /api/v1/events", h.listEvents},
 		{"GET /api/v1/events/stream", h.streamEvents},
 
@@ -195,9 +204,9 @@ func invalid(format string, a ...any) error {
 // 422, anything else 500 (logged).
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, mcast.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, store.ErrConflict), errors.Is(err, jobs.ErrJobOver):
+	case errors.Is(err, store.ErrConflict), errors.Is(err, jobs.ErrJobOver), errors.Is(err, mcast.ErrEnded):
 		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, errInvalid):
 		writeError(w, http.StatusUnprocessableEntity, strings.TrimPrefix(err.Error(), errInvalid.Error()+": "))

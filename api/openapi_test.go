@@ -31,12 +31,14 @@ import (
 	v3 "github.com/pb33f/libopenapi/datamodel/high/v3"
 
 	"github.com/preboot/preboot/api"
+	"github.com/preboot/preboot/api/sessionstest"
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/disk"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/rules"
 	"github.com/preboot/preboot/store"
@@ -68,6 +70,8 @@ var contractRoutes = []string{
 	"GET /rules/{name}", "PATCH /rules/{name}", "DELETE /rules/{name}",
 
 	"GET /jobs", "GET /jobs/{id}", "GET /jobs/{id}/log", "POST /jobs/{id}/cancel",
+
+	"GET /sessions", "GET /sessions/{id}", "POST /sessions/{id}/cancel",
 
 	"GET /events", "GET /events/stream",
 
@@ -449,6 +453,9 @@ var goSchemas = map[string]reflect.Type{
 	"Job":            reflect.TypeFor[store.Job](),
 	"JobLine":        reflect.TypeFor[store.JobLine](),
 	"JobDetail":      reflect.TypeFor[api.JobDetail](),
+	"SessionInfo":    reflect.TypeFor[mcast.SessionInfo](),
+	"ReceiverInfo":   reflect.TypeFor[mcast.ReceiverInfo](),
+	"ReceiverBytes":  reflect.TypeFor[mcast.Bytes](),
 
 	"StatusInfo":      reflect.TypeFor[api.StatusInfo](),
 	"ServiceStatus":   reflect.TypeFor[api.ServiceStatus](),
@@ -924,6 +931,9 @@ func TestOpenAPIValuesValidate(t *testing.T) {
 		{"Job", job}, {"Job", openJob},
 		{"JobDetail", api.JobDetail{Job: job, Log: []store.JobLine{{Time: now, Line: "restoring partition 1"}}}},
 		{"JobLine", store.JobLine{Time: now, Line: "x"}},
+		{"SessionInfo", sessionstest.Running("s1", now)}, {"SessionInfo", sessionstest.Done("s0", now)},
+		{"SessionInfo", mcast.SessionInfo{ID: "s2", Image: "lab@1", State: mcast.StateWaiting, Created: now, Receivers: []mcast.ReceiverInfo{}}},
+		{"ReceiverInfo", sessionstest.Running("s1", now).Receivers[1]},
 		{"Error", api.Error{Error: "name: required"}},
 		{"StatusInfo", exampleStatus(now)},
 		{"ImageError", httpstore.ErrorBody{Error: "missing", Code: httpstore.CodeMissingChunks, Missing: []string{hash.String()}, MissingCount: 1}},
@@ -957,6 +967,8 @@ func TestOpenAPIValuesValidate(t *testing.T) {
 		{"RuleCreate", `{"name":"r","match":"true"}`, "neither bundle nor group"},
 		{"Menu", `{"mode":"sometimes","timeout":"3s","shell":false}`, "an unknown mode"},
 		{"Device", `{"id":1,"mac":"52:54:00:12:34:56","first_seen":"2026-11-25T08:00:00Z","last_seen":"2026-11-25T08:00:00Z"}`, "no registered flag"},
+		{"ReceiverBytes", `{"multicast":1,"repair":0,"peers":0}`, "no unicast count"},
+		{"SessionInfo", `{"id":"s","image":"i@1","state":"paused","group":"","interface":"","min_clients":0,"max_wait":"0s","created":"2026-11-25T08:00:00Z","rate":0,"chunks":0,"image_bytes":0,"sent_packets":0,"sent_data":0,"sent_repair":0,"served":0,"peer_redirects":0,"receivers":[]}`, "an unknown state"},
 	}
 	for _, b := range bad {
 		if ps := validateBytes(t, m, b.schema, []byte(b.json)); len(ps) == 0 {
@@ -992,7 +1004,8 @@ func newLiveAPI(t *testing.T, images map[string]bool) *liveAPI {
 	pol := &policy.Engine{Store: ns, Boot: config.Default().Boot, DefaultSettings: policy.SettingsFromConfig(config.Default().Menu), Jobs: js}
 	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: &api.Auth{Store: ns}, Events: n, Version: "test",
 		ImageExists: func(name string) bool { return images[name] },
-		Status:      func(context.Context) (api.StatusInfo, error) { return exampleStatus(time.Now()), nil }})
+		Status:      func(context.Context) (api.StatusInfo, error) { return exampleStatus(time.Now()), nil },
+		Sessions:    sessionstest.New(sessionstest.Running("s2", time.Now()), sessionstest.Done("s1", time.Now()))})
 	l := newLive(t, asLocal(h))
 	l.st, l.js = ns, js
 	return l
@@ -1265,6 +1278,14 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.do("POST", fmt.Sprintf("/jobs/%d/cancel", j.ID), nil, 200, nil)
 	l.bad("POST", fmt.Sprintf("/jobs/%d/cancel", j.ID), nil, 409)
 	l.do("GET", fmt.Sprintf("/jobs?state=cancelled&before=%d&limit=10", j.ID+1), nil, 200, nil)
+
+	// Multicast sessions (a stand-in manager: one running, one done).
+	l.do("GET", "/sessions", nil, 200, nil)
+	l.do("GET", "/sessions/s2", nil, 200, nil)
+	l.bad("GET", "/sessions/nope", nil, 404)
+	l.do("POST", "/sessions/s2/cancel", nil, 200, nil)
+	l.bad("POST", "/sessions/s2/cancel", nil, 409)
+	l.bad("POST", "/sessions/nope/cancel", nil, 404)
 
 	// Events: the list, and the first frame of the stream.
 	var evs []store.Event
