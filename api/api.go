@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -61,6 +62,12 @@ func New(o Options) *Handler {
 	}
 	if o.Auth == nil {
 		o.Auth = &Auth{Store: o.Store}
+	}
+	if o.Sessions != nil {
+		// A nil manager in the interface (multicast off) is no manager.
+		if v := reflect.ValueOf(o.Sessions); v.Kind() == reflect.Pointer && v.IsNil() {
+			o.Sessions = nil
+		}
 	}
 	h := &Handler{Options: o, mux: http.NewServeMux()}
 	for _, rt := range h.routes() {

@@ -116,6 +116,10 @@ func TestSessionsCancelFails(t *testing.T) {
 
 func TestSessionsWithoutMulticast(t *testing.T) {
 	e := newSessionsEnv(t, nil)
+	// A nil manager behind the interface (the server's *mcast.Manager when
+	// multicast is off) is no manager either.
+	typedNil := newSessionsEnv(t, (*sessionstest.Fake)(nil))
+	typedNil.errorOf("GET", "/api/v1/sessions", nil, 503, "multicast is not configured")
 	for _, r := range []struct{ method, path string }{
 		{"GET", "/api/v1/sessions"}, {"GET", "/api/v1/sessions/s1"}, {"POST", "/api/v1/sessions/s1/cancel"},
 	} {

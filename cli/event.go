@@ -123,7 +123,7 @@ func newEvent(g *globals) *cobra.Command {
 		},
 	}
 	list.Flags().StringVar(&f.device, "device", "", "only this device (MAC)")
-	list.Flags().StringVar(&f.kind, "kind", "", "only this kind: dhcp, boot, work, localboot, menu, admin, job, policy")
+	list.Flags().StringVar(&f.kind, "kind", "", "only this kind: dhcp, boot, work, localboot, menu, admin, job, policy, security, multicast")
 	list.Flags().Int64Var(&f.job, "job", 0, "only this job's")
 	list.Flags().StringVar(&since, "since", "", "from this time: RFC 3339, \"2006-01-02 15:04\" (local) or a duration back, e.g. 2h")
 	list.Flags().StringVar(&until, "until", "", "before this time (same forms as --since)")
