@@ -107,7 +107,9 @@ func TestSessionsEmptyList(t *testing.T) {
 // errSessions is a manager whose Cancel fails for another reason.
 type errSessions struct{ *sessionstest.Fake }
 
-func (errSessions) Cancel(context.Context, string) error { return errors.New("the group's socket is closed") }
+func (errSessions) Cancel(context.Context, string) error {
+	return errors.New("the group's socket is closed")
+}
 
 func TestSessionsCancelFails(t *testing.T) {
 	e := newSessionsEnv(t, errSessions{sessionstest.New(sessionstest.Running("s1", time.Now()))})
