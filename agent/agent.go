@@ -20,6 +20,7 @@ import (
 	"github.com/preboot/preboot/disk"
 	"github.com/preboot/preboot/fsmap"
 	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/mcast"
 )
 
 // Store is where images go and come from: a local *image.Repo (wrap it
@@ -84,6 +85,11 @@ type Options struct {
 	// ImageSafe, for Restore, is the record to leave on the disk; nil keeps
 	// the one the disk had before (the last image is updated either way).
 	ImageSafe *ImageSafe
+	// Multicast, for Restore, gets the chunks from the image's multicast
+	// session (or from peers) instead of only from Store; Store stays the
+	// fallback. MulticastResult, when set, receives how the bytes came.
+	Multicast       *mcast.ReceiveOptions
+	MulticastResult *mcast.Result
 
 	Progress         func(image.Progress)
 	ProgressInterval time.Duration // default 1 s
@@ -256,4 +262,17 @@ func Capture(ctx context.Context, opts Options) (*image.Manifest, error) {
 	}
 	log.InfoContext(ctx, "capture published", "image", m.Name, "used", m.Sizes.Used, "uploaded", m.Sizes.Uploaded)
 	return m, nil
+}
+
+// restoreImage writes m onto f: from the multicast session when
+// o.Multicast is set, else from o.Store.
+func (o *Options) restoreImage(ctx context.Context, f *os.File, m *image.Manifest, ropts image.RestoreOptions) error {
+	if o.Multicast == nil {
+		return image.Restore(ctx, f, m, o.Store, ropts)
+	}
+	res, err := mcast.Restore(ctx, f, m, o.Store, ropts, *o.Multicast)
+	if o.MulticastResult != nil {
+		*o.MulticastResult = res
+	}
+	return err
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/tlspin"
 )
 
@@ -83,6 +84,9 @@ type AutoOptions struct {
 	// Attempts and Backoff tune the job API retries (see JobClient).
 	Attempts int
 	Backoff  time.Duration
+	// Peers, when set, lets multicast restores serve their verified
+	// chunks to other receivers and fetch from them.
+	Peers mcast.PeerFactory
 }
 
 // Outcome is what Auto did; After tells the caller (the imaging
@@ -94,7 +98,7 @@ type Outcome struct {
 
 // Auto runs the assigned job: it fetches it, reports the machine's info,
 // does the work of the job's bundle kind (image-capture, image-restore,
-// multicast — for now a unicast restore —, script, wipe, inventory) while
+// multicast session receiver, script, wipe, inventory) while
 // reporting progress and log lines, and reports the result. It returns
 // ErrNoJob when there is nothing to do. A failed job is reported as failed
 // (the server runs it again at the next boot) and returned as the error.
@@ -212,13 +216,10 @@ func (r *jobRun) run(ctx context.Context) error {
 		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression))
 	case *bundle.Restore:
 		r.warnInfo(ctx, infoErr)
-		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions)
+		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions, false)
 	case *bundle.Multicast:
 		r.warnInfo(ctx, infoErr)
-		img := cmp.Or(p.Image, job.Image)
-		log.InfoContext(ctx, "multicast sessions are not implemented yet: restoring the image by unicast from the server instead",
-			"image", img, "partitions", p.Partitions)
-		return r.restore(ctx, img, cmp.Or(p.Device, job.Device), p.Partitions)
+		return r.restore(ctx, cmp.Or(job.Image, p.Image), cmp.Or(p.Device, job.Device), p.Partitions, true)
 	case *bundle.Script:
 		r.warnInfo(ctx, infoErr)
 		return r.script(ctx, p)
@@ -285,7 +286,7 @@ func (r *jobRun) capture(ctx context.Context, img, device string, compression in
 	return err
 }
 
-func (r *jobRun) restore(ctx context.Context, img, device string, partitions []int) error {
+func (r *jobRun) restore(ctx context.Context, img, device string, partitions []int, multicast bool) error {
 	dev, err := r.disk(device)
 	if err != nil {
 		return err
@@ -305,7 +306,25 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 		rec.DeviceID = r.job.MAC
 	}
 	opts.ImageSafe = rec
+	var res mcast.Result
+	if multicast {
+		st, _ := opts.Store.(*httpstore.Client)
+		if st == nil {
+			return errors.New("multicast restore: the image store is not the server")
+		}
+		name := r.job.MAC
+		if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+			name = h + " (" + r.job.MAC + ")"
+		}
+		opts.Multicast = &mcast.ReceiveOptions{Client: st, Image: img, Name: name, Logger: r.log, Peers: r.o.Peers}
+		opts.MulticastResult = &res
+	}
 	_, err = Restore(ctx, opts)
+	if multicast {
+		b := res.Bytes
+		r.log.InfoContext(ctx, "multicast restore", "session", res.Session, "multicast", b.Multicast, "repair", b.Repair,
+			"peers", b.Peers, "unicast", b.Unicast, "fallback", res.Fallback)
+	}
 	return err
 }
 

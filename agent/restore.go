@@ -124,7 +124,7 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 
 	log.InfoContext(ctx, "restore start", "image", m.Name, "device", opts.Device, "size", size,
 		"image_disk", m.Disk.Size, "delta", !opts.NoDelta)
-	if err := image.Restore(ctx, f, m, opts.Store, ropts); err != nil {
+	if err := opts.restoreImage(ctx, f, m, ropts); err != nil {
 		return nil, fmt.Errorf("restore %s onto %s: %w", m.Name, opts.Device, err)
 	}
 
@@ -184,7 +184,7 @@ func restorePartitions(ctx context.Context, f *os.File, size int64, m *image.Man
 	}
 	log.InfoContext(ctx, "partition restore start", "image", m.Name, "device", opts.Device, "partitions", opts.Partitions,
 		"delta", !opts.NoDelta)
-	if err := image.Restore(ctx, f, m, opts.Store, ropts); err != nil {
+	if err := opts.restoreImage(ctx, f, m, ropts); err != nil {
 		return nil, fmt.Errorf("restore partitions %v of %s onto %s: %w", opts.Partitions, m.Name, opts.Device, err)
 	}
 	if rec != nil {

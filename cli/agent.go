@@ -19,6 +19,7 @@ import (
 	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
+	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/tlspin"
 )
 
@@ -140,13 +141,20 @@ func newAgentCapture(g *globals) *cobra.Command {
 
 func newAgentRestore(g *globals) *cobra.Command {
 	var af agentFlags
-	var noDelta, noGrow bool
+	var noDelta, noGrow, multicast, peersOnly bool
+	var minClients int
+	var maxWait time.Duration
+	var mcIface string
 	c := &cobra.Command{
 		Use:   "restore --server URL --device PATH --image NAME",
 		Short: "Restore an image onto a disk (or disk-image file)",
 		Long: "Restore an image onto a disk. A smaller disk is refused before anything is written; on a larger\n" +
 			"disk the partition table is adjusted and the last partition grows. Chunks the disk already holds\n" +
-			"are skipped (delta restore) unless --no-delta. The disk's image-safe data is kept.",
+			"are skipped (delta restore) unless --no-delta. The disk's image-safe data is kept.\n\n" +
+			"With --multicast the restore joins the image's running or next multicast session (an admin token\n" +
+			"creates one with --min-clients/--max-wait as its start rule) and gets what multicast does not bring\n" +
+			"over HTTP; with --peers it fetches from the session's other receivers (and the server) over HTTP only.\n" +
+			"Both end with one line: the bytes got by multicast, by repair, from peers and by unicast.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := newLogger(g.stderr, "auto", af.logLevel)
@@ -161,9 +169,29 @@ func newAgentRestore(g *globals) *cobra.Command {
 			if !af.quiet {
 				opts.Progress = agentProgressPrinter(g.stderr)
 			}
+			var res mcast.Result
+			if multicast || peersOnly {
+				hc, ok := st.(*httpstore.Client)
+				if !ok {
+					return errors.New("--multicast and --peers need --server (not --repo)")
+				}
+				name, _ := os.Hostname()
+				opts.Multicast = &mcast.ReceiveOptions{Client: hc, Image: af.image, Name: name, Interface: mcIface,
+					PeersOnly: peersOnly, MinClients: minClients, MaxWait: maxWait, Logger: log, Peers: newPeerFactory(log)}
+				opts.MulticastResult = &res
+			}
 			m, err := agent.Restore(cmd.Context(), opts)
 			if err != nil {
 				return err
+			}
+			if multicast || peersOnly {
+				b := res.Bytes
+				if res.Fallback != "" {
+					fmt.Fprintf(g.stderr, "over HTTP: %s\n", res.Fallback)
+				}
+				fmt.Fprintf(g.stdout, "restored %s onto %s: multicast=%d repair=%d peers=%d unicast=%d\n",
+					m.Name, af.device, b.Multicast, b.Repair, b.Peers, b.Unicast)
+				return nil
 			}
 			fmt.Fprintf(g.stdout, "restored %s onto %s (%s used)\n", m.Name, af.device, agentSize(m.Sizes.Used))
 			return nil
@@ -172,6 +200,12 @@ func newAgentRestore(g *globals) *cobra.Command {
 	af.register(c)
 	c.Flags().BoolVar(&noDelta, "no-delta", false, "write every chunk, do not compare with the disk's content")
 	c.Flags().BoolVar(&noGrow, "no-grow-fs", false, "do not grow the last ext filesystem on a larger disk")
+	c.Flags().BoolVar(&multicast, "multicast", false, "get the chunks from the image's multicast session (HTTP for the rest)")
+	c.Flags().BoolVar(&peersOnly, "peers", false, "get the chunks from the session's other receivers over HTTP (no multicast)")
+	c.Flags().IntVar(&minClients, "min-clients", 0, "start a new session when this many receivers joined (with --multicast or --peers)")
+	c.Flags().DurationVar(&maxWait, "max-wait", 0, "or this long after its first receiver joined (default 5m when --min-clients > 1)")
+	c.Flags().StringVar(&mcIface, "multicast-interface", "", "interface to receive the group on (default: the one that routes to the server)")
+	c.MarkFlagsMutuallyExclusive("multicast", "peers")
 	return c
 }
 

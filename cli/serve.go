@@ -68,6 +68,12 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	c.Imaging.MaxRepoSize = d.Imaging.MaxRepoSize
 	fs.Var(&c.Imaging.MaxRepoSize, "image-max-repo-size", "image repository size limit, e.g. 2TiB (0 = unlimited); uploads and imports past it are refused")
 	fs.DurationVar(&c.Jobs.PendingTTL, "job-pending-ttl", d.Jobs.PendingTTL, "a job handed out to a device expires when its agent has not started within this time")
+	fs.StringVar(&c.Multicast.Interface, "multicast-interface", d.Multicast.Interface, "send multicast sessions out of this interface (empty: no multicast, multicast bundles restore by unicast)")
+	c.Multicast.Rate = d.Multicast.Rate
+	fs.Var(&c.Multicast.Rate, "multicast-rate", "cap on what multicast sessions send together, bits/s (e.g. 500M, 1G): keep it below the slowest link to the receivers")
+	fs.IntVar(&c.Multicast.Port, "multicast-port", d.Multicast.Port, "UDP port of the multicast sessions")
+	fs.StringVar(&c.Multicast.Range, "multicast-range", d.Multicast.Range, "IPv4 multicast range session groups come from")
+	fs.IntVar(&c.Multicast.TTL, "multicast-ttl", d.Multicast.TTL, "TTL of multicast packets (1: this network only)")
 	fs.DurationVar(&c.Jobs.StaleAfter, "job-stale-after", d.Jobs.StaleAfter, "a started job expires after this long without word from its agent")
 }
 

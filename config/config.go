@@ -41,6 +41,23 @@ type Config struct {
 	Imaging   Imaging   `yaml:"imaging"`
 	Retention Retention `yaml:"retention"`
 	Jobs      Jobs      `yaml:"jobs"`
+	Multicast Multicast `yaml:"multicast"`
+}
+
+// Multicast configures multicast sessions (docs/multicast.md). With no
+// Interface there is no multicast: multicast bundles restore by unicast.
+type Multicast struct {
+	// Interface sends the sessions' data, e.g. eth0.
+	Interface string `yaml:"interface"`
+	// Rate caps what all sessions together send, in bits/s (500M).
+	Rate BitRate `yaml:"rate"`
+	// Port is the UDP port of the sessions' groups (9500).
+	Port int `yaml:"port"`
+	// Range is where session groups come from (239.255.0.0/16).
+	Range string `yaml:"range"`
+	// TTL of the data packets (1: this network only; raise it to cross
+	// multicast routers).
+	TTL int `yaml:"ttl"`
 }
 
 // Jobs bounds the life of jobs and their tokens: a job handed out to a
@@ -222,6 +239,7 @@ func Default() Config {
 		},
 		Menu:      Menu{Mode: "hotkey", Hotkey: "ctrl-p", Timeout: 3 * time.Second, Title: "Preboot"},
 		Jobs:      Jobs{PendingTTL: 15 * time.Minute, StaleAfter: 3 * time.Minute},
+		Multicast: Multicast{Rate: 500_000_000, Port: 9500, Range: "239.255.0.0/16", TTL: 1},
 		Imaging:   Imaging{Kernel: "boot/kernel", Initrd: "boot/initrd", Cmdline: "console=tty0 console=ttyS0,115200 quiet", GCInterval: 6 * time.Hour},
 		Retention: Retention{Events: 30 * 24 * time.Hour, Jobs: 90 * 24 * time.Hour, MaxEvents: 1_000_000, UnregisteredDevices: 30 * 24 * time.Hour},
 	}

@@ -50,6 +50,10 @@ type RestoreOptions struct {
 	// it the raw regions reproduce the source table, which is right for a
 	// target of the same size.
 	WriteTable func(ctx context.Context, dst io.WriterAt) error
+	// Done, when set, names windows (by their disk offset) that the
+	// caller already wrote with verified bytes (see PlanRestore): they are
+	// neither checked, fetched nor written.
+	Done func(abs int64) bool
 	// Workers fetch, decompress and verify in parallel (2×GOMAXPROCS, at
 	// least 4, when 0).
 	Workers          int
@@ -90,7 +94,7 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 		return fmt.Errorf("restore %s: %w: image needs %d bytes (%s), target has %d (%s)",
 			m.Name, ErrTargetTooSmall, need, humanBytes(need), opts.TargetSize, humanBytes(opts.TargetSize))
 	}
-	if err := checkPresent(ctx, m, store, selected); err != nil {
+	if err := checkPresent(ctx, m, store, selected, opts.Done); err != nil {
 		return fmt.Errorf("restore %s: %w", m.Name, err)
 	}
 	jobs := jobsFor(m, false)
@@ -249,6 +253,10 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts RestoreOptions, store ChunkStore,
 	dec *zstd.Decoder, zeros []byte, cnt *counters) resResult {
 	c := j.area.Chunks[j.chunk]
+	if opts.Done != nil && opts.Done(j.abs) {
+		cnt.skipped.Add(1)
+		return resResult{buf: buf}
+	}
 	cerr := func(err error) resResult {
 		return resResult{buf: buf, err: &ChunkError{Hash: c.Hash, Area: j.area.Label(), Offset: c.Offset, Err: err}}
 	}
@@ -390,7 +398,7 @@ func MatchPartitions(m *Manifest, t *disk.Table, parts []int) error {
 
 // checkPresent fails with ErrMissingChunks unless store holds every chunk
 // of the selected areas.
-func checkPresent(ctx context.Context, m *Manifest, store ChunkStore, selected func(*Area) bool) error {
+func checkPresent(ctx context.Context, m *Manifest, store ChunkStore, selected func(*Area) bool, done func(int64) bool) error {
 	seen := make(map[Hash]struct{})
 	var hashes []Hash
 	for _, a := range m.Areas() {
@@ -398,6 +406,9 @@ func checkPresent(ctx context.Context, m *Manifest, store ChunkStore, selected f
 			continue
 		}
 		for _, c := range a.Chunks {
+			if done != nil && done(a.Start+c.Offset) {
+				continue
+			}
 			if _, ok := seen[c.Hash]; !ok && !c.Zero {
 				seen[c.Hash] = struct{}{}
 				hashes = append(hashes, c.Hash)

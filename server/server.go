@@ -30,6 +30,7 @@ import (
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/session"
@@ -192,7 +193,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	status.up(serviceHTTP, ln.Addr().String())
-	h := handler(st, pol, js, repo, cfg, reg, events, status, log)
+	mc, err := newMulticast(cfg, repo, st, nil, log.With("component", "multicast"))
+	if err != nil {
+		return err
+	}
+	if mc != nil {
+		g.Go(func() error { return mc.Run(ctx) })
+	}
+	h := handler(st, pol, js, repo, cfg, reg, events, status, mc, log)
 	plain := h
 	if tlsLn != nil {
 		// Plain HTTP keeps only what firmware that cannot do TLS fetches.
@@ -278,10 +286,10 @@ func OpenStore(ctx context.Context, c config.Store) (store.Store, error) {
 // event streams. Its /api/v1/status reports the configured listen
 // addresses (Run reports the real ones).
 func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, log *slog.Logger) http.Handler {
-	return handler(st, pol, js, repo, cfg, reg, events, newStatus(cfg, st, repo), log)
+	return handler(st, pol, js, repo, cfg, reg, events, newStatus(cfg, st, repo), nil, log)
 }
 
-func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, status *serverStatus, log *slog.Logger) http.Handler {
+func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, status *serverStatus, mc *mcast.Manager, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot.ipxe", pol)
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
@@ -304,6 +312,11 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	mux.Handle("/console/", console.New(console.Options{Version: Version, Logger: log.With("component", "console"), Require: sessions.Require}))
 	mux.Handle("/api/v1/", admin)
 	mux.Handle("/api/v1/agent/", js.AgentHandler())
+	if mc != nil {
+		mux.Handle(mcast.PathPrefix, mc.Handler(multicastAuth(js, auth)))
+	} else {
+		mux.HandleFunc(mcast.PathPrefix, multicastOff)
+	}
 	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Access: imageAccess}
 	for _, p := range images.Prefixes() {
 		mux.Handle(p, imageAuth(images, js, auth, st, repo))

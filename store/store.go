@@ -80,6 +80,9 @@ const (
 	// spoofed device (a boot claim for a device whose job is running, a
 	// job token used from another address...).
 	EventSecurity = "security"
+	// EventMulticast: a multicast session started, ended or was
+	// cancelled, or one of its receivers fell back to unicast.
+	EventMulticast = "multicast"
 )
 
 // Event is one thing that happened: to a device (MAC set), in a job (Job

@@ -615,3 +615,26 @@ var (
 	_ image.ChunkStore = (*Client)(nil)
 	_ image.Publisher  = (*Client)(nil)
 )
+
+// CallJSON sends in (JSON, nil for no body) to path under the API prefix
+// with the client's token, TLS pin and retries, and decodes a 2xx answer
+// into out (nil to ignore it). Other services of the server that agents
+// talk to (multicast sessions) use it.
+func (c *Client) CallJSON(ctx context.Context, method, path string, in, out any) error {
+	cl := call{method: method, path: path}
+	if in != nil {
+		body, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		cl.body, cl.contentType = body, "application/json"
+	}
+	if out != nil {
+		cl.handle = decodeJSON(out)
+	}
+	_, err := c.do(ctx, cl)
+	return err
+}
+
+// HTTPClient is the http.Client the client sends its requests with.
+func (c *Client) HTTPClient() *http.Client { return c.client() }
