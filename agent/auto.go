@@ -19,6 +19,7 @@ import (
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/mcast"
+	"github.com/preboot/preboot/peers"
 	"github.com/preboot/preboot/tlspin"
 )
 
@@ -84,9 +85,6 @@ type AutoOptions struct {
 	// Attempts and Backoff tune the job API retries (see JobClient).
 	Attempts int
 	Backoff  time.Duration
-	// Peers, when set, lets multicast restores serve their verified
-	// chunks to other receivers and fetch from them.
-	Peers mcast.PeerFactory
 }
 
 // Outcome is what Auto did; After tells the caller (the imaging
@@ -316,7 +314,12 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 		if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
 			name = h + " (" + r.job.MAC + ")"
 		}
-		opts.Multicast = &mcast.ReceiveOptions{Client: st, Image: img, Name: name, Logger: r.log, Peers: r.o.Peers}
+		// The receiver serves what it has verified to the session's
+		// other receivers and fetches from them when multicast fails.
+		pf := peers.NewFactory(peers.FactoryConfig{BaseURL: st.BaseURL, Token: st.Token, HTTP: st.HTTPClient(),
+			TLSFingerprint: st.TLSFingerprint, Logger: r.log.With("component", "peers")})
+		defer pf.Close()
+		opts.Multicast = &mcast.ReceiveOptions{Client: st, Image: img, Name: name, Logger: r.log, Peers: pf}
 		opts.MulticastResult = &res
 	}
 	_, err = Restore(ctx, opts)

@@ -177,7 +177,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 				}
 				name, _ := os.Hostname()
 				opts.Multicast = &mcast.ReceiveOptions{Client: hc, Image: af.image, Name: name, Interface: mcIface,
-					PeersOnly: peersOnly, MinClients: minClients, MaxWait: maxWait, Logger: log, Peers: newPeerFactory(log)}
+					PeersOnly: peersOnly, MinClients: minClients, MaxWait: maxWait, Logger: log, Peers: newPeerFactory(hc, log)}
 				opts.MulticastResult = &res
 			}
 			m, err := agent.Restore(cmd.Context(), opts)

@@ -92,7 +92,8 @@ type Tracker interface {
 	Join(session, receiver, peerURL string)
 	Have(session, receiver string, idx []uint32)
 	Leave(session, receiver string)
-	Bad(session, reporter, peerURL string)
+	Bad(session, reporter, peerURL string) bool
+	Corrupt(session, reporter, peerURL string) bool
 	Locate(session, receiver string, chunks []uint32, secret []byte, hashes func(uint32) (image.Hash, bool)) map[uint32]Source
 	Forget(session string)
 }
@@ -447,7 +448,7 @@ func (m *Manager) Report(ctx context.Context, who Caller, sid string, req Report
 		case RecvUnicast, RecvFailed:
 			m.event(ctx, r.info.Job, r.info.Device, fmt.Sprintf("multicast session %s: receiver %s %s: %s", s.id, cmp.Or(r.info.Name, r.info.Addr), r.info.State, req.Reason))
 		}
-		if r.terminal() && m.tracker != nil && r.info.State != RecvDone {
+		if r.terminal() && m.tracker != nil {
 			m.tracker.Leave(s.id, r.info.ID)
 		}
 	}
@@ -468,7 +469,7 @@ func (m *Manager) Locate(ctx context.Context, who Caller, sid string, req Locate
 		m.mu.Unlock()
 		return LocateResponse{}, ErrNotFound
 	}
-	if len(req.Chunks) > 1024 || len(req.Bad) > 64 {
+	if len(req.Chunks) > 1024 || len(req.Bad) > 64 || len(req.Corrupt) > 64 {
 		m.mu.Unlock()
 		return LocateResponse{}, fmt.Errorf("%w: too many chunks", ErrBadRequest)
 	}
@@ -480,6 +481,9 @@ func (m *Manager) Locate(ctx context.Context, who Caller, sid string, req Locate
 	}
 	for _, b := range req.Bad {
 		m.tracker.Bad(sid, req.Receiver, b)
+	}
+	for _, b := range req.Corrupt {
+		m.tracker.Corrupt(sid, req.Receiver, b)
 	}
 	src := m.tracker.Locate(sid, req.Receiver, req.Chunks, secret, func(i uint32) (image.Hash, bool) {
 		if int(i) >= len(chunks) {

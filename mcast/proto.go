@@ -102,6 +102,9 @@ type LocateRequest struct {
 	// Bad names peers that served wrong bytes or failed: the tracker stops
 	// pointing at them.
 	Bad []string `json:"bad,omitempty"`
+	// Corrupt names peers that served bytes failing the chunk's hash: the
+	// tracker drops them at once.
+	Corrupt []string `json:"corrupt,omitempty"`
 }
 
 // Source is a peer that holds a chunk, with the ticket to present to it.

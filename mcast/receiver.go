@@ -808,7 +808,11 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 			}
 		})
 	}
-	for _, idx := range todo {
+	pre, _ := rc.fetcher.(interface{ Prefetch([]uint32) })
+	for i, idx := range todo {
+		if pre != nil && i%fallbackWorkers == 0 {
+			pre.Prefetch(todo[i:min(len(todo), i+fallbackWorkers)])
+		}
 		select {
 		case ch <- idx:
 		case <-ctx.Done():

@@ -31,6 +31,7 @@ import (
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/mcast"
+	"github.com/preboot/preboot/peers"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/session"
@@ -193,7 +194,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("http: listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	status.up(serviceHTTP, ln.Addr().String())
-	mc, err := newMulticast(cfg, repo, st, nil, log.With("component", "multicast"))
+	tracker := peers.NewTracker(peers.TrackerConfig{Logger: log.With("component", "peers")})
+	mc, err := newMulticast(cfg, repo, st, tracker, log.With("component", "multicast"))
 	if err != nil {
 		return err
 	}
