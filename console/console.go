@@ -62,6 +62,7 @@ var nav = []NavItem{
 	{"dashboard", "Dashboard", "/console/"},
 	{"devices", "Devices", "/console/devices"},
 	{"jobs", "Jobs", "/console/jobs"},
+	{"sessions", "Sessions", "/console/sessions"},
 	{"events", "Events", "/console/events"},
 	{"bundles", "Bundles", "/console/bundles"},
 	{"groups", "Groups", "/console/groups"},
@@ -77,6 +78,7 @@ var pages = []page{
 	{"device", "Device", "devices"},
 	{"jobs", "Jobs", "jobs"},
 	{"job", "Job", "jobs"},
+	{"sessions", "Multicast sessions", "sessions"},
 	{"events", "Events", "events"},
 	{"bundles", "Bundles", "bundles"},
 	{"groups", "Groups", "groups"},
@@ -178,6 +180,7 @@ func (h *Handler) routes() {
 	protect("GET /console/devices/{mac}", h.device)
 	protect("GET /console/jobs", simple("jobs"))
 	protect("GET /console/jobs/{id}", h.job)
+	protect("GET /console/sessions", simple("sessions"))
 	protect("GET /console/events", simple("events"))
 	protect("GET /console/bundles", simple("bundles"))
 	protect("GET /console/groups", simple("groups"))

@@ -27,6 +27,7 @@ var pagePaths = []struct{ path, page, nav string }{
 	{"/console/devices/52-54-00-AB-CD-EF", "device", "devices"},
 	{"/console/jobs", "jobs", "jobs"},
 	{"/console/jobs/42", "job", "jobs"},
+	{"/console/sessions", "sessions", "sessions"},
 	{"/console/events", "events", "events"},
 	{"/console/bundles", "bundles", "bundles"},
 	{"/console/groups", "groups", "groups"},

@@ -345,6 +345,8 @@ func TestConsole(t *testing.T) {
 	{
 		pages := []struct{ path, name, ready string }{
 			{"/console/jobs", "jobs", fmt.Sprintf(`document.querySelectorAll("#jobs-body tr.job-row").length === 3 && !!document.querySelector('#jobs-body tr#job-%d[data-state="succeeded"]')`, job)},
+			// Without multicast configured, the sessions page says so.
+			{"/console/sessions", "sessions", `document.body.dataset.sessions === "unavailable" && document.querySelector("#sessions-unavailable").textContent.includes("multicast is not configured")`},
 			{"/console/rules", "rules", `document.querySelectorAll("#rules-list > li").length === 3`},
 			{"/console/groups", "groups", `!!document.querySelector("#groups-body") && document.querySelector("#groups-body").textContent.includes("lab-a")`},
 			{"/console/menu", "menu", `document.querySelector("#menu-preview").textContent.includes("inventory")`},
