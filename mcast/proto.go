@@ -1,6 +1,10 @@
 package mcast
 
-import "github.com/preboot/preboot/image"
+import (
+	"errors"
+
+	"github.com/preboot/preboot/image"
+)
 
 // The control plane: receivers talk to the server over the authenticated
 // HTTP API (a multicast job's token, or an admin token for ad-hoc
@@ -109,9 +113,18 @@ type LocateRequest struct {
 
 // Source is a peer that holds a chunk, with the ticket to present to it.
 type Source struct {
-	URL    string `json:"url"`
-	Ticket string `json:"ticket"`
+	URL    string `json:"url,omitempty"`
+	Ticket string `json:"ticket,omitempty"`
+	// Wait: no peer holds the chunk yet but another receiver is getting
+	// it from the server (or every peer holding it is busy): fetch other
+	// chunks first and ask again, instead of having the server send it
+	// twice.
+	Wait bool `json:"wait,omitempty"`
 }
+
+// ErrWait is what a Fetcher returns for a chunk the tracker says to ask
+// for again later (Source.Wait).
+var ErrWait = errors.New("chunk on its way to a peer: ask again later")
 
 // LocateResponse maps chunk indices to a peer; a chunk missing from it is
 // fetched from the server.

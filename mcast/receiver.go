@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -185,7 +186,7 @@ func Restore(ctx context.Context, dst Target, m *image.Manifest, store image.Chu
 		"state", jr.State, "start_in", jr.StartIn, "fetch", len(plan.Fetch), "in_place", len(plan.InPlace), "peers_only", o.PeersOnly)
 	err = rc.run(ctx)
 	res.Bytes = rc.bytes()
-	res.Fallback = rc.reasonText()
+	res.Fallback = rc.fallbackWhy()
 	if err != nil {
 		rc.leave(context.WithoutCancel(ctx), RecvFailed, err.Error())
 		return res, err
@@ -246,16 +247,17 @@ type recv struct {
 	srvSent        int64
 	fallbackCh     chan struct{}
 	fallbackClosed bool
+	fellBack       string
 }
 
 func (rc *recv) bytes() Bytes {
 	return Bytes{Multicast: rc.nMulticast.Load(), Repair: rc.nRepair.Load(), Peers: rc.nPeers.Load(), Unicast: rc.nUnicast.Load()}
 }
 
-func (rc *recv) reasonText() string {
+func (rc *recv) fallbackWhy() string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	return rc.reason
+	return rc.fellBack
 }
 
 // lookup finds a window holding chunk h with verified bytes on the
@@ -480,7 +482,7 @@ func (rc *recv) fallback(state, reason string) {
 		return
 	}
 	rc.fallbackClosed = true
-	rc.state, rc.reason = state, reason
+	rc.state, rc.reason, rc.fellBack = state, reason, reason
 	for i := range rc.windows {
 		if needs(rc.need, int(i)) {
 			rc.toFetch = append(rc.toFetch, i)
@@ -717,7 +719,7 @@ func (rc *recv) finish(ctx context.Context, idx uint32) {
 		rc.log.Warn("chunk from the group refused", "chunk", idx, "failures", n, "err", err)
 		if n >= maxHashFailures {
 			go func() {
-				if err := rc.fetchOne(ctx, idx); err != nil {
+				if err := rc.fetchOne(ctx, idx, true); err != nil {
 					rc.fallback(RecvUnicast, fmt.Sprintf("chunk %d failed its hash %d times and over HTTP: %v", idx, n, err))
 				}
 			}()
@@ -786,19 +788,71 @@ func (rc *recv) write(idx uint32, ws []image.Window, out []byte) error {
 }
 
 // fetchRest fetches every chunk still missing over HTTP (peers or the
-// server).
+// server), each receiver in its own random order: receivers that fall
+// back together then ask for different chunks first and serve each other
+// the rest (Frisbee's lesson: no lockstep). A chunk the tracker says is on
+// its way to a peer waits (other chunks first), at most waitForPeer.
 func (rc *recv) fetchRest(ctx context.Context) error {
 	rc.mu.Lock()
 	todo := slices.Clone(rc.toFetch)
 	rc.mu.Unlock()
-	ch := make(chan uint32)
+	rand.Shuffle(len(todo), func(i, j int) { todo[i], todo[j] = todo[j], todo[i] })
+	type item struct {
+		idx     uint32
+		waiting time.Time // since when the tracker says to wait
+	}
+	var qmu sync.Mutex
+	queue := make([]item, 0, len(todo))
+	for _, i := range todo {
+		queue = append(queue, item{idx: i})
+	}
+	pre, _ := rc.fetcher.(interface{ Prefetch([]uint32) })
+	pop := func() (item, bool) {
+		qmu.Lock()
+		defer qmu.Unlock()
+		if len(queue) == 0 {
+			return item{}, false
+		}
+		it := queue[0]
+		queue = queue[1:]
+		if pre != nil && len(queue) > 0 {
+			var next []uint32
+			for _, q := range queue[:min(len(queue), fallbackWorkers)] {
+				next = append(next, q.idx)
+			}
+			pre.Prefetch(next)
+		}
+		return it, true
+	}
 	var wg sync.WaitGroup
 	var first error
 	var emu sync.Mutex
 	for range fallbackWorkers {
 		wg.Go(func() {
-			for idx := range ch {
-				if err := rc.fetchOne(ctx, idx); err != nil {
+			for ctx.Err() == nil {
+				it, ok := pop()
+				if !ok {
+					return
+				}
+				force := !it.waiting.IsZero() && time.Since(it.waiting) > waitForPeer
+				err := rc.fetchOne(ctx, it.idx, force)
+				if errors.Is(err, ErrWait) {
+					if it.waiting.IsZero() {
+						it.waiting = time.Now()
+					}
+					qmu.Lock()
+					queue = append(queue, it)
+					alone := len(queue) <= fallbackWorkers
+					qmu.Unlock()
+					if alone { // little else to do: give the peer time
+						select {
+						case <-time.After(100 * time.Millisecond):
+						case <-ctx.Done():
+						}
+					}
+					continue
+				}
+				if err != nil {
 					emu.Lock()
 					if first == nil {
 						first = err
@@ -808,17 +862,6 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 			}
 		})
 	}
-	pre, _ := rc.fetcher.(interface{ Prefetch([]uint32) })
-	for i, idx := range todo {
-		if pre != nil && i%fallbackWorkers == 0 {
-			pre.Prefetch(todo[i:min(len(todo), i+fallbackWorkers)])
-		}
-		select {
-		case ch <- idx:
-		case <-ctx.Done():
-		}
-	}
-	close(ch)
 	wg.Wait()
 	if first != nil {
 		return first
@@ -826,7 +869,12 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (rc *recv) fetchOne(ctx context.Context, idx uint32) error {
+// waitForPeer bounds how long a chunk waits for a peer to get it.
+const waitForPeer = 10 * time.Second
+
+// fetchOne gets one chunk over HTTP: through the peers' fetcher, or from
+// the server (force, or no fetcher), verifies and writes it.
+func (rc *recv) fetchOne(ctx context.Context, idx uint32, force bool) error {
 	rc.mu.Lock()
 	ws := rc.windows[idx]
 	rc.mu.Unlock()
@@ -837,10 +885,13 @@ func (rc *recv) fetchOne(ctx context.Context, idx uint32) error {
 	var data []byte
 	var err error
 	fromPeer := false
-	if rc.fetcher != nil {
+	if rc.fetcher != nil && !force {
 		data, fromPeer, err = rc.fetcher.Get(ctx, idx, nil)
 	} else {
 		data, err = rc.store.Get(ctx, h, nil)
+	}
+	if errors.Is(err, ErrWait) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("fetch chunk %s: %w", h, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -22,6 +23,7 @@ import (
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/mcast"
+	"github.com/preboot/preboot/peers"
 )
 
 // inNetns runs the calling test again inside a new network namespace whose
@@ -78,7 +80,9 @@ type lab struct {
 // newLab captures a 24 MiB disk image with 1 MiB windows (incompressible,
 // compressible and zero parts) and serves it with a session manager
 // sending on lo.
-func newLab(t *testing.T, rate int64) *lab {
+func newLab(t *testing.T, rate int64) *lab { return newLabTracker(t, rate, nil) }
+
+func newLabTracker(t *testing.T, rate int64, tracker mcast.Tracker) *lab {
 	t.Helper()
 	dir := t.TempDir()
 	src := make([]byte, 24<<20)
@@ -100,7 +104,7 @@ func newLab(t *testing.T, rate int64) *lab {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	mgr, err := mcast.NewManager(mcast.Config{Interface: "lo", Rate: rate, Loopback: true, ReportEvery: 100 * time.Millisecond,
-		ReceiverTimeout: 3 * time.Second}, repo, nil, log.With("side", "server"))
+		ReceiverTimeout: 3 * time.Second}, repo, tracker, log.With("side", "server"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +121,15 @@ func newLab(t *testing.T, rate int64) *lab {
 	}))
 	h := &httpstore.Handler{Repo: repo}
 	for _, p := range h.Prefixes() {
-		mux.Handle(p, h)
+		// A chunk takes 250 ms, like 4 MiB at 130 Mbit/s (a server
+		// link shared by several receivers): peers' reports then keep
+		// up as they would on a real network.
+		mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.Contains(r.URL.Path, "/chunks/") && r.Method == http.MethodGet {
+				time.Sleep(250 * time.Millisecond)
+			}
+			h.ServeHTTP(w, r)
+		}))
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
@@ -241,5 +253,157 @@ func forge(ctx context.Context, t *testing.T, l *lab) {
 		p := mcast.Packet{Session: uint64(i), Seq: uint32(i), Chunk: 0, Symbol: 0, K: 1, P: 2, Length: 10, Payload: payload}
 		_, _ = c.Write(mcast.AppendPacket(nil, &p))
 		_, _ = c.Write([]byte("garbage"))
+	}
+}
+
+// Peer-assisted restore: no multicast, receivers fetch from each other;
+// the server sends far less than one image per receiver.
+func TestPeersOverLoopback(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	l := newLabTracker(t, 400_000_000, peers.NewTracker(peers.TrackerConfig{}))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 4
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			pf := peers.NewFactory(peers.FactoryConfig{BaseURL: l.srv.URL, Listen: "127.0.0.1:0"})
+			defer pf.Close()
+			outs[i] = l.restore(ctx, t, fmt.Sprintf("p%d", i), 0, mcast.ReceiveOptions{PeersOnly: true, Peers: pf, MinClients: n, MaxWait: 20 * time.Second})
+		})
+	}
+	wg.Wait()
+	var fromServer, fromPeers int64
+	for i, o := range outs {
+		if o.err != nil {
+			t.Fatalf("receiver %d: %v", i, o.err)
+		}
+		if !bytes.Equal(o.out, l.src) {
+			t.Fatalf("receiver %d: output differs from the source", i)
+		}
+		if o.res.Bytes.Multicast+o.res.Bytes.Repair != 0 {
+			t.Errorf("receiver %d got multicast bytes in a peers-only restore: %+v", i, o.res.Bytes)
+		}
+		fromServer += o.res.Bytes.Unicast
+		fromPeers += o.res.Bytes.Peers
+		t.Logf("receiver %d: %+v", i, o.res.Bytes)
+	}
+	img := l.mgr.List()[0].ImageBytes
+	if img == 0 {
+		for _, h := range mustManifest(t, l).ChunkHashes() {
+			b, err := l.repo.Get(ctx, h, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			img += int64(len(b))
+		}
+	}
+	t.Logf("server sent %d bytes, peers %d, image %d", fromServer, fromPeers, img)
+	if fromPeers == 0 {
+		t.Error("no chunk came from a peer")
+	}
+	if fromServer > 3*img {
+		t.Errorf("the server sent %d bytes for %d receivers of a %d byte image", fromServer, n, img)
+	}
+}
+
+func mustManifest(t *testing.T, l *lab) *image.Manifest {
+	m, err := l.repo.Manifest("lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A cancelled session: its receivers finish over unicast, correctly.
+func TestCancelFallsBack(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	l := newLab(t, 400_000_000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	outs := make([]outcome, 2)
+	var wg sync.WaitGroup
+	for i := range outs {
+		wg.Go(func() {
+			outs[i] = l.restore(ctx, t, fmt.Sprintf("c%d", i), 0, mcast.ReceiveOptions{MinClients: 5, MaxWait: time.Minute})
+		})
+	}
+	// Both wait for three more receivers; cancel instead.
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ss := l.mgr.List(); len(ss) == 1 && len(ss[0].Receivers) == 2 {
+			if err := l.mgr.Cancel(ctx, ss[0].ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.mgr.Cancel(ctx, ss[0].ID); !errors.Is(err, mcast.ErrEnded) {
+				t.Errorf("second cancel: %v", err)
+			}
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o.err != nil {
+			t.Fatalf("receiver %d: %v", i, o.err)
+		}
+		if !bytes.Equal(o.out, l.src) {
+			t.Fatalf("receiver %d: output differs", i)
+		}
+		if o.res.Bytes.Unicast == 0 || !strings.Contains(o.res.Fallback, "cancelled") {
+			t.Errorf("receiver %d: %+v fallback %q", i, o.res.Bytes, o.res.Fallback)
+		}
+	}
+}
+
+// Loss on the way to every receiver (nftables drops 5 % of the group's
+// packets): Reed–Solomon repair fills the gaps, outputs are exact, and the
+// server sends well under twice the image.
+func TestLossRepaired(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft")
+	}
+	rules := "table ip preboot_loss {\n chain in {\n  type filter hook prerouting priority -300;\n  ip daddr 239.0.0.0/8 numgen random mod 1000 < 50 drop\n }\n}\n"
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("nft: %v: %s", err, out)
+	}
+	l := newLab(t, 200_000_000)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const n = 3
+	outs := make([]outcome, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			outs[i] = l.restore(ctx, t, fmt.Sprintf("l%d", i), 0, mcast.ReceiveOptions{MinClients: n, MaxWait: 20 * time.Second})
+		})
+	}
+	wg.Wait()
+	for i, o := range outs {
+		if o.err != nil {
+			t.Fatalf("receiver %d: %v", i, o.err)
+		}
+		if !bytes.Equal(o.out, l.src) {
+			t.Fatalf("receiver %d: output differs", i)
+		}
+		t.Logf("receiver %d: %+v fallback %q", i, o.res.Bytes, o.res.Fallback)
+		if o.res.Bytes.Repair == 0 {
+			t.Errorf("receiver %d: nothing repaired under 5 %% loss", i)
+		}
+	}
+	s := l.mgr.List()[0]
+	t.Logf("sent data %d repair %d, image %d", s.SentData, s.SentRepair, s.ImageBytes)
+	if s.SentData+s.SentRepair > 2*s.ImageBytes {
+		t.Errorf("sent %d bytes for a %d byte image", s.SentData+s.SentRepair, s.ImageBytes)
 	}
 }

@@ -17,7 +17,7 @@ import (
 //	20 chunk                  index into the session's chunk table
 //	24 symbol                 0..K-1 data, K..K+P-1 parity
 //	26 K                      data symbols of the chunk
-//	28 P                      parity symbols of the chunk (0 means 65536-K... never: at least 1)
+//	28 P                      parity symbols of the chunk (at least 1)
 //	30 symbol size            payload bytes
 //	32 length                 the chunk's compressed length
 //	36 payload
@@ -70,8 +70,8 @@ func ParsePacket(b []byte) (Packet, error) {
 	if string(b[0:4]) != magic {
 		return Packet{}, ErrNotPreboot
 	}
-	if b[4] != version || b[5] != kindData {
-		return Packet{}, fmt.Errorf("%w: version %d kind %d", ErrBadPacket, b[4], b[5])
+	if b[4] != version || b[5] != kindData || b[6] != 0 || b[7] != 0 {
+		return Packet{}, fmt.Errorf("%w: version %d kind %d flags %#x", ErrBadPacket, b[4], b[5], b[6:8])
 	}
 	p := Packet{
 		Session: binary.BigEndian.Uint64(b[8:]),

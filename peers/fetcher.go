@@ -250,13 +250,19 @@ func (f *Fetcher) Prefetch(idx []uint32) {
 // peer; on any failure of the peer (unreachable, refusing, too slow, wrong
 // bytes) it reports the peer in the next locate call and fetches the chunk
 // from the fallback store. It never returns bytes that do not verify.
-// Errors come from the fallback store or the context.
+// Errors come from the fallback store or the context, or wrap
+// mcast.ErrWait when the tracker says another receiver is getting the
+// chunk from the server now (ask again a little later).
 func (f *Fetcher) Get(ctx context.Context, idx uint32, dst []byte) ([]byte, bool, error) {
 	if int(idx) >= len(f.cfg.Chunks) {
 		return nil, false, fmt.Errorf("chunk %d: not in the session's table of %d chunks", idx, len(f.cfg.Chunks))
 	}
 	h := f.cfg.Chunks[idx]
-	if src, ok := f.source(ctx, idx); ok && f.usable(src.URL) {
+	src, ok := f.source(ctx, idx)
+	if src.Wait {
+		return nil, false, fmt.Errorf("chunk %d: %w", idx, mcast.ErrWait)
+	}
+	if ok && f.usable(src.URL) {
 		out, err := f.fromPeer(ctx, src, h, dst)
 		if err == nil {
 			return out, true, nil
@@ -477,6 +483,10 @@ func (f *Fetcher) locateOnce(ctx context.Context, chunks []uint32, bad []string)
 	out := make(map[uint32]mcast.Source, len(lr.Sources))
 	for i, src := range lr.Sources {
 		if _, ok := asked[i]; !ok {
+			continue
+		}
+		if src.Wait {
+			out[i] = mcast.Source{Wait: true}
 			continue
 		}
 		u := validPeerURL(src.URL)

@@ -91,8 +91,20 @@ type swarm struct {
 	// banned: peer URLs dropped for serving wrong bytes or failing.
 	banned map[string]struct{}
 	leases map[leaseKey]lease
-	stats  TrackerStats
+	// fetching: chunks no peer held when a receiver asked, so that it
+	// went to the server; others asking meanwhile are told to wait.
+	fetching map[uint32]fetchMark
+	stats    TrackerStats
 }
+
+type fetchMark struct {
+	asker string
+	until time.Time
+}
+
+// fetchWait is how long others wait for a chunk a receiver gets from the
+// server before they get it from the server too.
+const fetchWait = 8 * time.Second
 
 type leaseKey struct {
 	asker string
@@ -172,6 +184,8 @@ func (t *Tracker) swarm(session string, create bool) *swarm {
 			gone:    make(map[string]struct{}),
 			banned:  make(map[string]struct{}),
 			leases:  make(map[leaseKey]lease),
+
+			fetching: make(map[uint32]fetchMark),
 		}
 		t.sessions[session] = s
 	}
@@ -244,6 +258,7 @@ func (t *Tracker) Have(session, receiver string, idx []uint32) {
 		return
 	}
 	for _, i := range idx {
+		delete(s.fetching, i)
 		s.release(leaseKey{receiver, i})
 		if m.url != "" && i < maxChunkIndex {
 			m.add(i)
@@ -268,6 +283,11 @@ func (t *Tracker) Leave(session, receiver string) {
 	s.releasePeer(m)
 	s.releaseAsker(receiver)
 	delete(s.members, receiver)
+	for i, f := range s.fetching {
+		if f.asker == receiver {
+			delete(s.fetching, i)
+		}
+	}
 }
 
 // Bad takes a report from receiver reporter that the peer at peerURL
@@ -380,9 +400,10 @@ func (t *Tracker) Locate(session, receiver string, chunks []uint32, secret []byt
 	}
 	chunks = chunks[:min(len(chunks), MaxLocateChunks)]
 	type pick struct {
-		idx uint32
-		h   image.Hash
-		url string
+		idx  uint32
+		h    image.Hash
+		url  string
+		wait bool
 	}
 	var picks []pick
 	now := t.now()
@@ -434,18 +455,30 @@ func (t *Tracker) Locate(session, receiver string, chunks []uint32, secret []byt
 			}
 		}
 		if best == nil {
+			// Peers that hold it are all busy: the server. Nobody holds
+			// it but another receiver is getting it from the server:
+			// wait for that one rather than have the server send it twice.
+			if f, ok := s.fetching[idx]; ok && f.asker != receiver && now.Before(f.until) && !heldBy(cands, idx) {
+				picks = append(picks, pick{idx: idx, wait: true})
+				continue
+			}
+			s.fetching[idx] = fetchMark{asker: receiver, until: now.Add(fetchWait)}
 			continue
 		}
 		best.out++
 		s.leases[k] = lease{peer: best, until: now.Add(t.lease)}
 		asker.pointed[best.url] = struct{}{}
 		s.stats.Redirects++
-		picks = append(picks, pick{idx, h, best.url})
+		picks = append(picks, pick{idx: idx, h: h, url: best.url})
 	}
 	t.mu.Unlock()
 
 	exp := now.Add(t.ticketLife)
 	for _, p := range picks {
+		if p.wait {
+			out[p.idx] = mcast.Source{Wait: true}
+			continue
+		}
 		out[p.idx] = mcast.Source{URL: p.url, Ticket: Ticket(secret, session, p.h, exp)}
 	}
 	return out
@@ -494,4 +527,14 @@ func (t *Tracker) Stats(session string) (TrackerStats, bool) {
 	}
 	st.Outstanding = len(s.leases)
 	return st, true
+}
+
+// heldBy reports whether any of ms holds chunk idx.
+func heldBy(ms []*member, idx uint32) bool {
+	for _, m := range ms {
+		if m.has(idx) {
+			return true
+		}
+	}
+	return false
 }

@@ -62,6 +62,9 @@ func locate(t *testing.T, tr *Tracker, receiver string, chunks []uint32, n uint3
 	srcs := tr.Locate(testSession, receiver, chunks, testSecret, tableHashes(n))
 	out := map[uint32]sourceLike{}
 	for i, s := range srcs {
+		if s.Wait {
+			continue
+		}
 		if err := VerifyTicket(testSecret, testSession, hashOf(i), s.Ticket, time.Now()); err != nil {
 			t.Fatalf("chunk %d: ticket from %s does not verify: %v", i, s.URL, err)
 		}
@@ -334,5 +337,38 @@ func TestTrackerConcurrent(t *testing.T) {
 	wg.Wait()
 	if st, _ := tr.Stats(testSession); st.Outstanding != 0 || st.Peers != 0 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// A chunk no peer holds goes to the server once: the first asker gets it
+// there, the others are told to wait until it holds it (or fetchWait).
+func TestTrackerWaitsForAChunkOnItsWay(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	tr := NewTracker(TrackerConfig{Now: clk.Now})
+	tr.Join(testSession, "a", urlA)
+	tr.Join(testSession, "b", urlB)
+	if s := tr.Locate(testSession, "a", []uint32{3}, testSecret, tableHashes(10)); len(s) != 0 {
+		t.Fatalf("nobody holds chunk 3, yet: %v", s)
+	}
+	s := tr.Locate(testSession, "b", []uint32{3}, testSecret, tableHashes(10))
+	if !s[3].Wait {
+		t.Fatalf("a is getting chunk 3 from the server; b should wait: %v", s)
+	}
+	tr.Have(testSession, "a", []uint32{3})
+	s = tr.Locate(testSession, "b", []uint32{3}, testSecret, tableHashes(10))
+	if s[3].URL != urlA || s[3].Wait {
+		t.Fatalf("a holds chunk 3 now: %v", s)
+	}
+	// A mark that outlives fetchWait no longer holds anyone back.
+	tr.Locate(testSession, "a", []uint32{4}, testSecret, tableHashes(10))
+	clk.Add(fetchWait + time.Second)
+	if s := tr.Locate(testSession, "b", []uint32{4}, testSecret, tableHashes(10)); len(s) != 0 {
+		t.Fatalf("after fetchWait b goes to the server: %v", s)
+	}
+	// A receiver that leaves releases its marks.
+	tr.Locate(testSession, "a", []uint32{5}, testSecret, tableHashes(10))
+	tr.Leave(testSession, "a")
+	if s := tr.Locate(testSession, "b", []uint32{5}, testSecret, tableHashes(10)); len(s) != 0 {
+		t.Fatalf("a left; b goes to the server: %v", s)
 	}
 }
