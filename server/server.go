@@ -202,6 +202,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if mc != nil {
 		g.Go(func() error { return mc.Run(ctx) })
 	}
+	if mc != nil {
+		reg.MustRegister(mcast.NewCollector(mc.List))
+	}
 	h := handler(st, pol, js, repo, cfg, reg, events, status, mc, log)
 	plain := h
 	if tlsLn != nil {
@@ -305,6 +308,7 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
 		Status: status.Info, EventStreams: api.NewStreamLimiter(cfg.HTTP.MaxEventStreams, cfg.HTTP.MaxEventStreamsPerClient),
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
+		Sessions:    mc,
 	})
 	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
 	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
