@@ -530,10 +530,10 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 	defer m.mu.Unlock()
 	s, ok := m.sessions[id]
 	if !ok {
-		return ErrNotFound
+		return fmt.Errorf("session %s: %w", id, ErrNotFound)
 	}
 	if s.state == StateDone || s.state == StateCancelled {
-		return ErrEnded
+		return fmt.Errorf("session %s is %s: %w", id, s.state, ErrEnded)
 	}
 	s.state, s.ended = StateCancelled, m.now()
 	m.log.InfoContext(ctx, "multicast session cancelled", "session", s.id, "image", s.ref)
