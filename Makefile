@@ -10,11 +10,11 @@ GO = $(shell scripts/go.sh)
 RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip busybox-static kmod
 TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio postgresql chromium \
 	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev \
-	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar
+	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar udpcast zstd
 
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 
-.PHONY: all build env run test test-unit test-fuzz test-e2e fuzz bench deps-run deps-test vet clean
+.PHONY: all build env run test test-unit test-fuzz test-e2e fuzz bench bench-multicast deps-run deps-test vet clean
 
 all: build
 
@@ -90,6 +90,11 @@ bench: deps-test build
 	bench/dhcp/run.sh
 	bench/imaging/run.sh
 	bench/policy/run.sh
+	bench/collect.sh
+
+# Multicast (issue 10): Preboot vs udpcast vs unicast in the namespace lab of e2e/nslab (~15 min, root).
+bench-multicast: deps-test
+	bench/multicast/run.sh
 	bench/collect.sh
 
 clean:

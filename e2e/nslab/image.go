@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -49,7 +50,7 @@ const PartitionStart = 1 << 20
 var ImageSafeBlock = Range{Off: PartitionStart - 4096, Len: 4096}
 
 // WriteDiskImage writes the image described by spec to path (replacing
-// it). It needs mkfs.ext4 (e2fsprogs ≥ 1.43, for -d).
+// it). It needs mkfs.ext4 (e2fsprogs ≥ 1.43, for -d) and debugfs.
 func WriteDiskImage(ctx context.Context, path string, spec ImageSpec) (Image, error) {
 	if spec.DataBytes == 0 {
 		spec.DataBytes = 16 << 20
@@ -90,6 +91,9 @@ func WriteDiskImage(ctx context.Context, path string, spec ImageSpec) (Image, er
 	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Image{}, fmt.Errorf("mkfs.ext4 -d: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	if err := fixTimes(ctx, tree, part); err != nil {
+		return Image{}, err
 	}
 	if err := assemble(path, part, spec.DiskBytes); err != nil {
 		return Image{}, err
@@ -166,6 +170,52 @@ func writeTree(dir string, total int64, seed uint64) error {
 		}
 	}
 	return nil
+}
+
+// fixTimes sets the times of every inode mkfs.ext4 -d copied from tree to
+// one instant with debugfs: mkfs copies the files' ctimes, which cannot be
+// set on the files themselves.
+func fixTimes(ctx context.Context, tree, part string) error {
+	var script strings.Builder
+	err := filepath.WalkDir(tree, func(path string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(tree, path)
+		if err != nil {
+			return err
+		}
+		p := "/" + filepath.ToSlash(rel)
+		if rel == "." {
+			p = "/"
+		}
+		for _, f := range []string{"atime", "mtime", "ctime"} {
+			fmt.Fprintf(&script, "sif %s %s @1700000000\nsif %s %s_extra 0\n", p, f, p, f)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("write tree: %w", err)
+	}
+	debugfs, err := exec.LookPath("debugfs")
+	if err != nil {
+		return fmt.Errorf("write disk image: needs debugfs (Debian: e2fsprogs): %w", err)
+	}
+	cmd := exec.CommandContext(ctx, debugfs, "-w", "-f", "-", part)
+	cmd.Stdin = strings.NewReader(script.String())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("debugfs: %w: %s", err, tail(string(out)))
+	}
+	if strings.Contains(string(out), "not found") || strings.Contains(string(out), "Invalid") {
+		return fmt.Errorf("debugfs: %s", tail(string(out)))
+	}
+	return nil
+}
+
+func tail(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-5):], "\n")
 }
 
 // textGen returns a generator of log-like lines: words from a small
