@@ -130,6 +130,8 @@ func (l *lab) startPreboot(opts serverOptions, art *artifacts) *prebootServer {
 		"--proxydhcp-pxe-listen", ":4011",
 		"--menu-mode", opts.MenuMode,
 		"--uefi-boot-file", opts.UEFIBootFile,
+		"--multicast-interface", "eth0",
+		"--multicast-rate", "30M",
 		"--log-format", "json",
 	}, extra...)...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

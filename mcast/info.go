@@ -85,8 +85,11 @@ type SessionInfo struct {
 	Created    time.Time `json:"created"`
 	Started    time.Time `json:"started,omitzero"`
 	Ended      time.Time `json:"ended,omitzero"`
-	// Rate is the configured send rate cap in bits/s.
-	Rate int64 `json:"rate"`
+	// Rate is the configured send rate cap in bits/s; CurrentRate what
+	// the server sends at now (lower while the typical receiver loses
+	// packets).
+	Rate        int64 `json:"rate"`
+	CurrentRate int64 `json:"current_rate"`
 	// Chunks and ImageBytes describe the image: distinct stored chunks
 	// and their compressed size.
 	Chunks     int   `json:"chunks"`

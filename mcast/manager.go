@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/preboot/preboot/image"
@@ -121,6 +122,11 @@ type Manager struct {
 	// fallbacks) for the event log.
 	Event func(ctx context.Context, job int64, mac, msg string)
 
+	// rate is the current send rate (bits/s): the configured cap, lowered
+	// while the typical receiver loses packets (adapt).
+	rate    atomic.Int64
+	adapted time.Time
+
 	mu       sync.Mutex
 	sessions map[string]*session
 	wake     chan struct{}
@@ -138,8 +144,10 @@ func NewManager(cfg Config, repo Repo, tracker Tracker, log *slog.Logger) (*Mana
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, repo: repo, tracker: tracker, log: log, sessions: map[string]*session{},
-		wake: make(chan struct{}, 1), now: time.Now}, nil
+	m := &Manager{cfg: cfg, repo: repo, tracker: tracker, log: log, sessions: map[string]*session{},
+		wake: make(chan struct{}, 1), now: time.Now}
+	m.rate.Store(cfg.Rate)
+	return m, nil
 }
 
 type session struct {
@@ -454,7 +462,8 @@ func (m *Manager) Report(ctx context.Context, who Caller, sid string, req Report
 	}
 	m.checkStart(ctx, s, now)
 	m.kick()
-	return ReportResponse{State: s.state, StartIn: m.startIn(s, now).Seconds(), SentPackets: s.sentPackets}, nil
+	return ReportResponse{State: s.state, StartIn: m.startIn(s, now).Seconds(), SentPackets: s.sentPackets,
+		MedianLoss: medianLoss(s), Rate: m.rate.Load()}, nil
 }
 
 // Locate answers where a receiver fetches chunks over HTTP.
@@ -544,7 +553,7 @@ func (m *Manager) Cancel(ctx context.Context, id string) error {
 func (m *Manager) info(s *session) SessionInfo {
 	si := SessionInfo{ID: s.id, Image: s.ref, State: s.state, Group: s.dst.String(), Interface: m.cfg.Interface,
 		MinClients: s.min, MaxWait: s.maxWait.String(), Created: s.created, Started: s.started, Ended: s.ended,
-		Rate: m.cfg.Rate, Chunks: len(s.chunks), ImageBytes: s.imgBytes, SentPackets: s.sentPackets, SentData: s.sentData,
+		Rate: m.cfg.Rate, CurrentRate: m.rate.Load(), Chunks: len(s.chunks), ImageBytes: s.imgBytes, SentPackets: s.sentPackets, SentData: s.sentData,
 		SentRepair: s.sentRepair, PeerRedirects: s.redirects}
 	for _, id := range s.order {
 		r := s.recv[id]
@@ -560,6 +569,10 @@ func (m *Manager) housekeep(ctx context.Context) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
+	if now.Sub(m.adapted) >= time.Second {
+		m.adapted = now
+		m.adapt(ctx)
+	}
 	for id, s := range m.sessions {
 		for _, r := range s.recv {
 			if !r.terminal() && now.Sub(r.report) > m.cfg.ReceiverTimeout {
@@ -647,6 +660,20 @@ func (m *Manager) pick(s *session, now time.Time) (work, bool) {
 	if len(act) == 0 {
 		return work{}, false
 	}
+	// Repairs follow the typical receiver: one losing far more than the
+	// others (a slow link or disk, on its way to HTTP) still takes what
+	// goes by but does not size the repairs.
+	slices.Sort(losses)
+	limit := max(maxLoss, 2*losses[(len(losses)-1)/2]+0.05)
+	typical := act[:0:0]
+	for _, r := range act {
+		if r.info.Loss <= limit {
+			typical = append(typical, r)
+		}
+	}
+	if len(typical) > 0 {
+		act = typical
+	}
 	n := len(s.chunks)
 	settle := 3 * m.cfg.ReportEvery
 	for i := range n {
@@ -700,7 +727,7 @@ func redundancy(losses []float64) float64 {
 	}
 	l := slices.Clone(losses)
 	slices.Sort(l)
-	med := l[len(l)/2]
+	med := l[(len(l)-1)/2]
 	return min(0.30, max(0.03, med*1.5+0.02))
 }
 
@@ -802,6 +829,7 @@ func (m *Manager) send(ctx context.Context, c *conn, pace *pacer, w work, buf []
 			pkts = append(pkts, arena[start:])
 		}
 		m.mu.Unlock()
+		pace.setRate(m.rate.Load())
 		if err := pace.wait(ctx, len(pkts)*(HeaderSize+SymbolSize+wireOverhead)); err != nil {
 			return buf, err
 		}
@@ -853,5 +881,57 @@ func (c *encCache) put(session string, chunk int, e *encoded) {
 	c.es = append([]encEntry{{session, chunk, e}}, c.es...)
 	if len(c.es) > encCacheSize {
 		c.es = c.es[:encCacheSize]
+	}
+}
+
+// medianLoss is the loss of the session's typical active receiver.
+func medianLoss(s *session) float64 {
+	var l []float64
+	for _, r := range s.recv {
+		if r.active() {
+			l = append(l, r.info.Loss)
+		}
+	}
+	if len(l) == 0 {
+		return 0
+	}
+	slices.Sort(l)
+	return l[(len(l)-1)/2] // the lower median: with two receivers, the better one
+}
+
+// adapt follows the typical receiver, never the worst: when the median
+// receiver of the running sessions loses more than 5 % of the packets the
+// rate goes down by a quarter (the link or the receivers cannot take it),
+// when it loses under 1 % it climbs back by a twentieth of the cap, up to
+// the cap. A minority of slow or lossy receivers changes nothing: they
+// finish over HTTP. m.mu held.
+func (m *Manager) adapt(ctx context.Context) {
+	var l []float64
+	for _, s := range m.sessions {
+		if s.state != StateRunning {
+			continue
+		}
+		for _, r := range s.recv {
+			if r.active() {
+				l = append(l, r.info.Loss)
+			}
+		}
+	}
+	if len(l) == 0 {
+		return
+	}
+	slices.Sort(l)
+	med := l[(len(l)-1)/2]
+	cur := m.rate.Load()
+	next := cur
+	switch {
+	case med > 0.05:
+		next = max(m.cfg.Rate/50, cur*3/4)
+	case med < 0.01:
+		next = min(m.cfg.Rate, cur+m.cfg.Rate/20)
+	}
+	if next != cur {
+		m.rate.Store(next)
+		m.log.DebugContext(ctx, "multicast rate", "median_loss", med, "from", cur, "to", next)
 	}
 }

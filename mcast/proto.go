@@ -96,6 +96,11 @@ type ReportResponse struct {
 	// a receiver that has seen none while it rises knows multicast does
 	// not reach it.
 	SentPackets int64 `json:"sent_packets"`
+	// MedianLoss is the loss of the session's typical receiver: one that
+	// loses far more than it is the one to leave for HTTP, not the rate
+	// to drop. Rate is what the server sends at now (bits/s).
+	MedianLoss float64 `json:"median_loss"`
+	Rate       int64   `json:"rate"`
 }
 
 // LocateRequest (POST PathPrefix+"{session}/locate") asks where to fetch

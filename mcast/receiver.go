@@ -30,6 +30,10 @@ const (
 	// maxLoss: a receiver that misses more of the group's packets than
 	// this (a slow link, a busy disk) finishes over HTTP by itself.
 	maxLoss = 0.20
+	// hopelessLoss: beyond this a receiver leaves whatever the others do.
+	hopelessLoss = 0.60
+	// lossFor is how long the loss must last before the receiver leaves.
+	lossFor = 2 * time.Second
 	// lossMinPackets is how many packets it must have seen before its loss
 	// counts.
 	lossMinPackets = 300
@@ -185,6 +189,11 @@ func Restore(ctx context.Context, dst Target, m *image.Manifest, store image.Chu
 	log.InfoContext(ctx, "joined multicast session", "session", jr.Session, "image", jr.Image, "group", jr.Group, "port", jr.Port,
 		"state", jr.State, "start_in", jr.StartIn, "fetch", len(plan.Fetch), "in_place", len(plan.InPlace), "peers_only", o.PeersOnly)
 	err = rc.run(ctx)
+	if err == nil && ropts.Progress != nil {
+		b := rc.bytes()
+		ropts.Progress(image.Progress{Phase: "multicast", Done: plan.Used, Total: plan.Used, Chunks: int64(len(rc.windows)),
+			ChunksTotal: int64(len(rc.windows)), TransferredBytes: b.Total()})
+	}
 	res.Bytes = rc.bytes()
 	res.Fallback = rc.fallbackWhy()
 	if err != nil {
@@ -488,11 +497,12 @@ func (rc *recv) fallback(state, reason string) {
 			rc.toFetch = append(rc.toFetch, i)
 		}
 	}
+	close(rc.fallbackCh)
+	rc.log.Info("fetching the rest over HTTP", "state", state, "reason", reason, "chunks", len(rc.toFetch),
+		"packets", rc.pkts.Load(), "dropped", rc.dropped.Load(), "partial", len(rc.asm), "done", rc.chunksDone)
 	clear(rc.need)
 	clear(rc.asm)
 	rc.asmBytes = 0
-	close(rc.fallbackCh)
-	rc.log.Info("fetching the rest over HTTP", "state", state, "reason", reason, "chunks", len(rc.toFetch))
 }
 
 // listen joins the group on the receiving interface.
@@ -919,6 +929,7 @@ func (rc *recv) reportLoop(ctx context.Context) error {
 	var sentBase int64 = -1
 	var sentBaseAt time.Time
 	failSince := time.Time{}
+	lossySince := time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -970,9 +981,21 @@ func (rc *recv) reportLoop(ctx context.Context) error {
 			rc.fallback(RecvUnicast, fmt.Sprintf("no multicast packet reached this receiver while the server sent %d (multicast blocked, or a switch without an IGMP querier)", resp.SentPackets-sentBase))
 			continue
 		}
-		if loss, seen := rc.loss(); seen >= lossMinPackets && loss > maxLoss {
-			rc.fallback(RecvUnicast, fmt.Sprintf("lost %.0f%% of the group's packets (slow link or disk)", loss*100))
-			continue
+		// Far more loss than the typical receiver: this one is the
+		// problem (slow link or disk), not the rate; it leaves. When all
+		// lose alike the server slows down instead.
+		// It must last (lossFor): early figures are noisy, and the
+		// others' reports take a moment to say what is typical.
+		if loss, seen := rc.loss(); seen >= lossMinPackets && (loss > maxLoss && loss > 2*resp.MedianLoss+0.05 || loss > hopelessLoss) {
+			if lossySince.IsZero() {
+				lossySince = time.Now()
+			}
+			if time.Since(lossySince) >= lossFor {
+				rc.fallback(RecvUnicast, fmt.Sprintf("lost %.0f%% of the group's packets, the typical receiver %.0f%% (slow link or disk)", loss*100, resp.MedianLoss*100))
+				continue
+			}
+		} else {
+			lossySince = time.Time{}
 		}
 		if pk > lastPk {
 			lastPk = pk
@@ -1038,6 +1061,9 @@ func (rc *recv) leave(ctx context.Context, state, reason string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	rc.mu.Lock()
+	if reason == "" && rc.fellBack != "" {
+		reason = "finished over HTTP: " + rc.fellBack
+	}
 	rc.state, rc.reason = state, reason
 	rc.mu.Unlock()
 	req := rc.buildReport()

@@ -126,3 +126,6 @@ func (p *pacer) wait(ctx context.Context, n int) error {
 		}
 	}
 }
+
+// setRate changes the rate (bits/s) from now on.
+func (p *pacer) setRate(bitsPerSecond int64) { p.rate = float64(bitsPerSecond) / 8 }
