@@ -62,7 +62,7 @@ test-unit:
 
 # The VM lab: network namespaces + QEMU (see e2e/README.md).
 test-e2e:
-	$(GO) test -count=1 -timeout 40m -v ./e2e/
+	$(GO) test -count=1 -timeout 40m -v ./e2e/ ./e2e/nslab/
 
 # Every fuzz target (func Fuzz* in a _test.go file), one after the other,
 # FUZZTIME each (seed corpora in testdata/fuzz/ run with test-unit too).

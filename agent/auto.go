@@ -319,7 +319,9 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 		pf := peers.NewFactory(peers.FactoryConfig{BaseURL: st.BaseURL, Token: st.Token, HTTP: st.HTTPClient(),
 			TLSFingerprint: st.TLSFingerprint, Logger: r.log.With("component", "peers")})
 		defer pf.Close()
-		opts.Multicast = &mcast.ReceiveOptions{Client: st, Image: img, Name: name, Logger: r.log, Peers: pf}
+		// Once done it serves the others for up to two minutes while they
+		// still work: the first to finish hold what others wait for.
+		opts.Multicast = &mcast.ReceiveOptions{Client: st, Image: img, Name: name, Logger: r.log, Peers: pf, SeedFor: 2 * time.Minute}
 		opts.MulticastResult = &res
 	}
 	_, err = Restore(ctx, opts)

@@ -145,6 +145,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 	var minClients int
 	var maxWait time.Duration
 	var mcIface string
+	var seedFor time.Duration
 	c := &cobra.Command{
 		Use:   "restore --server URL --device PATH --image NAME",
 		Short: "Restore an image onto a disk (or disk-image file)",
@@ -156,7 +157,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 			"over HTTP; with --peers it fetches from the session's other receivers (and the server) over HTTP only.\n" +
 			"Both end with one line: the bytes got by multicast, by repair, from peers and by unicast.",
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			log, err := newLogger(g.stderr, "auto", af.logLevel)
 			if err != nil {
 				return err
@@ -176,21 +177,37 @@ func newAgentRestore(g *globals) *cobra.Command {
 					return errors.New("--multicast and --peers need --server (not --repo)")
 				}
 				name, _ := os.Hostname()
+				printed := false
+				report := func(r mcast.Result) {
+					if printed {
+						return
+					}
+					printed = true
+					b := r.Bytes
+					if r.Fallback != "" {
+						fmt.Fprintf(g.stderr, "over HTTP: %s\n", r.Fallback)
+					}
+					fmt.Fprintf(g.stdout, "restored %s onto %s: multicast=%d repair=%d peers=%d unicast=%d\n",
+						r.Image, af.device, b.Multicast, b.Repair, b.Peers, b.Unicast)
+					if seedFor > 0 {
+						fmt.Fprintf(g.stderr, "serving peers for up to %s while the session's other receivers work (--seed-for 0: exit now)\n", seedFor)
+					}
+				}
 				opts.Multicast = &mcast.ReceiveOptions{Client: hc, Image: af.image, Name: name, Interface: mcIface,
-					PeersOnly: peersOnly, MinClients: minClients, MaxWait: maxWait, Logger: log, Peers: newPeerFactory(hc, log)}
+					PeersOnly: peersOnly, MinClients: minClients, MaxWait: maxWait, Logger: log, Peers: newPeerFactory(hc, log),
+					SeedFor: seedFor, Done: report}
 				opts.MulticastResult = &res
+				defer func() {
+					if err == nil {
+						report(res)
+					}
+				}()
 			}
 			m, err := agent.Restore(cmd.Context(), opts)
 			if err != nil {
 				return err
 			}
 			if multicast || peersOnly {
-				b := res.Bytes
-				if res.Fallback != "" {
-					fmt.Fprintf(g.stderr, "over HTTP: %s\n", res.Fallback)
-				}
-				fmt.Fprintf(g.stdout, "restored %s onto %s: multicast=%d repair=%d peers=%d unicast=%d\n",
-					m.Name, af.device, b.Multicast, b.Repair, b.Peers, b.Unicast)
 				return nil
 			}
 			fmt.Fprintf(g.stdout, "restored %s onto %s (%s used)\n", m.Name, af.device, agentSize(m.Sizes.Used))
@@ -205,6 +222,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 	c.Flags().IntVar(&minClients, "min-clients", 0, "start a new session when this many receivers joined (with --multicast or --peers)")
 	c.Flags().DurationVar(&maxWait, "max-wait", 0, "or this long after its first receiver joined (default 5m when --min-clients > 1)")
 	c.Flags().StringVar(&mcIface, "multicast-interface", "", "interface to receive the group on (default: the one that routes to the server)")
+	c.Flags().DurationVar(&seedFor, "seed-for", time.Minute, "once done, keep serving the chunks to the session's other receivers this long at most while they work (0: exit at once)")
 	c.MarkFlagsMutuallyExclusive("multicast", "peers")
 	return c
 }

@@ -66,6 +66,7 @@ type assembly struct {
 	k, p, length int
 	shards       [][]byte
 	have         int
+	repair       int // symbols that came in repair passes
 }
 
 func newAssembly(k, p, length int) *assembly {

@@ -187,6 +187,7 @@ type session struct {
 }
 
 type receiver struct {
+	left    bool // the tracker forgot it
 	info    ReceiverInfo
 	need    []byte
 	partial map[uint32]int
@@ -358,13 +359,16 @@ func (m *Manager) checkStart(ctx context.Context, s *session, now time.Time) {
 	if s.state != StateWaiting {
 		return
 	}
-	n := 0
+	// Every receiver that joined counts (one that found its disk already
+	// holding the image is done at once); a session nobody is left in
+	// does not start.
+	n, live := len(s.recv), 0
 	for _, r := range s.recv {
 		if !r.terminal() {
-			n++
+			live++
 		}
 	}
-	if n == 0 {
+	if live == 0 {
 		return
 	}
 	if n < max(1, s.min) && now.Before(s.firstJ.Add(s.maxWait)) {
@@ -456,14 +460,21 @@ func (m *Manager) Report(ctx context.Context, who Caller, sid string, req Report
 		case RecvUnicast, RecvFailed:
 			m.event(ctx, r.info.Job, r.info.Device, fmt.Sprintf("multicast session %s: receiver %s %s: %s", s.id, cmp.Or(r.info.Name, r.info.Addr), r.info.State, req.Reason))
 		}
-		if r.terminal() && m.tracker != nil {
-			m.tracker.Leave(s.id, r.info.ID)
-		}
+	}
+	// A done receiver stays a peer while it keeps reporting (seeding),
+	// until it says it leaves; failed and lost ones go at once.
+	if r.terminal() && m.tracker != nil && !r.left && (r.info.State != RecvDone || req.Left) {
+		r.left = true
+		m.tracker.Leave(s.id, r.info.ID)
 	}
 	m.checkStart(ctx, s, now)
 	m.kick()
+	seed := false
+	for _, o := range s.recv {
+		seed = seed || o != r && !o.terminal()
+	}
 	return ReportResponse{State: s.state, StartIn: m.startIn(s, now).Seconds(), SentPackets: s.sentPackets,
-		MedianLoss: medianLoss(s), Rate: m.rate.Load()}, nil
+		MedianLoss: medianLoss(s), Rate: m.rate.Load(), Seed: seed && s.state == StateRunning}, nil
 }
 
 // Locate answers where a receiver fetches chunks over HTTP.
@@ -575,10 +586,15 @@ func (m *Manager) housekeep(ctx context.Context) {
 	}
 	for id, s := range m.sessions {
 		for _, r := range s.recv {
+			if r.info.State == RecvDone && !r.left && now.Sub(r.report) > m.cfg.ReceiverTimeout && m.tracker != nil {
+				r.left = true // a seeding receiver went away
+				m.tracker.Leave(s.id, r.info.ID)
+			}
 			if !r.terminal() && now.Sub(r.report) > m.cfg.ReceiverTimeout {
 				m.log.WarnContext(ctx, "multicast receiver lost", "session", s.id, "receiver", r.info.ID, "name", r.info.Name, "silent", now.Sub(r.report))
 				r.info.State, r.info.Reason = RecvLost, fmt.Sprintf("not heard from for %s", now.Sub(r.report).Round(time.Second))
-				if m.tracker != nil {
+				if m.tracker != nil && !r.left {
+					r.left = true
 					m.tracker.Leave(s.id, r.info.ID)
 				}
 			}
@@ -618,7 +634,8 @@ func (m *Manager) housekeep(ctx context.Context) {
 type work struct {
 	s      *session
 	chunk  int
-	count  int
+	count  int     // symbols to send; -1: K plus parity f
+	f      float64 // parity fraction when count is -1
 	repair bool
 }
 
@@ -652,7 +669,9 @@ func (m *Manager) pick(s *session, now time.Time) (work, bool) {
 	var act []*receiver
 	var losses []float64
 	for _, id := range s.order {
-		if r := s.recv[id]; r.active() {
+		// A receiver silent for a while (killed, hung, cut off) does not
+		// drive sends: its last report is no longer the truth.
+		if r := s.recv[id]; r.active() && now.Sub(r.report) < silentAfter {
 			act = append(act, r)
 			losses = append(losses, r.info.Loss)
 		}
@@ -709,18 +728,22 @@ func (m *Manager) pick(s *session, now time.Time) (work, bool) {
 			// K symbols and parity for the typical loss.
 			k := s.k[c]
 			if k == 0 {
-				return work{s: s, chunk: c, count: -1}, true // size unknown until loaded
+				return work{s: s, chunk: c, count: -1, f: f}, true // size unknown until loaded
 			}
-			return work{s: s, chunk: c, count: k + int(math.Ceil(float64(k)*f)), repair: !s.sentEnd[c].IsZero()}, true
+			return work{s: s, chunk: c, count: k + int(math.Ceil(float64(k)*f))}, true
 		}
 		return work{s: s, chunk: c, count: deficit + int(math.Ceil(float64(deficit)*f)) + 1, repair: true}, true
 	}
 	return work{}, false
 }
 
+// silentAfter: a receiver not heard from this long stops driving sends
+// (it is lost after Config.ReceiverTimeout).
+const silentAfter = 2 * time.Second
+
 // redundancy is the parity fraction sent with a chunk: the median loss
 // the receivers report (the typical receiver, never the worst) plus a
-// margin, between 3 % and 30 %.
+// margin, between 2 % and 30 %.
 func redundancy(losses []float64) float64 {
 	if len(losses) == 0 {
 		return 0.05
@@ -728,7 +751,7 @@ func redundancy(losses []float64) float64 {
 	l := slices.Clone(losses)
 	slices.Sort(l)
 	med := l[(len(l)-1)/2]
-	return min(0.30, max(0.03, med*1.5+0.02))
+	return min(0.30, max(0.02, med*1.5+0.02))
 }
 
 // Run sends until ctx ends.
@@ -806,7 +829,7 @@ func (m *Manager) send(ctx context.Context, c *conn, pace *pacer, w work, buf []
 	}
 	count := w.count
 	if count < 0 {
-		count = e.k + int(math.Ceil(float64(e.k)*0.05))
+		count = e.k + int(math.Ceil(float64(e.k)*w.f))
 	}
 	count = min(count, e.k+e.p)
 	first := s.nextSym[w.chunk]
@@ -822,7 +845,7 @@ func (m *Manager) send(ctx context.Context, c *conn, pace *pacer, w work, buf []
 		for ; sent < count && len(pkts) < batch; sent++ {
 			sym := (first + sent) % (e.k + e.p)
 			s.seq++
-			p := Packet{Session: s.sid, Seq: s.seq, Chunk: uint32(w.chunk), Symbol: uint16(sym), K: e.k, P: e.p,
+			p := Packet{Repair: w.repair, Session: s.sid, Seq: s.seq, Chunk: uint32(w.chunk), Symbol: uint16(sym), K: e.k, P: e.p,
 				Length: e.length, Payload: e.shards[sym]}
 			start := len(arena)
 			arena = AppendPacket(arena, &p)

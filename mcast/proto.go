@@ -86,6 +86,9 @@ type ReportRequest struct {
 	Loss        float64  `json:"loss"`
 	Rate        float64  `json:"rate"`
 	Dropped     int64    `json:"dropped"`
+	// Left: the receiver stops serving its chunks to peers and goes away
+	// (a done receiver keeps serving while others still work).
+	Left bool `json:"left,omitempty"`
 }
 
 // ReportResponse tells the receiver the session's state.
@@ -101,6 +104,9 @@ type ReportResponse struct {
 	// to drop. Rate is what the server sends at now (bits/s).
 	MedianLoss float64 `json:"median_loss"`
 	Rate       int64   `json:"rate"`
+	// Seed asks a receiver that is done to keep serving its chunks to
+	// peers: others in the session are still working.
+	Seed bool `json:"seed,omitempty"`
 }
 
 // LocateRequest (POST PathPrefix+"{session}/locate") asks where to fetch

@@ -39,7 +39,7 @@ const (
 	lossMinPackets = 300
 	// noDataAfter: the server has sent this long and nothing reached the
 	// receiver (multicast blocked, a switch without an IGMP querier).
-	noDataAfter = 3 * time.Second
+	noDataAfter = 2 * time.Second
 	// stallAfter: no chunk completed for this long while the server sends.
 	stallAfter = 15 * time.Second
 	// endgame: with at most endgameChunks left and no progress for
@@ -84,6 +84,12 @@ type ReceiveOptions struct {
 	// receivers and fetches from them. It is called once the session is
 	// known.
 	Peers PeerFactory
+	// SeedFor: once done, keep serving peers this long at most while
+	// others in the session still work (0: leave at once).
+	SeedFor time.Duration
+	// Done, when set, is called once the image is on the target, before
+	// seeding.
+	Done func(Result)
 	// Logger for the receiver.
 	Logger *slog.Logger
 }
@@ -316,8 +322,8 @@ func (c *countingStore) Get(ctx context.Context, h image.Hash, dst []byte) ([]by
 	return b, err
 }
 
-func (rc *recv) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+func (rc *recv) run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	dec, err := image.NewChunkDecoder(4)
 	if err != nil {
@@ -442,6 +448,12 @@ func (rc *recv) run(ctx context.Context) error {
 	}
 	cancel()
 	<-reportDone
+	if ferr == nil && rc.o.Done != nil {
+		rc.o.Done(Result{Session: rc.jr.Session, Image: rc.m.Name, Bytes: rc.bytes(), Fallback: rc.fallbackWhy()})
+	}
+	if ferr == nil && rc.o.Peers != nil && rc.o.SeedFor > 0 {
+		rc.seed(parent, rc.o.SeedFor)
+	}
 	rc.leave(context.WithoutCancel(ctx), state, reason)
 	if ferr == nil {
 		rc.log.InfoContext(ctx, "multicast restore done", "session", rc.jr.Session, "multicast", rc.nMulticast.Load(), "repair", rc.nRepair.Load(),
@@ -684,6 +696,9 @@ func (rc *recv) take(b []byte) (uint32, bool) {
 		return 0, false // decoding
 	}
 	if a.add(int(p.Symbol), p.Payload) {
+		if p.Repair {
+			a.repair++
+		}
 		rc.asmBytes += SymbolSize
 		if a.complete() {
 			return p.Chunk, true
@@ -736,23 +751,13 @@ func (rc *recv) finish(ctx context.Context, idx uint32) {
 		}
 		return
 	}
-	var dataBytes, parityBytes int
-	for i := range a.k + a.p {
-		if a.shards[i] != nil {
-			if i < a.k {
-				dataBytes += SymbolSize
-			} else {
-				parityBytes += SymbolSize
-			}
-		}
-	}
 	if err := rc.write(idx, ws, out); err != nil {
 		rc.fallback(RecvFailed, err.Error())
 		return
 	}
-	// Count the chunk's length, split as its symbols came.
-	total := dataBytes + parityBytes
-	rep := int64(a.length) * int64(parityBytes) / int64(max(total, 1))
+	// Count the chunk's length, split as its symbols came: in a first
+	// pass of the chunk, or in a repair pass.
+	rep := int64(a.length) * int64(a.repair) / int64(max(a.have, 1))
 	rc.nRepair.Add(rep)
 	rc.nMulticast.Add(int64(a.length) - rep)
 	rc.mu.Lock()
@@ -816,7 +821,9 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 	for _, i := range todo {
 		queue = append(queue, item{idx: i})
 	}
-	pre, _ := rc.fetcher.(interface{ Prefetch([]uint32) })
+	// No prefetching of locations: the tracker takes a chunk located
+	// without a peer as on its way from the server to this receiver, and
+	// holds the others back for it; that must be true at once.
 	pop := func() (item, bool) {
 		qmu.Lock()
 		defer qmu.Unlock()
@@ -825,13 +832,6 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 		}
 		it := queue[0]
 		queue = queue[1:]
-		if pre != nil && len(queue) > 0 {
-			var next []uint32
-			for _, q := range queue[:min(len(queue), fallbackWorkers)] {
-				next = append(next, q.idx)
-			}
-			pre.Prefetch(next)
-		}
 		return it, true
 	}
 	var wg sync.WaitGroup
@@ -846,6 +846,7 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 				}
 				force := !it.waiting.IsZero() && time.Since(it.waiting) > waitForPeer
 				err := rc.fetchOne(ctx, it.idx, force)
+				rc.log.Debug("fetched over HTTP", "chunk", it.idx, "force", force, "err", err)
 				if errors.Is(err, ErrWait) {
 					if it.waiting.IsZero() {
 						it.waiting = time.Now()
@@ -856,7 +857,7 @@ func (rc *recv) fetchRest(ctx context.Context) error {
 					qmu.Unlock()
 					if alone { // little else to do: give the peer time
 						select {
-						case <-time.After(100 * time.Millisecond):
+						case <-time.After(250 * time.Millisecond):
 						case <-ctx.Done():
 						}
 					}
@@ -975,6 +976,10 @@ func (rc *recv) reportLoop(ctx context.Context) error {
 		// Running.
 		if sentBase < 0 {
 			sentBase, sentBaseAt = resp.SentPackets, time.Now()
+			lastDone = time.Now() // the stall clock starts with the session
+			rc.mu.Lock()
+			rc.lastDone = lastDone
+			rc.mu.Unlock()
 		}
 		pk := rc.pkts.Load()
 		if pk == 0 && resp.SentPackets > sentBase+50 && time.Since(sentBaseAt) > noDataAfter {
@@ -1041,8 +1046,10 @@ func (rc *recv) buildReport() ReportRequest {
 	rc.newHave = nil
 	if rc.state == RecvMulticast && rc.remaining > 0 {
 		req.Need = slices.Clone(rc.need)
+		// Complete ones too (decoding): the server must not send them
+		// again while the decoder works.
 		for i, a := range rc.asm {
-			if a.have > 0 && !a.complete() {
+			if a.have > 0 {
 				if req.Partial == nil {
 					req.Partial = map[uint32]int{}
 				}
@@ -1056,6 +1063,34 @@ func (rc *recv) buildReport() ReportRequest {
 	return req
 }
 
+// seed keeps a receiver that is done serving its chunks to peers while
+// the server says others in the session still work, at most maxSeed.
+// Without it the receivers that finish first (those that got chunks from
+// the server first) would take their chunks away from the others.
+func (rc *recv) seed(ctx context.Context, maxSeed time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, maxSeed)
+	defer cancel()
+	rc.mu.Lock()
+	rc.state = RecvDone
+	rc.mu.Unlock()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		req := rc.buildReport()
+		req.Need, req.Partial = nil, nil
+		var resp ReportResponse
+		if err := rc.client.CallJSON(ctx, http.MethodPost, trimAPI(PathPrefix+rc.jr.Session+"/report"), req, &resp); err != nil || !resp.Seed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			rc.log.Info("stopped serving peers", "after", maxSeed)
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // leave tells the server how the receiver ended.
 func (rc *recv) leave(ctx context.Context, state, reason string) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -1067,7 +1102,7 @@ func (rc *recv) leave(ctx context.Context, state, reason string) {
 	rc.state, rc.reason = state, reason
 	rc.mu.Unlock()
 	req := rc.buildReport()
-	req.State, req.Reason, req.Need, req.Partial = state, reason, nil, nil
+	req.State, req.Reason, req.Need, req.Partial, req.Left = state, reason, nil, nil, true
 	if err := rc.client.CallJSON(ctx, http.MethodPost, trimAPI(PathPrefix+rc.jr.Session+"/report"), req, nil); err != nil {
 		rc.log.Warn("final multicast report failed", "err", err)
 	}

@@ -55,7 +55,12 @@ func inNetns(t *testing.T) bool {
 			t.Fatalf("ip %v: %v: %s", args, err, out)
 		}
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
+	// Bounded, and killed (by its PID, through the context) if it hangs.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1",
+		"-test.timeout=3m")
+	cmd.WaitDelay = 5 * time.Second
 	cmd.Env = append(os.Environ(), "PREBOOT_MCAST_NETNS=1")
 	out, err := cmd.CombinedOutput()
 	t.Logf("inside %s:\n%s", ns, out)

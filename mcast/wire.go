@@ -11,7 +11,8 @@ import (
 //	0  "PBMC"                 magic
 //	4  1                      version
 //	5  1                      kind (data)
-//	6  0                      reserved (2 bytes)
+//	6  flags                  bit 0: sent in a repair pass; others 0
+//	7  0                      reserved
 //	8  session                64-bit session id
 //	16 seq                    packet sequence number of the session
 //	20 chunk                  index into the session's chunk table
@@ -36,6 +37,7 @@ const (
 
 	version    = 1
 	kindData   = 1
+	flagRepair = 1
 	minSymbol  = 64
 	maxSymbol  = 8192
 	magic      = "PBMC"
@@ -45,6 +47,8 @@ const (
 // Packet is one decoded data packet. Payload aliases the buffer it was
 // parsed from.
 type Packet struct {
+	// Repair: sent to make up for receivers' losses (not a first pass).
+	Repair  bool
 	Session uint64
 	Seq     uint32
 	Chunk   uint32
@@ -70,10 +74,11 @@ func ParsePacket(b []byte) (Packet, error) {
 	if string(b[0:4]) != magic {
 		return Packet{}, ErrNotPreboot
 	}
-	if b[4] != version || b[5] != kindData || b[6] != 0 || b[7] != 0 {
+	if b[4] != version || b[5] != kindData || b[6]&^flagRepair != 0 || b[7] != 0 {
 		return Packet{}, fmt.Errorf("%w: version %d kind %d flags %#x", ErrBadPacket, b[4], b[5], b[6:8])
 	}
 	p := Packet{
+		Repair:  b[6]&flagRepair != 0,
 		Session: binary.BigEndian.Uint64(b[8:]),
 		Seq:     binary.BigEndian.Uint32(b[16:]),
 		Chunk:   binary.BigEndian.Uint32(b[20:]),
@@ -105,6 +110,9 @@ func AppendPacket(dst []byte, p *Packet) []byte {
 	var h [HeaderSize]byte
 	copy(h[:], magic)
 	h[4], h[5] = version, kindData
+	if p.Repair {
+		h[6] = flagRepair
+	}
 	binary.BigEndian.PutUint64(h[8:], p.Session)
 	binary.BigEndian.PutUint32(h[16:], p.Seq)
 	binary.BigEndian.PutUint32(h[20:], p.Chunk)

@@ -69,22 +69,43 @@ func TestFetchFromPeers(t *testing.T) {
 	f := newFetcher(t, base, "c", d, store)
 
 	// 12 chunks, 2 peers of 4 slots: 8 come from peers in the first
-	// locate (c reports nothing, so the slots stay taken), the rest from
-	// the server.
-	if n := checkAll(t, f, d); n != 8 {
-		t.Fatalf("%d chunks from peers, want 8", n)
+	// locate (c reports nothing, so the slots stay taken); for the rest c
+	// is told to wait (the peers are busy) rather than load the server.
+	f.Prefetch(d.all())
+	var waited []uint32
+	for i := range d.hashes {
+		got, fromPeer, err := f.Get(context.Background(), uint32(i), nil)
+		if errors.Is(err, mcast.ErrWait) {
+			waited = append(waited, uint32(i))
+			continue
+		}
+		if err != nil || !fromPeer || !bytes.Equal(unzstd(got), d.content[i]) {
+			t.Fatalf("chunk %d: from peer %v, %v", i, fromPeer, err)
+		}
 	}
-	if g := store.gets.Load(); g != 4 {
-		t.Fatalf("%d chunks from the server, want 4", g)
+	if len(waited) != 4 {
+		t.Fatalf("%d chunks to wait for, want 4", len(waited))
+	}
+	if g := store.gets.Load(); g != 0 {
+		t.Fatalf("%d chunks from the server, want 0", g)
 	}
 	st := f.Stats()
-	if st.Locates >= 12 || st.PeerChunks != 8 || st.ServerChunks != 4 || st.PeerFailures != 0 || st.PeerBytes == 0 {
+	if st.Locates >= 12 || st.PeerChunks != 8 || st.ServerChunks != 0 || st.PeerFailures != 0 || st.PeerBytes == 0 {
 		t.Fatalf("fetcher stats %+v", st)
 	}
 	sa := settled(t, a, func(st ServerStats) bool { return st.Uploads == 4 })
 	sb := settled(t, b, func(st ServerStats) bool { return st.Uploads == 4 })
 	if sa.Uploads != 4 || sb.Uploads != 4 || sa.Bytes+sb.Bytes != st.PeerBytes {
 		t.Fatalf("peer stats %+v %+v (fetcher got %d bytes)", sa, sb, st.PeerBytes)
+	}
+	// c reports what it got: the slots free up and the rest comes from
+	// the peers too.
+	tr.Have(testSession, "c", d.all()[:8])
+	for _, i := range waited {
+		_, fromPeer, err := f.Get(context.Background(), i, nil)
+		if err != nil || !fromPeer {
+			t.Fatalf("chunk %d after the wait: from peer %v, %v", i, fromPeer, err)
+		}
 	}
 	// Once c reports what it has, the slots free up: a second receiver
 	// that reports as it goes gets everything from peers.
@@ -98,7 +119,7 @@ func TestFetchFromPeers(t *testing.T) {
 		}
 		tr.Have(testSession, "e", []uint32{uint32(i)})
 	}
-	if ts, _ := tr.Stats(testSession); ts.Redirects != 8+12 {
+	if ts, _ := tr.Stats(testSession); ts.Redirects != 8+4+12 {
 		t.Fatalf("tracker stats %+v", ts)
 	}
 }

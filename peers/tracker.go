@@ -455,10 +455,11 @@ func (t *Tracker) Locate(session, receiver string, chunks []uint32, secret []byt
 			}
 		}
 		if best == nil {
-			// Peers that hold it are all busy: the server. Nobody holds
-			// it but another receiver is getting it from the server:
-			// wait for that one rather than have the server send it twice.
-			if f, ok := s.fetching[idx]; ok && f.asker != receiver && now.Before(f.until) && !heldBy(cands, idx) {
+			// Peers hold it but are all busy, or nobody holds it yet but
+			// another receiver is getting it from the server: wait (fetch
+			// other chunks first) rather than have the server send it
+			// again. The asker bounds its wait and then goes to the server.
+			if f, ok := s.fetching[idx]; heldBy(cands, idx) || ok && f.asker != receiver && now.Before(f.until) {
 				picks = append(picks, pick{idx: idx, wait: true})
 				continue
 			}

@@ -165,14 +165,14 @@ func TestTrackerLeaseExpires(t *testing.T) {
 	tr.Join(testSession, "a", urlA)
 	tr.Have(testSession, "a", span(0, 10))
 	srcs := tr.Locate(testSession, "b", []uint32{0, 1}, testSecret, tableHashes(10))
-	if len(srcs) != 1 {
-		t.Fatalf("MaxUploads 1: %d located", len(srcs))
+	if len(srcs) != 2 || srcs[0].URL != urlA || !srcs[1].Wait {
+		t.Fatalf("MaxUploads 1: want chunk 0 from a and a wait for chunk 1: %v", srcs)
 	}
-	if s := tr.Locate(testSession, "c", []uint32{2}, testSecret, tableHashes(10)); len(s) != 0 {
+	if s := tr.Locate(testSession, "c", []uint32{2}, testSecret, tableHashes(10)); s[2].URL != "" {
 		t.Fatal("a's only slot is taken, yet c got it")
 	}
 	clk.Add(29 * time.Second)
-	if s := tr.Locate(testSession, "c", []uint32{2}, testSecret, tableHashes(10)); len(s) != 0 {
+	if s := tr.Locate(testSession, "c", []uint32{2}, testSecret, tableHashes(10)); s[2].URL != "" {
 		t.Fatal("lease released early")
 	}
 	clk.Add(2 * time.Second)

@@ -567,6 +567,16 @@ func (b *bench) runOne(ctx context.Context, s scenario, tool string, round int) 
 			r.Errs[i] = fmt.Sprintf("killed at the run's deadline (%v)", b.runTimeout(s))
 		}
 		r.Times[i] = p.Elapsed()
+		// A Preboot receiver prints its one stdout line when the image is
+		// on its disk, then may stay a while serving the session's other
+		// receivers (--seed-for): its time is that line's.
+		if strings.HasPrefix(tool, "preboot") {
+			if st, err := os.Stat(filepath.Join(dir, fmt.Sprintf("recv%d.out", i))); err == nil && st.Size() > 0 {
+				if d := st.ModTime().Sub(p.Started); d > 0 && d < r.Times[i] {
+					r.Times[i] = d
+				}
+			}
+		}
 		if r.Errs[i] == "" {
 			if err := p.Wait(); err != nil {
 				r.Errs[i] = fmt.Sprintf("%v: %s", err, oneLine(tail(filepath.Join(dir, fmt.Sprintf("recv%d.err", i)), 3)))
