@@ -2,6 +2,7 @@ package mcast
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -94,12 +95,14 @@ type ReceiveOptions struct {
 	Logger *slog.Logger
 }
 
-// PeerFactory builds the peer side of a receiver: serve starts serving
+// PeerFactory builds the peer side of a receiver: Serve starts serving
 // the chunks lookup finds (verified on this receiver's target) and
-// returns the URL other receivers reach it at; fetcher returns how to
-// fetch chunks over HTTP in the session.
+// returns the URL other receivers reach it at; SetSession gives it the
+// session and its secret once joined; Fetcher returns how to fetch chunks
+// over HTTP in the session.
 type PeerFactory interface {
 	Serve(ctx context.Context, secret []byte, session string, lookup func(image.Hash) (image.Window, bool), src io.ReaderAt) (peerURL string, err error)
+	SetSession(session string, secret []byte)
 	Fetcher(session, receiver string, secret []byte, chunks []image.Hash, fallback image.ChunkStore) Fetcher
 }
 
@@ -145,22 +148,15 @@ func Restore(ctx context.Context, dst Target, m *image.Manifest, store image.Chu
 		return res, err
 	}
 	rc.plan = plan
-	secret := make([]byte, 0)
-	var peerURL string
-	var peerCtx context.Context
-	var peerCancel context.CancelFunc
 	if o.Peers != nil {
-		peerCtx, peerCancel = context.WithCancel(ctx)
+		// The peer server starts before the join (the join says where it
+		// is) and serves nothing until SetSession gives it the session's
+		// secret.
+		peerCtx, peerCancel := context.WithCancel(ctx)
 		defer peerCancel()
-	}
-	// The session decides the secret; the peer server learns it after
-	// the join, through rc.secret.
-	if o.Peers != nil {
-		u, err := o.Peers.Serve(peerCtx, nil, "", rc.lookup, dst)
-		if err != nil {
+		if u, err := o.Peers.Serve(peerCtx, nil, "", rc.lookup, dst); err != nil {
 			log.WarnContext(ctx, "not serving chunks to peers", "err", err)
 		} else {
-			peerURL = u
 			join.PeerURL = u
 		}
 	}
@@ -175,22 +171,23 @@ func Restore(ctx context.Context, dst Target, m *image.Manifest, store image.Chu
 		return res, fmt.Errorf("join multicast session: %w", err)
 	}
 	res.Session = jr.Session
-	if secret, err = hex.DecodeString(jr.Secret); err != nil {
+	secret, err := hex.DecodeString(jr.Secret)
+	if err != nil {
 		return res, fmt.Errorf("join multicast session: bad secret: %w", err)
 	}
 	rc.jr, rc.secret = jr, secret
+	if rc.sessionID, err = parseSessionID(jr.Session); err != nil {
+		return res, fmt.Errorf("join multicast session: %w", err)
+	}
 	if !slices.Equal(jr.Chunks, m.ChunkHashes()) {
 		rc.leave(ctx, RecvFailed, "the session's image is not the manifest this receiver has")
 		res.Fallback = fmt.Sprintf("session %s restores %s, another version than this receiver's manifest", jr.Session, jr.Image)
 		log.WarnContext(ctx, "multicast session of another image version: restoring over unicast", "session", jr.Session, "session_image", jr.Image)
 		return rc.unicastOnly(ctx, res)
 	}
-	_ = peerURL
 	if o.Peers != nil {
 		rc.fetcher = o.Peers.Fetcher(jr.Session, jr.Receiver, secret, jr.Chunks, store)
-		if ps, ok := o.Peers.(interface{ SetSession(string, []byte) }); ok {
-			ps.SetSession(jr.Session, secret)
-		}
+		o.Peers.SetSession(jr.Session, secret)
 	}
 	log.InfoContext(ctx, "joined multicast session", "session", jr.Session, "image", jr.Image, "group", jr.Group, "port", jr.Port,
 		"state", jr.State, "start_in", jr.StartIn, "fetch", len(plan.Fetch), "in_place", len(plan.InPlace), "peers_only", o.PeersOnly)
@@ -213,16 +210,17 @@ func trimAPI(p string) string { return p[len(httpstore.APIPrefix):] }
 
 // recv is one receiver's state.
 type recv struct {
-	o      ReceiveOptions
-	log    *slog.Logger
-	m      *image.Manifest
-	dst    Target
-	store  image.ChunkStore
-	ropts  image.RestoreOptions
-	client *httpstore.Client
-	plan   *image.Plan
-	jr     JoinResponse
-	secret []byte
+	o         ReceiveOptions
+	log       *slog.Logger
+	m         *image.Manifest
+	dst       Target
+	store     image.ChunkStore
+	ropts     image.RestoreOptions
+	client    *httpstore.Client
+	plan      *image.Plan
+	jr        JoinResponse
+	secret    []byte
+	sessionID uint64
 
 	fetcher Fetcher
 	codecs  codecs
@@ -647,7 +645,7 @@ func (rc *recv) readLoop(ctx context.Context, pc *ipv4.PacketConn) {
 // enough symbols to decode.
 func (rc *recv) take(b []byte) (uint32, bool) {
 	p, err := ParsePacket(b)
-	if err != nil || p.Session != rc.sid() {
+	if err != nil || p.Session != rc.sessionID {
 		rc.dropped.Add(1)
 		return 0, false
 	}
@@ -707,12 +705,14 @@ func (rc *recv) take(b []byte) (uint32, bool) {
 	return 0, false
 }
 
-func (rc *recv) sid() uint64 {
-	b, _ := hex.DecodeString(rc.jr.Session)
-	if len(b) != 8 {
-		return 0
+// parseSessionID reads the 64-bit id packets carry from the session's
+// hex name.
+func parseSessionID(s string) (uint64, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 8 {
+		return 0, fmt.Errorf("bad session id %q", s)
 	}
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
+	return binary.BigEndian.Uint64(b), nil
 }
 
 // finish decodes, verifies and writes a chunk whose symbols are in.
