@@ -107,6 +107,9 @@ type ReportResponse struct {
 	// Seed asks a receiver that is done to keep serving its chunks to
 	// peers: others in the session are still working.
 	Seed bool `json:"seed,omitempty"`
+	// ReportEvery (milliseconds) is how often the server wants reports
+	// now (it grows with the number of receivers).
+	ReportEvery int `json:"report_every,omitempty"`
 }
 
 // LocateRequest (POST PathPrefix+"{session}/locate") asks where to fetch

@@ -955,6 +955,10 @@ func (rc *recv) reportLoop(ctx context.Context) error {
 			continue
 		}
 		failSince = time.Time{}
+		if e := time.Duration(resp.ReportEvery) * time.Millisecond; e >= 50*time.Millisecond && e != every {
+			every = e
+			t.Reset(every)
+		}
 		rc.mu.Lock()
 		fell := rc.fallbackClosed
 		remaining := rc.remaining
