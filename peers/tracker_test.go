@@ -241,7 +241,10 @@ func TestTrackerBad(t *testing.T) {
 	}
 	pointAt := func(asker, url string) {
 		t.Helper()
-		for i := range uint32(10) {
+		// Ties between equally loaded peers are broken at random: ask
+		// until the coin falls on url (2^-100 to fail by chance).
+		for n := range uint32(100) {
+			i := n % 10
 			if s := tr.Locate(testSession, asker, []uint32{i}, testSecret, tableHashes(10)); s[i].URL == url {
 				tr.Have(testSession, asker, []uint32{i})
 				return
