@@ -125,6 +125,7 @@ type Fetcher struct {
 	locating      chan struct{}       // closed when the locate call in flight ends
 	bad           map[string]struct{} // peers never used again
 	report        []string            // peers to report in the next locate
+	corruptPeers  map[string]struct{} // reported peers that served wrong bytes
 	noLocateUntil time.Time
 
 	peerChunks, peerBytes, serverChunks, serverBytes atomic.Int64
@@ -165,6 +166,8 @@ func NewFetcher(cfg FetcherConfig) (*Fetcher, error) {
 		located:  make(map[uint32]locateEntry),
 		inflight: make(map[uint32]chan struct{}),
 		bad:      make(map[string]struct{}),
+
+		corruptPeers: make(map[string]struct{}),
 	}
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
@@ -299,6 +302,9 @@ func (f *Fetcher) peerFailed(ctx context.Context, u string, idx uint32, err erro
 	if !known {
 		f.bad[u] = struct{}{}
 		f.report = append(f.report, u)
+		if corrupt {
+			f.corruptPeers[u] = struct{}{}
+		}
 	}
 	f.mu.Unlock()
 	if !known {
@@ -436,7 +442,19 @@ func (f *Fetcher) locate(ctx context.Context, chunks []uint32, bad []string) (ma
 }
 
 func (f *Fetcher) locateOnce(ctx context.Context, chunks []uint32, bad []string) (map[uint32]mcast.Source, error) {
-	body, err := json.Marshal(mcast.LocateRequest{Receiver: f.cfg.Receiver, Chunks: chunks, Bad: bad})
+	// Wrong bytes are reported as Corrupt (the tracker drops the peer at
+	// once), other failures as Bad.
+	lreq := mcast.LocateRequest{Receiver: f.cfg.Receiver, Chunks: chunks}
+	f.mu.Lock()
+	for _, u := range bad {
+		if _, c := f.corruptPeers[u]; c {
+			lreq.Corrupt = append(lreq.Corrupt, u)
+		} else {
+			lreq.Bad = append(lreq.Bad, u)
+		}
+	}
+	f.mu.Unlock()
+	body, err := json.Marshal(lreq)
 	if err != nil {
 		return nil, err
 	}

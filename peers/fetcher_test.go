@@ -196,8 +196,9 @@ func TestFetchPeerServingWrongBytes(t *testing.T) {
 			if st.Corrupt != 1 {
 				t.Fatalf("wrong bytes not counted as corrupt: %+v", st)
 			}
-			// The report reached the tracker: c is not pointed at evil.
-			if ts, _ := tr.Stats(testSession); ts.BadReports != 1 {
+			// The report reached the tracker as wrong bytes: the peer is
+			// dropped for everyone at once, c is not pointed at it.
+			if ts, _ := tr.Stats(testSession); ts.BadReports != 1 || ts.Dropped != 1 {
 				t.Fatalf("tracker stats %+v", ts)
 			}
 			if s := tr.Locate(testSession, "c", d.all(), testSecret, d.hashAt); len(s) != 0 {

@@ -501,6 +501,16 @@ func (t *Tracker) HandleLocate(session string, req *mcast.LocateRequest, secret 
 		seen[u] = struct{}{}
 		t.Bad(session, req.Receiver, u)
 	}
+	for _, u := range req.Corrupt {
+		if len(seen) >= 2*MaxLocateBad {
+			break
+		}
+		if _, dup := seen[u]; dup {
+			continue
+		}
+		seen[u] = struct{}{}
+		t.Corrupt(session, req.Receiver, u)
+	}
 	return &mcast.LocateResponse{Sources: t.Locate(session, req.Receiver, req.Chunks, secret, hashes)}
 }
 
