@@ -36,7 +36,7 @@ func (w *Window) Write(dst io.WriterAt, b []byte) error {
 	return nil
 }
 
-// ReadWindow reads the window's used extents from src into b (at least
+// Read reads the window's used extents from src into b (at least
 // Chunk.Length long), zeroing the rest: the bytes its hash covers.
 func (w *Window) Read(src io.ReaderAt, b []byte) ([]byte, error) {
 	b = b[:w.Chunk.Length]
@@ -55,6 +55,20 @@ func (w *Window) Read(src io.ReaderAt, b []byte) ([]byte, error) {
 	}
 	clear(b[pos:])
 	return b, nil
+}
+
+// inPlace reports whether cur already holds the window's bytes (buf and
+// zeros are scratch space of at least the chunk size).
+func (w *Window) inPlace(cur io.ReaderAt, buf, zeros []byte) (bool, error) {
+	b, err := w.Read(cur, buf)
+	if err != nil {
+		return false, err
+	}
+	// A window is stored as Zero exactly when its used bytes are all
+	// zero, so a zero window on the target (a blank disk) can only match
+	// a Zero chunk: no need to hash it.
+	isZero := usedZero(b, w.Used, zeros)
+	return w.Chunk.Zero && isZero || !w.Chunk.Zero && !isZero && Sum(b) == w.Chunk.Hash, nil
 }
 
 // Plan is what a restore has to do: the windows it must fetch, and the
@@ -121,13 +135,11 @@ func PlanRestore(ctx context.Context, m *Manifest, opts RestoreOptions) (*Plan, 
 				buf := make([]byte, m.ChunkSize)
 				zeros := make([]byte, m.ChunkSize)
 				for i := range next {
-					b, err := ws[i].Read(opts.Current, buf)
+					held, err := ws[i].inPlace(opts.Current, buf, zeros)
 					if err != nil {
 						return fmt.Errorf("delta: %w", err)
 					}
-					c := ws[i].Chunk
-					isZero := usedZero(b, ws[i].Used, zeros)
-					inPlace[i] = c.Zero && isZero || !c.Zero && !isZero && Sum(b) == c.Hash
+					inPlace[i] = held
 				}
 				return nil
 			})

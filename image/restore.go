@@ -261,26 +261,12 @@ func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts Rest
 		return resResult{buf: buf, err: &ChunkError{Hash: c.Hash, Area: j.area.Label(), Offset: c.Offset, Err: err}}
 	}
 	if opts.Current != nil {
-		b := buf[:c.Length]
-		var pos int64
-		for _, e := range j.used {
-			clear(b[pos:e.Offset])
-			n, err := opts.Current.ReadAt(b[e.Offset:e.End()], j.abs+e.Offset)
-			if errors.Is(err, io.EOF) { // a file shorter than the target reads as zeros
-				clear(b[e.Offset+int64(n) : e.End()])
-				err = nil
-			}
-			if err != nil {
-				return resResult{buf: buf, err: fmt.Errorf("delta: read %s at offset %d: %w", j.area.Label(), c.Offset+e.Offset, err)}
-			}
-			pos = e.End()
+		w := Window{Area: j.area, Chunk: c, Abs: j.abs, Used: j.used}
+		held, err := w.inPlace(opts.Current, buf, zeros)
+		if err != nil {
+			return resResult{buf: buf, err: fmt.Errorf("delta: %w", err)}
 		}
-		clear(b[pos:])
-		// A window is stored as Zero exactly when its used bytes are all
-		// zero, so a zero window on the target (a blank disk) can only
-		// match a Zero chunk: no need to hash it.
-		isZero := usedZero(b, j.used, zeros)
-		if c.Zero && isZero || !c.Zero && !isZero && Sum(b) == c.Hash {
+		if held {
 			cnt.skipped.Add(1)
 			return resResult{buf: buf}
 		}

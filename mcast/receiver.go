@@ -1,6 +1,7 @@
 package mcast
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/hex"
@@ -374,7 +375,7 @@ func (rc *recv) run(parent context.Context) error {
 	if rc.ropts.Progress != nil {
 		start := time.Now()
 		wg.Go(func() {
-			t := time.NewTicker(cmpDur(rc.ropts.ProgressInterval, 500*time.Millisecond))
+			t := time.NewTicker(cmp.Or(max(rc.ropts.ProgressInterval, 0), 500*time.Millisecond))
 			defer t.Stop()
 			for {
 				select {
@@ -458,13 +459,6 @@ func (rc *recv) run(parent context.Context) error {
 			"peers", rc.nPeers.Load(), "unicast", rc.nUnicast.Load(), "dropped", rc.dropped.Load())
 	}
 	return ferr
-}
-
-func cmpDur(a, b time.Duration) time.Duration {
-	if a > 0 {
-		return a
-	}
-	return b
 }
 
 // allDone closes when every chunk is in.

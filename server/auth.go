@@ -24,15 +24,8 @@ type jobKey struct{}
 func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store, repo *image.Repo) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tok := jobs.BearerToken(r); strings.HasPrefix(tok, api.JobTokenPrefix) {
-			j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
-			if err != nil {
-				code := http.StatusUnauthorized
-				if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
-					code = http.StatusForbidden
-				} else if !errors.Is(err, jobs.ErrUnauthorized) {
-					code = http.StatusInternalServerError
-				}
-				writeJSONError(w, code, err.Error())
+			j, ok := authenticateJob(w, r, js, tok)
+			if !ok {
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), jobKey{}, j)))
@@ -119,4 +112,21 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// authenticateJob checks a job token (from the address its boot was handed
+// to, while its job lives) and answers 401/403/500 itself when it fails.
+func authenticateJob(w http.ResponseWriter, r *http.Request, js *jobs.Service, tok string) (store.Job, bool) {
+	j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
+	if err != nil {
+		code := http.StatusUnauthorized
+		if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
+			code = http.StatusForbidden
+		} else if !errors.Is(err, jobs.ErrUnauthorized) {
+			code = http.StatusInternalServerError
+		}
+		writeJSONError(w, code, err.Error())
+		return store.Job{}, false
+	}
+	return j, true
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -59,15 +58,8 @@ func multicastAuth(js *jobs.Service, auth *api.Auth) func(w http.ResponseWriter,
 	return func(w http.ResponseWriter, r *http.Request) (mcast.Caller, bool) {
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		if tok := jobs.BearerToken(r); strings.HasPrefix(tok, api.JobTokenPrefix) {
-			j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
-			if err != nil {
-				code := http.StatusUnauthorized
-				if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
-					code = http.StatusForbidden
-				} else if !errors.Is(err, jobs.ErrUnauthorized) {
-					code = http.StatusInternalServerError
-				}
-				writeJSONError(w, code, err.Error())
+			j, ok := authenticateJob(w, r, js, tok)
+			if !ok {
 				return mcast.Caller{}, false
 			}
 			if j.Kind != store.KindMulticast && j.Kind != store.KindImageRestore {
