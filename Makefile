@@ -7,10 +7,12 @@ LDFLAGS := -X github.com/preboot/preboot/server.Version=$(VERSION)
 GO = $(shell scripts/go.sh)
 
 # Debian packages: what the server hands out, and what the tests drive.
-RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip busybox-static kmod
+RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip busybox-static kmod \
+	e2fsprogs ntfs-3g fatresize
 TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio postgresql chromium \
 	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev \
-	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar udpcast zstd
+	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar udpcast zstd \
+	xfsprogs btrfs-progs lvm2 dmsetup partclone efibootmgr grub-efi-amd64-bin fatresize
 
 APT := DEBIAN_FRONTEND=noninteractive apt-get -y -qq -o Dpkg::Use-Pty=0
 
