@@ -11,6 +11,7 @@
 package fsmap
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -31,48 +32,88 @@ func corrupt(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errCorrupt, fmt.Sprintf(format, a...))
 }
 
-// Used returns the filesystem found in the partition (r, size bytes) and the
-// byte extents it uses: sorted, merged, relative to the partition start and
-// block aligned. fstype is "ext2", "ext3", "ext4", "fat12", "fat16",
-// "fat32", "ntfs" or "raw".
-func Used(r io.ReaderAt, size int64) (fstype string, used []disk.Extent, err error) {
-	fstype, used, err = Detect(r, size)
+// Info is what Inspect learns about one partition.
+type Info struct {
+	// FSType is "ext2", "ext3", "ext4", "fat12", "fat16", "fat32", "ntfs",
+	// "xfs", "btrfs", "lvm2", "swap", "luks", "bitlocker" or "raw".
+	FSType string
+	// Used are the byte extents the filesystem uses: sorted, merged,
+	// relative to the partition start. Restore writes exactly these.
+	Used []disk.Extent
+	// Zero are extents inside Used whose contents are not worth keeping
+	// (Windows' pagefile.sys, hiberfil.sys, swapfile.sys): the image holds
+	// zeros there, the allocation stays.
+	Zero []disk.Extent
+	// Warnings are for the job log and the image: encrypted or unknown
+	// data copied raw, structures the reader did not trust.
+	Warnings []string
+	// Unsafe is set when an image of the filesystem as it stands would
+	// not work (a hibernated or dirty NTFS): capture refuses it unless
+	// forced. The message says how to fix the source.
+	Unsafe error
+}
+
+// Inspect maps the partition (r, size bytes): the filesystem, its used
+// extents and what capture must know about it. Filesystems whose
+// structures cannot be trusted are mapped raw, with a warning.
+func Inspect(r io.ReaderAt, size int64) (Info, error) {
+	info, err := detect(r, size)
 	if err == nil || !errors.Is(err, errCorrupt) {
-		return fstype, used, err
+		return info, err
 	}
-	used, err = Raw(r, size)
-	return "raw", used, err
+	used, rerr := Raw(r, size)
+	if rerr != nil {
+		return Info{}, rerr
+	}
+	return Info{FSType: "raw", Used: used, Warnings: []string{
+		fmt.Sprintf("%s structures not trusted (%v): copied raw (every non-zero block)", cmp.Or(info.FSType, "filesystem"), err)}}, nil
+}
+
+// Used returns the filesystem found in the partition (r, size bytes) and the
+// byte extents it uses (Inspect without the rest).
+func Used(r io.ReaderAt, size int64) (fstype string, used []disk.Extent, err error) {
+	info, err := Inspect(r, size)
+	return info.FSType, info.Used, err
 }
 
 // Detect is Used without the raw fallback: for a filesystem whose
 // structures are inconsistent it returns the reason as an error.
 func Detect(r io.ReaderAt, size int64) (string, []disk.Extent, error) {
-	typ, ex, err := detectFS(r, size)
-	if typ != "" || err != nil {
-		return typ, ex, err
-	}
-	ex, err = Raw(r, size)
-	return "raw", ex, err
+	info, err := detect(r, size)
+	return info.FSType, info.Used, err
 }
 
-// detectFS maps the filesystems Used knows; typ "" when there is none.
-func detectFS(r io.ReaderAt, size int64) (string, []disk.Extent, error) {
+// detect maps the partition; a filesystem it knows but does not trust
+// gives an error wrapping errCorrupt (with FSType set).
+func detect(r io.ReaderAt, size int64) (Info, error) {
+	info, err := detectFS(r, size)
+	if info.FSType != "" || err != nil {
+		return info, err
+	}
+	ex, err := Raw(r, size)
+	return Info{FSType: "raw", Used: ex}, err
+}
+
+// detectFS maps the filesystems Inspect knows; FSType "" when there is none.
+func detectFS(r io.ReaderAt, size int64) (Info, error) {
 	head := make([]byte, 4096)
 	n, err := r.ReadAt(head[:min(int64(len(head)), max(size, 0))], 0)
 	if err != nil && err != io.EOF {
-		return "", nil, fmt.Errorf("read filesystem header: %w", err)
+		return Info{}, fmt.Errorf("read filesystem header: %w", err)
 	}
 	head = head[:n]
 	switch {
 	case len(head) >= 2048 && binary.LittleEndian.Uint16(head[1024+0x38:]) == 0xef53:
-		return extUsed(r, size, head[1024:2048])
+		typ, ex, err := extUsed(r, size, head[1024:2048])
+		return Info{FSType: typ, Used: ex}, err
 	case len(head) >= 512 && string(head[3:11]) == "NTFS    ":
 		ex, err := ntfsUsed(r, size, head[:512])
-		return "ntfs", ex, err
+		return Info{FSType: "ntfs", Used: ex}, err
 	case len(head) >= 512 && isFAT(head):
-		return fatUsed(r, size, head[:512])
+		typ, ex, err := fatUsed(r, size, head[:512])
+		return Info{FSType: typ, Used: ex}, err
 	}
-	return "", nil, nil
+	return Info{}, nil
 }
 
 // Raw maps every RawGranularity block of the partition that holds a non-zero byte.

@@ -67,11 +67,12 @@ func FuzzUsed(f *testing.F) {
 		// The filesystem readers only: the raw fallback is a plain scan
 		// (TestRawZeroSkip) and would only slow the fuzzer down.
 		o := decodeOverlay(data)
-		_, ex, err := detectFS(o, o.size)
+		info, err := detectFS(o, o.size)
 		if err != nil && !errors.Is(err, errCorrupt) {
 			t.Fatalf("reading an in-memory disk: %v", err)
 		}
-		checkSorted(t, ex, o.size)
+		checkSorted(t, info.Used, o.size)
+		checkSorted(t, info.Zero, o.size)
 	})
 }
 
