@@ -15,6 +15,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/preboot/preboot/disk"
@@ -79,6 +81,10 @@ type Options struct {
 	// NoDelta makes Restore write every chunk instead of skipping those
 	// the disk already holds.
 	NoDelta bool
+	// Force, for Capture, captures filesystems fsmap calls unsafe (a
+	// hibernated or dirty NTFS) instead of refusing them; the image
+	// carries a warning.
+	Force bool
 	// NoGrowFS skips growing the last partition's ext filesystem after a
 	// restore onto a larger block device.
 	NoGrowFS bool
@@ -130,11 +136,18 @@ func isBlockDevice(f *os.File) bool {
 	return err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
 }
 
+// ErrUnsafe is wrapped by Capture's error when a filesystem must not be
+// captured as it stands (a hibernated or dirty NTFS) and Options.Force is
+// not set.
+var ErrUnsafe = errors.New("filesystem not safe to capture")
+
 // BuildLayout reads the partition table of a disk of size bytes and maps
 // the used bytes of every partition (fsmap) and the raw regions around
 // them. The image-safe area is left out of the regions, and zeroed in the
 // saved table bytes, so an image never carries its source's identity.
-func BuildLayout(ctx context.Context, r io.ReaderAt, size int64, log *slog.Logger) (image.Layout, *disk.Table, error) {
+// A filesystem fsmap calls unsafe fails it (wrapping ErrUnsafe) unless
+// force, which turns the refusal into a warning in the layout.
+func BuildLayout(ctx context.Context, r io.ReaderAt, size int64, force bool, log *slog.Logger) (image.Layout, *disk.Table, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -143,6 +156,8 @@ func BuildLayout(ctx context.Context, r io.ReaderAt, size int64, log *slog.Logge
 		return image.Layout{}, nil, fmt.Errorf("read partition table: %w", err)
 	}
 	var parts []image.Area
+	var zero []disk.Extent
+	var warnings, unsafe []string
 	for _, p := range t.Partitions {
 		if p.IsExtended() || p.Size <= 0 {
 			continue // EBRs land in the raw regions
@@ -154,20 +169,42 @@ func BuildLayout(ctx context.Context, r io.ReaderAt, size int64, log *slog.Logge
 			return image.Layout{}, nil, fmt.Errorf("partition %d (bytes %d–%d) lies outside the %d-byte disk",
 				p.Index, p.Start, p.End(), size)
 		}
-		fstype, used, err := fsmap.Used(io.NewSectionReader(r, p.Start, p.Size), p.Size)
+		info, err := fsmap.Inspect(io.NewSectionReader(r, p.Start, p.Size), p.Size)
 		if err != nil {
 			return image.Layout{}, nil, fmt.Errorf("partition %d: map used blocks: %w", p.Index, err)
 		}
+		used := info.Used
 		if used == nil {
 			used = []disk.Extent{}
 		}
-		var n int64
+		var n, nz int64
 		for _, e := range used {
 			n += e.Length
 		}
+		for _, e := range info.Zero {
+			nz += e.Length
+			zero = append(zero, disk.Extent{Offset: p.Start + e.Offset, Length: e.Length})
+		}
+		for _, w := range info.Warnings {
+			log.WarnContext(ctx, "partition "+strconv.Itoa(p.Index)+": "+w, "index", p.Index, "fstype", info.FSType)
+			warnings = append(warnings, fmt.Sprintf("partition %d (%s): %s", p.Index, info.FSType, w))
+		}
+		if info.Unsafe != nil {
+			msg := fmt.Sprintf("partition %d (%s): %v", p.Index, info.FSType, info.Unsafe)
+			if force {
+				log.WarnContext(ctx, "captured anyway (--force): "+msg, "index", p.Index)
+				warnings = append(warnings, "captured with --force: "+msg)
+			} else {
+				unsafe = append(unsafe, msg)
+			}
+		}
 		log.InfoContext(ctx, "partition mapped", "index", p.Index, "start", p.Start, "size", p.Size,
-			"fstype", fstype, "used", n)
-		parts = append(parts, image.Area{Index: p.Index, Start: p.Start, Size: p.Size, FSType: fstype, Used: used})
+			"fstype", info.FSType, "used", n, "zeroed", nz)
+		parts = append(parts, image.Area{Index: p.Index, Start: p.Start, Size: p.Size, FSType: info.FSType, Used: used})
+	}
+	if len(unsafe) > 0 {
+		return image.Layout{}, nil, fmt.Errorf("%w: %s; nothing was captured (force the capture with --force, or \"force\": true in the bundle, to take it as it is)",
+			ErrUnsafe, strings.Join(unsafe, "; "))
 	}
 	regions := image.Gaps(size, parts)
 	if t.Kind != "none" {
@@ -181,7 +218,7 @@ func BuildLayout(ctx context.Context, r io.ReaderAt, size int64, log *slog.Logge
 		return image.Layout{}, nil, err
 	}
 	return image.Layout{DiskSize: size, SectorSize: int64(t.SectorSize), Table: tj,
-		Partitions: parts, Regions: regions}, t, nil
+		Partitions: parts, Regions: regions, Zero: zero, Warnings: warnings}, t, nil
 }
 
 // holeUsed returns the used extents of a region [start, start+size) that
@@ -236,7 +273,7 @@ func Capture(ctx context.Context, opts Options) (*image.Manifest, error) {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
 	log.InfoContext(ctx, "capture start", "device", opts.Device, "size", size, "image", opts.Image)
-	layout, t, err := BuildLayout(ctx, f, size, log)
+	layout, t, err := BuildLayout(ctx, f, size, opts.Force, log)
 	if err != nil {
 		return nil, fmt.Errorf("capture %s: %w", opts.Device, err)
 	}
@@ -260,7 +297,8 @@ func Capture(ctx context.Context, opts Options) (*image.Manifest, error) {
 	if err := opts.Store.Publish(ctx, m); err != nil {
 		return nil, fmt.Errorf("capture %s: publish %s: %w", opts.Device, opts.Image, err)
 	}
-	log.InfoContext(ctx, "capture published", "image", m.Name, "used", m.Sizes.Used, "uploaded", m.Sizes.Uploaded)
+	log.InfoContext(ctx, "capture published", "image", m.Name, "used", m.Sizes.Used, "uploaded", m.Sizes.Uploaded,
+		"warnings", len(m.Warnings))
 	return m, nil
 }
 

@@ -211,7 +211,7 @@ func (r *jobRun) run(ctx context.Context) error {
 		return nil
 	case *bundle.Capture:
 		r.warnInfo(ctx, infoErr)
-		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression))
+		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression), p.Force)
 	case *bundle.Restore:
 		r.warnInfo(ctx, infoErr)
 		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions, false)
@@ -258,13 +258,14 @@ func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
 	return Options{Device: dev, Image: img, Store: st, Compression: compression, Progress: onProgress, Logger: r.log}
 }
 
-func (r *jobRun) capture(ctx context.Context, img, device string, compression int) error {
+func (r *jobRun) capture(ctx context.Context, img, device string, compression int, force bool) error {
 	dev, err := r.disk(device)
 	if err != nil {
 		return err
 	}
 	r.log.InfoContext(ctx, "capture", "image", img, "device", dev)
 	opts := r.imagingOptions(img, dev, compression)
+	opts.Force = force
 	opts.Source = map[string]string{"device": dev}
 	if r.job.MAC != "" {
 		opts.Source["mac"] = r.job.MAC

@@ -34,6 +34,10 @@ type Capture struct {
 	Compression int    `json:"compression,omitempty"` // zstd level 1..19, 0 = default (3)
 	Device      string `json:"device,omitempty"`
 	After       string `json:"after,omitempty"`
+	// Force captures filesystems that are not safe to image as they
+	// stand (a hibernated or dirty NTFS: Fast Startup leaves one) instead
+	// of failing the job; the image carries a warning.
+	Force bool `json:"force,omitempty"`
 }
 
 // Script is the parameters of script bundles: a shell script the agent

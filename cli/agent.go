@@ -105,6 +105,7 @@ func newAgent(g *globals) *cobra.Command {
 func newAgentCapture(g *globals) *cobra.Command {
 	var af agentFlags
 	var level int
+	var force bool
 	c := &cobra.Command{
 		Use:   "capture --server URL --device PATH --image NAME",
 		Short: "Capture a disk (or disk-image file) into an image",
@@ -118,7 +119,7 @@ func newAgentCapture(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := agent.Options{Device: af.device, Image: af.image, Store: st, Compression: level, Logger: log}
+			opts := agent.Options{Device: af.device, Image: af.image, Store: st, Compression: level, Force: force, Logger: log}
 			if !af.quiet {
 				opts.Progress = agentProgressPrinter(g.stderr)
 			}
@@ -136,6 +137,7 @@ func newAgentCapture(g *globals) *cobra.Command {
 	}
 	af.register(c)
 	c.Flags().IntVar(&level, "compression", image.DefaultLevel, "zstd level (1-19)")
+	c.Flags().BoolVar(&force, "force", false, "capture filesystems that are not safe to image as they stand (a hibernated or dirty NTFS)")
 	return c
 }
 

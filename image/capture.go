@@ -54,6 +54,9 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 	if err != nil {
 		return nil, err
 	}
+	if len(layout.Zero) > 0 {
+		src = &zeroMask{r: src, zero: NormalizeExtents(slices.Clone(layout.Zero))}
+	}
 	jobs := jobsFor(m, true)
 	m.Sizes.Used = m.UsedBytes()
 	if err := m.validate(false); err != nil {
@@ -270,6 +273,7 @@ func newManifest(l Layout, opts CaptureOptions) (*Manifest, error) {
 		ChunkSize: cs,
 		Disk:      Disk{Size: l.DiskSize, SectorSize: ss, Table: l.Table},
 		Sizes:     Sizes{Logical: l.DiskSize},
+		Warnings:  slices.Clone(l.Warnings),
 	}
 	if err := ValidName(m.Name); err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
@@ -297,4 +301,28 @@ func newManifest(l Layout, opts CaptureOptions) (*Manifest, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// zeroMask reads r with the zero extents cleared.
+type zeroMask struct {
+	r    io.ReaderAt
+	zero []disk.Extent // sorted, merged
+}
+
+func (z *zeroMask) ReadAt(p []byte, off int64) (int, error) {
+	n, err := z.r.ReadAt(p, off)
+	end := off + int64(n)
+	i, _ := slices.BinarySearchFunc(z.zero, off, func(e disk.Extent, o int64) int {
+		if e.End() <= o {
+			return -1
+		}
+		return 1
+	})
+	for ; i < len(z.zero) && z.zero[i].Offset < end; i++ {
+		lo, hi := max(z.zero[i].Offset, off), min(z.zero[i].End(), end)
+		if lo < hi {
+			clear(p[lo-off : hi-off])
+		}
+	}
+	return n, err
 }

@@ -28,6 +28,11 @@ type Layout struct {
 	// nothing in use. Chunks are ignored.
 	Partitions []Area
 	Regions    []Area
+	// Zero are disk byte extents read as zeros whatever the source holds
+	// (Windows' pagefile.sys, hiberfil.sys: allocated, contents not kept).
+	Zero []disk.Extent
+	// Warnings go into the manifest (encrypted or unknown data copied raw…).
+	Warnings []string
 }
 
 // Gaps returns the parts of a disk of diskSize bytes that no partition

@@ -48,6 +48,9 @@ type Manifest struct {
 	Partitions []Area `json:"partitions"`
 	Regions    []Area `json:"regions,omitempty"`
 	Sizes      Sizes  `json:"sizes"`
+	// Warnings are what the capture could not do well (encrypted data
+	// copied raw, structures not trusted, a filesystem captured dirty).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Disk is the source disk as a whole.
