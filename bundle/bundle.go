@@ -26,6 +26,13 @@ type Restore struct {
 	Partitions []int  `json:"partitions,omitempty"`
 	Device     string `json:"device,omitempty"` // a /dev path; "" = the first fixed disk
 	After      string `json:"after,omitempty"`  // reboot (default) or poweroff
+	// Disk selects the target disk by serial, WWN, model or size (see
+	// DiskRule); Device, when set, wins.
+	Disk *DiskRule `json:"disk,omitempty"`
+	// Personalize writes the device record's name (hostname, Windows
+	// computer name in a sysprep unattend.xml) and a fresh machine-id
+	// into the restored system. Off by default.
+	Personalize bool `json:"personalize,omitempty"`
 }
 
 // Capture is the parameters of image-capture bundles.
@@ -38,6 +45,8 @@ type Capture struct {
 	// stand (a hibernated or dirty NTFS: Fast Startup leaves one) instead
 	// of failing the job; the image carries a warning.
 	Force bool `json:"force,omitempty"`
+	// Disk selects the source disk (see DiskRule); Device, when set, wins.
+	Disk *DiskRule `json:"disk,omitempty"`
 }
 
 // Script is the parameters of script bundles: a shell script the agent
@@ -58,6 +67,9 @@ type Multicast struct {
 	MinClients int            `json:"min_clients,omitempty"`
 	MaxWait    store.Duration `json:"max_wait,omitempty"`
 	After      string         `json:"after,omitempty"`
+	// Disk and Personalize are as in Restore.
+	Disk        *DiskRule `json:"disk,omitempty"`
+	Personalize bool      `json:"personalize,omitempty"`
 }
 
 // OSInstall is the parameters of os-install bundles: boot Kernel with
@@ -154,9 +166,12 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 	var errs []error
 	switch v := p.(type) {
 	case *Restore:
-		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate())
+		if v.Personalize && len(v.Partitions) > 0 {
+			errs = append(errs, errors.New("personalize: only with a whole-disk restore (no partitions)"))
+		}
 	case *Capture:
-		errs = append(errs, imageName("image", v.Image), device("device", v.Device), after(&v.After))
+		errs = append(errs, imageName("image", v.Image), device("device", v.Device), after(&v.After), v.Disk.Validate())
 		if v.Compression < 0 || v.Compression > 19 {
 			errs = append(errs, fmt.Errorf("compression %d: want 1..19, or 0 for the default (3)", v.Compression))
 		}
@@ -175,7 +190,10 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 		}
 		errs = append(errs, after(&v.After))
 	case *Multicast:
-		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After))
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate())
+		if v.Personalize && len(v.Partitions) > 0 {
+			errs = append(errs, errors.New("personalize: only with a whole-disk restore (no partitions)"))
+		}
 		if v.MinClients < 0 || v.MinClients > 10000 {
 			errs = append(errs, fmt.Errorf("min_clients %d: want 1..10000 (0 = start on max_wait only)", v.MinClients))
 		}
