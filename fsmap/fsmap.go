@@ -112,6 +112,8 @@ func detectFS(r io.ReaderAt, size int64) (Info, error) {
 	case len(head) >= 512 && isFAT(head):
 		typ, ex, err := fatUsed(r, size, head[:512])
 		return Info{FSType: typ, Used: ex}, err
+	case isLVM2(head):
+		return lvmInspect(r, size, head)
 	}
 	return Info{}, nil
 }
