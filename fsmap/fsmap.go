@@ -107,8 +107,7 @@ func detectFS(r io.ReaderAt, size int64) (Info, error) {
 		typ, ex, err := extUsed(r, size, head[1024:2048])
 		return Info{FSType: typ, Used: ex}, err
 	case len(head) >= 512 && string(head[3:11]) == "NTFS    ":
-		ex, err := ntfsUsed(r, size, head[:512])
-		return Info{FSType: "ntfs", Used: ex}, err
+		return ntfsInspect(r, size, head[:512])
 	case len(head) >= 512 && isFAT(head):
 		typ, ex, err := fatUsed(r, size, head[:512])
 		return Info{FSType: typ, Used: ex}, err
