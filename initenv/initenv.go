@@ -2,7 +2,9 @@
 // the imaging environment (the initrd built by package envbuild): mount
 // the kernel file systems, read the preboot.* parameters from the kernel
 // command line, load the drivers for the hardware it finds (modalias →
-// modules.alias → modules.dep, finit_module), get an address by DHCPv4,
+// modules.alias → modules.dep, finit_module) and the ones imaging needs
+// (ImagingModules; efivarfs mounted on UEFI machines; /tmp a tmpfs of up
+// to 75 % of RAM), get an address by DHCPv4,
 // apply the optional updateDrivers.tgz overlay from the server, and hand
 // over to the agent. When the agent returns, it syncs and reboots (or
 // powers off); on a fatal error it prints the reason on the console and
@@ -267,6 +269,7 @@ func boot(ctx context.Context, logger *slog.Logger, handoff Handoff, env *Env, o
 		return fmt.Errorf("load drivers: %w", err)
 	}
 	logger.Info("drivers loaded", "count", len(mods), "modules", strings.Join(mods, ","))
+	env.Modules = append(env.Modules, prepareImaging(ctx, logger, loader, "/sys", "/dev", "/proc/misc")...)
 
 	if _, err := bringUpNetwork(ctx, logger, loader, env, opts); err != nil {
 		return err
@@ -299,32 +302,10 @@ func boot(ctx context.Context, logger *slog.Logger, handoff Handoff, env *Env, o
 // mountAll mounts the kernel file systems pid 1 needs; already-mounted
 // ones are fine.
 func mountAll() error {
-	mounts := []struct {
-		src, target, fstype string
-		flags               uintptr
-		data                string
-	}{
-		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
-		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
-		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
-		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "gid=5,mode=620,ptmxmode=666"},
-		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755"},
-		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777"},
-	}
-	var errs []error
-	for _, m := range mounts {
-		if err := os.MkdirAll(m.target, 0o755); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		err := unix.Mount(m.src, m.target, m.fstype, m.flags, m.data)
-		if err != nil && !errors.Is(err, unix.EBUSY) {
-			errs = append(errs, fmt.Errorf("mount %s on %s: %w", m.fstype, m.target, err))
-		}
-	}
+	err := mountUnder("/", kernelMounts(), true)
 	_ = os.Symlink("/proc/self/fd", "/dev/fd")
 	_ = os.Symlink("/proc/mounts", "/etc/mtab")
-	return errors.Join(errs...)
+	return err
 }
 
 // runShell runs busybox sh on the console with the environment exported.
