@@ -213,6 +213,36 @@ func (t *Table) mbrForDisk(newSize int64, growLast bool) (*Table, error) {
 }
 
 func (t *Table) gptForDisk(newSize int64, growLast bool) (*Table, error) {
+	return t.gptEdit(newSize, func(entries []byte, p *gptHeader, lastUsable uint64) error {
+		if growLast {
+			growLastGPT(entries, p, lastUsable)
+		}
+		return nil
+	})
+}
+
+// growLastGPT extends the entry that ends last to lastUsable.
+func growLastGPT(entries []byte, p *gptHeader, lastUsable uint64) {
+	{
+		best, bestEnd := -1, uint64(0)
+		for i := uint32(0); i < p.numEntries; i++ {
+			e := entries[int64(i)*int64(p.entrySize):]
+			if AllZero(e[:16]) {
+				continue
+			}
+			if end := binary.LittleEndian.Uint64(e[40:]); best < 0 || end > bestEnd {
+				best, bestEnd = int(i), end
+			}
+		}
+		if best >= 0 && bestEnd < lastUsable {
+			binary.LittleEndian.PutUint64(entries[int64(best)*int64(p.entrySize)+40:], lastUsable)
+		}
+	}
+}
+
+// gptEdit lays the saved GPT out on a disk of newSize bytes (backup
+// structures at the new end) after edit changed the entries.
+func (t *Table) gptEdit(newSize int64, edit func(entries []byte, p *gptHeader, lastUsable uint64) error) (*Table, error) {
 	_, l, err := parseGPT(t.rawReader(), t.DiskSize, t.SectorSize)
 	if err != nil {
 		return nil, fmt.Errorf("saved GPT: %w", err)
@@ -228,20 +258,8 @@ func (t *Table) gptForDisk(newSize int64, growLast bool) (*Table, error) {
 
 	entries := append([]byte(nil), l.primEntries...)
 	p := l.primary
-	if growLast {
-		best, bestEnd := -1, uint64(0)
-		for i := uint32(0); i < p.numEntries; i++ {
-			e := entries[int64(i)*int64(p.entrySize):]
-			if AllZero(e[:16]) {
-				continue
-			}
-			if end := binary.LittleEndian.Uint64(e[40:]); best < 0 || end > bestEnd {
-				best, bestEnd = int(i), end
-			}
-		}
-		if best >= 0 && bestEnd < lastUsable {
-			binary.LittleEndian.PutUint64(entries[int64(best)*int64(p.entrySize)+40:], lastUsable)
-		}
+	if err := edit(entries, p, lastUsable); err != nil {
+		return nil, err
 	}
 	crc := crc32IEEE(entries[:p.entriesBytes])
 
