@@ -54,13 +54,20 @@ type NIC struct {
 
 // DiskInfo is one disk with its partitions.
 type DiskInfo struct {
-	Name       string          `json:"name"`
-	Path       string          `json:"path"`
-	Size       int64           `json:"size"`
-	Model      string          `json:"model,omitempty"`
-	Serial     string          `json:"serial,omitempty"`
-	Rotational bool            `json:"rotational"`
-	Removable  bool            `json:"removable"`
+	Name       string `json:"name"`
+	Path       string `json:"path"`
+	Size       int64  `json:"size"`
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	Rotational bool   `json:"rotational"`
+	Removable  bool   `json:"removable"`
+	// WWN is the World Wide Name (sysfs wwid/wwn: naa.…, eui.…, t10.…).
+	WWN string `json:"wwn,omitempty"`
+	// SectorSize is the logical sector size (512 when sysfs does not say).
+	SectorSize int `json:"sector_size,omitempty"`
+	// Transport is how the disk is attached, when sysfs shows it: usb,
+	// nvme, mmc, virtio, ata, scsi.
+	Transport  string          `json:"transport,omitempty"`
 	Table      string          `json:"table,omitempty"` // gpt, mbr, none
 	DiskID     string          `json:"disk_id,omitempty"`
 	Partitions []PartitionInfo `json:"partitions,omitempty"`
@@ -242,14 +249,7 @@ func describeDisk(path string, r hostRoots) (DiskInfo, error) {
 		return d, err
 	}
 	if isBlockDevice(f) {
-		dir := filepath.Join(r.sys, "block", d.Name)
-		d.Model = readSys(filepath.Join(dir, "device/model"))
-		d.Serial = readSys(filepath.Join(dir, "device/serial"))
-		if d.Serial == "" {
-			d.Serial = readSys(filepath.Join(dir, "serial"))
-		}
-		d.Rotational = readSys(filepath.Join(dir, "queue/rotational")) == "1"
-		d.Removable = readSys(filepath.Join(dir, "removable")) == "1"
+		sysDiskAttrs(&d, r.sys) // disksel.go
 	}
 	t, err := disk.ReadTable(f, d.Size)
 	if err != nil {
