@@ -114,6 +114,12 @@ func detectFS(r io.ReaderAt, size int64) (Info, error) {
 	case isLVM2(head):
 		return lvmInspect(r, size, head)
 	}
+	if ok, err := isBtrfs(r, size); ok || err != nil {
+		if err != nil {
+			return Info{}, err
+		}
+		return btrfsInspect(r, size)
+	}
 	return Info{}, nil
 }
 
