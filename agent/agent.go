@@ -96,6 +96,11 @@ type Options struct {
 	// fallback. MulticastResult, when set, receives how the bytes came.
 	Multicast       *mcast.ReceiveOptions
 	MulticastResult *mcast.Result
+	// BootEntry, for a whole-disk Restore on a UEFI machine: "auto" (or
+	// "") creates the NVRAM boot entry of the restored OS's loader,
+	// keeping network boot first; "disk-first" puts it ahead of network
+	// boot; "off" leaves NVRAM alone. See ValidBootEntry.
+	BootEntry string
 
 	Progress         func(image.Progress)
 	ProgressInterval time.Duration // default 1 s

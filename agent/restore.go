@@ -147,6 +147,7 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 				log.WarnContext(ctx, "last filesystem not grown", "err", err)
 			}
 		}
+		opts.ensureBootEntry(ctx, f, size)
 	}
 	log.InfoContext(ctx, "restore done", "image", m.Name, "device", opts.Device)
 	return m, nil
