@@ -7,6 +7,9 @@
 //	                            it runs package initenv, then `agent auto`
 //	/bin/busybox + applet links the maintenance shell and tools (busybox-static)
 //	/sbin/modprobe → busybox    for the kernel's own request_module calls
+//	/usr/sbin/resize2fs, …      Debian's unmodified e2fsprogs, ntfs-3g and
+//	/lib/x86_64-linux-gnu/…     fatresize programs (DefaultTools) with their
+//	/lib64/ld-linux-x86-64.so.2 shared libraries and the dynamic loader
 //	/lib/modules/<v>/…          storage/NIC drivers (DESIGN §6) and their
 //	                            dependencies, uncompressed, with modules.dep,
 //	                            modules.alias, modules.softdep filtered to them
@@ -54,7 +57,12 @@ var DefaultModules = []string{
 	// storage
 	"virtio_blk", "virtio_scsi", "ahci", "ata_piix", "sd_mod", "nvme", "nvme_core",
 	// file systems for the shell (the agent reads them itself)
-	"ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8",
+	"ext4", "vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "nls_ascii",
+	// the agent's loop devices and device-mapper tables (LVM, sparse
+	// restores), XFS/Btrfs mounts for growing them, UEFI variables for boot
+	// entries; btrfs pulls libcrc32c, xor, raid6_pq, zstd and its checksums
+	"loop", "dm_mod", "xfs", "btrfs", "efivarfs",
+	"libcrc32c", "crc32c_generic", "crc32c_intel",
 }
 
 // Options configure Build.
@@ -65,7 +73,11 @@ type Options struct {
 	AgentBinary   string // static preboot binary that becomes /init
 	ExtraModules  []string
 	Busybox       string // busybox-static binary; "" = /bin/busybox
-	Logger        *slog.Logger
+	// Tools are the build machine's programs carried with their shared
+	// libraries (looked up in /usr/sbin, /usr/bin, /sbin, /bin); nil means
+	// DefaultTools. A missing tool is a warning, not an error.
+	Tools  []string
+	Logger *slog.Logger
 }
 
 // Result names the files Build wrote.
@@ -74,6 +86,13 @@ type Result struct {
 	Initrd        string // OutDir/initrd
 	KernelVersion string
 	Modules       []string // module names in the initrd
+	// Tools maps each carried program to its path in the environment
+	// ("resize2fs" → "/usr/sbin/resize2fs"); MissingTools are the
+	// requested ones that were not carried (not installed on the build
+	// machine, or a library missing).
+	Tools        map[string]string
+	MissingTools []string
+	Libraries    []string // the shared libraries and loader carried for them
 }
 
 // Manifest is OutDir/env.json: what the environment holds.
@@ -83,6 +102,11 @@ type Manifest struct {
 	InitrdSHA256  string   `json:"initrd_sha256"`
 	AgentSHA256   string   `json:"agent_sha256"`
 	Modules       []string `json:"modules"`
+	// Tools: program → path in the environment; MissingTools: requested
+	// programs the build machine could not supply.
+	Tools        map[string]string `json:"tools"`
+	MissingTools []string          `json:"missing_tools,omitempty"`
+	Libraries    []string          `json:"libraries,omitempty"`
 }
 
 // Build makes the imaging environment in opts.OutDir: "kernel" (Debian's
@@ -143,11 +167,23 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	toolNames := opts.Tools
+	if toolNames == nil {
+		toolNames = DefaultTools
+	}
+	tools, err := collectTools("/", toolNames, log)
+	if err != nil {
+		return Result{}, err
+	}
+	addTools(fsys, tools)
 	res := Result{
 		Kernel:        filepath.Join(opts.OutDir, "kernel"),
 		Initrd:        filepath.Join(opts.OutDir, "initrd"),
 		KernelVersion: version,
 		Modules:       mods,
+		Tools:         tools.Paths,
+		MissingTools:  tools.Missing,
+		Libraries:     tools.Libraries,
 	}
 	var img bytes.Buffer
 	if err := WriteInitrd(&img, fsys); err != nil {
@@ -163,13 +199,14 @@ func Build(ctx context.Context, opts Options) (Result, error) {
 	if err := writeAtomic(res.Initrd, img.Bytes()); err != nil {
 		return Result{}, err
 	}
-	m := Manifest{KernelVersion: version, KernelSHA256: sha(kernel), InitrdSHA256: sha(img.Bytes()), AgentSHA256: sha(agent), Modules: mods}
+	m := Manifest{KernelVersion: version, KernelSHA256: sha(kernel), InitrdSHA256: sha(img.Bytes()), AgentSHA256: sha(agent), Modules: mods,
+		Tools: tools.Paths, MissingTools: tools.Missing, Libraries: tools.Libraries}
 	mj, _ := json.MarshalIndent(m, "", "  ")
 	if err := writeAtomic(filepath.Join(opts.OutDir, "env.json"), append(mj, '\n')); err != nil {
 		return Result{}, err
 	}
 	log.Info("imaging environment built", "kernel", res.Kernel, "initrd", res.Initrd, "version", version,
-		"initrd_bytes", img.Len(), "modules", len(mods))
+		"initrd_bytes", img.Len(), "modules", len(mods), "tools", len(tools.Paths), "missing_tools", strings.Join(tools.Missing, ","))
 	return res, nil
 }
 
@@ -275,6 +312,8 @@ func initrdFiles(k *Kernel, modules []string, agent, busybox []byte, applets []s
 		rel, _ := filepath.Rel(path.Dir("/"+a), "/bin/busybox")
 		fsys[a] = File{Mode: modeLink, Data: []byte(rel)}
 	}
+	// e2fsprogs and ntfs-3g check /etc/mtab before touching a device.
+	fsys["etc/mtab"] = File{Mode: modeLink, Data: []byte("/proc/mounts")}
 	// request_module() runs /sbin/modprobe; busybox's reads modules.dep.
 	fsys["sbin/modprobe"] = File{Mode: modeLink, Data: []byte("../bin/busybox")}
 	for name, content := range etcFiles {
