@@ -102,7 +102,20 @@ func detectFS(r io.ReaderAt, size int64) (Info, error) {
 		return Info{}, fmt.Errorf("read filesystem header: %w", err)
 	}
 	head = head[:n]
+	// Encrypted volumes first: a BitLocker To Go volume shows a decoy FAT.
+	if isLUKS(head) {
+		return luksInfo(r, size, head)
+	}
+	if ok, err := isBitLocker(r, size, head); ok || err != nil {
+		if err != nil {
+			return Info{}, err
+		}
+		return bitLockerInfo(r, size)
+	}
 	switch {
+	case len(head) >= 512 && string(head[:4]) == "XFSB":
+		ex, err := xfsUsed(r, size, head)
+		return Info{FSType: "xfs", Used: ex}, err
 	case len(head) >= 2048 && binary.LittleEndian.Uint16(head[1024+0x38:]) == 0xef53:
 		typ, ex, err := extUsed(r, size, head[1024:2048])
 		return Info{FSType: typ, Used: ex}, err
@@ -120,7 +133,9 @@ func detectFS(r io.ReaderAt, size int64) (Info, error) {
 		}
 		return btrfsInspect(r, size)
 	}
-	return Info{}, nil
+	// Swap last: its signature sits at the end of a page that filesystems
+	// made over an old swap area may not have overwritten.
+	return swapInfo(r, size, head)
 }
 
 // Raw maps every RawGranularity block of the partition that holds a non-zero byte.
