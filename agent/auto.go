@@ -172,6 +172,9 @@ type jobRun struct {
 	base *slog.Logger // console only
 	ship *logShipper  // the job log
 	prog *progressState
+	// rule is the bundle's disk rule; personalize its personalize.
+	rule        *bundle.DiskRule
+	personalize bool
 }
 
 // jobAfter is what the machine does after the job: the job's After, else
@@ -211,12 +214,15 @@ func (r *jobRun) run(ctx context.Context) error {
 		return nil
 	case *bundle.Capture:
 		r.warnInfo(ctx, infoErr)
+		r.rule = p.Disk
 		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression), p.Force)
 	case *bundle.Restore:
 		r.warnInfo(ctx, infoErr)
+		r.rule, r.personalize = p.Disk, p.Personalize
 		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions, false)
 	case *bundle.Multicast:
 		r.warnInfo(ctx, infoErr)
+		r.rule, r.personalize = p.Disk, p.Personalize
 		return r.restore(ctx, cmp.Or(job.Image, p.Image), cmp.Or(p.Device, job.Device), p.Partitions, true)
 	case *bundle.Script:
 		r.warnInfo(ctx, infoErr)
@@ -234,16 +240,28 @@ func (r *jobRun) warnInfo(ctx context.Context, err error) {
 	}
 }
 
-// disk is the disk a job works on: the agent's override, the job's, else
-// the first fixed disk.
-func (r *jobRun) disk(jobDevice string) (string, error) {
+// disk is the disk a job works on: the agent's override, the job's
+// device, else the one disk the bundle's disk rule selects (SelectDisk;
+// without a rule the first fixed disk, with a warning when there are
+// several). No single match fails the job before any disk is touched.
+func (r *jobRun) disk(ctx context.Context, jobDevice string) (string, error) {
 	if r.o.Device != "" {
 		return r.o.Device, nil
 	}
 	if jobDevice != "" {
 		return jobDevice, nil
 	}
-	return DefaultDisk()
+	d, warn, err := SelectDisk(r.rule)
+	if err != nil {
+		return "", err
+	}
+	if warn != "" {
+		r.log.WarnContext(ctx, warn)
+	}
+	if !r.rule.IsZero() {
+		r.log.InfoContext(ctx, "disk selected", "rule", r.rule.String(), "device", d.Path, "disk", describeChoice(d))
+	}
+	return d.Path, nil
 }
 
 func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
@@ -259,7 +277,7 @@ func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
 }
 
 func (r *jobRun) capture(ctx context.Context, img, device string, compression int, force bool) error {
-	dev, err := r.disk(device)
+	dev, err := r.disk(ctx, device)
 	if err != nil {
 		return err
 	}
@@ -286,13 +304,19 @@ func (r *jobRun) capture(ctx context.Context, img, device string, compression in
 }
 
 func (r *jobRun) restore(ctx context.Context, img, device string, partitions []int, multicast bool) error {
-	dev, err := r.disk(device)
+	dev, err := r.disk(ctx, device)
 	if err != nil {
 		return err
 	}
 	r.log.InfoContext(ctx, "restore", "image", img, "device", dev, "partitions", partitions)
 	opts := r.imagingOptions(img, dev, 0)
 	opts.Partitions = partitions
+	if opts.Manifest, err = fetchManifest(ctx, opts); err != nil {
+		return fmt.Errorf("restore %s: get manifest: %w", img, err)
+	}
+	if err := CheckSectorSize(dev, opts.Manifest); err != nil {
+		return err
+	}
 	rec, err := ReadImageSafe(dev)
 	if err != nil {
 		if !errors.Is(err, ErrNoImageSafe) {
@@ -326,6 +350,9 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 		opts.MulticastResult = &res
 	}
 	_, err = Restore(ctx, opts)
+	if err == nil && r.personalize && len(partitions) == 0 {
+		Personalize(ctx, PersonalizeOptions{Device: dev, Hostname: r.job.Hostname, Logger: r.log})
+	}
 	if multicast {
 		b := res.Bytes
 		r.log.InfoContext(ctx, "multicast restore", "session", res.Session, "multicast", b.Multicast, "repair", b.Repair,
@@ -337,7 +364,7 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 // script runs a script bundle: its output goes to the job log line by
 // line (and to the console).
 func (r *jobRun) script(ctx context.Context, p *bundle.Script) error {
-	disk, err := r.disk("")
+	disk, err := r.disk(ctx, "")
 	if err != nil {
 		r.log.WarnContext(ctx, "no disk for PREBOOT_DISK", "err", err)
 		disk = ""

@@ -31,6 +31,9 @@ type Job struct {
 	After       string          `json:"after,omitempty"` // "reboot", "poweroff", "none"
 	Compression int             `json:"compression,omitempty"`
 	Device      string          `json:"device,omitempty"` // "" = first non-removable disk
+	// Hostname is the device record's name as a host label (RFC 1123),
+	// for bundles that personalize the restored system.
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // JobProgress is POSTed to /api/v1/agent/job/progress.
