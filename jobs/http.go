@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
 )
 
@@ -24,6 +25,9 @@ type Spec struct {
 	After       string          `json:"after"`
 	Compression int             `json:"compression,omitempty"`
 	Device      string          `json:"device,omitempty"`
+	// Hostname is the device record's name made a host label (RFC 1123),
+	// for bundles that personalize the restored system ("" when unnamed).
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // Result is the body of POST /api/v1/agent/job/result.
@@ -43,7 +47,13 @@ func (s *Service) AgentHandler() http.Handler {
 			s.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, Spec{ID: j.ID, Kind: j.Kind, Bundle: j.Bundle, Params: j.Params, Image: j.Image, MAC: j.MAC, After: j.After, Compression: j.Compression, Device: j.Device})
+		spec := Spec{ID: j.ID, Kind: j.Kind, Bundle: j.Bundle, Params: j.Params, Image: j.Image, MAC: j.MAC, After: j.After, Compression: j.Compression, Device: j.Device}
+		if d, err := s.Store.Device(r.Context(), j.MAC); err == nil {
+			spec.Hostname = bundle.ValidHostname(d.Name)
+		} else if !errors.Is(err, store.ErrNotFound) {
+			s.log().WarnContext(r.Context(), "job spec: device record unreadable; no hostname", "mac", j.MAC, "err", err)
+		}
+		writeJSON(w, http.StatusOK, spec)
 	}))
 	mux.HandleFunc("POST /api/v1/agent/job/progress", s.withJob(func(w http.ResponseWriter, r *http.Request, j store.Job) {
 		var p Progress
