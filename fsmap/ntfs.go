@@ -352,7 +352,10 @@ func (v *ntfsVol) specialFiles(r io.ReaderAt) (*ntfsSpecial, error) {
 			continue
 		}
 		c := cc[0]
-		if !c.complete || (isHiber && c.header == nil) {
+		if isHiber && c.header == nil {
+			continue // not checked, so not zeroed (warned above)
+		}
+		if !c.complete {
 			sp.warnings = append(sp.warnings, fmt.Sprintf("ntfs: %s (MFT record %d): %s: copied as is", name, c.rec, c.problem))
 			continue
 		}
