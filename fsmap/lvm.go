@@ -439,6 +439,7 @@ type lvmSeg struct {
 type lvmStripe struct {
 	pv string
 	pe int64
+	n  int64 // extents (only for the overlap check)
 }
 
 // parseLVMVG reads the VG metadata text for the PV whose label uuid is given.
@@ -537,7 +538,7 @@ func parseLVMLV(l *cfgSection) (*lvmLV, error) {
 				if pv.isNum || !pe.isNum || pe.num < 0 {
 					return nil, corrupt("lvm lv %s %s: bad stripe list", l.name, s.name)
 				}
-				sg.areas = append(sg.areas, lvmStripe{pv.str, pe.num})
+				sg.areas = append(sg.areas, lvmStripe{pv: pv.str, pe: pe.num})
 			}
 		}
 		if sg.typ != "striped" && sg.typ != "linear" {
@@ -632,9 +633,25 @@ func lvmInspect(r io.ReaderAt, size int64, head []byte) (Info, error) {
 // filesystems, everything allocated for the rest.
 func (vg *lvmVG) mapLVs(r io.ReaderAt, c, zero *collector, info *Info) error {
 	referenced := map[string]bool{}
+	// LVM never gives a PE to two LVs; metadata that does is not trusted
+	// (it would also make the LVs' filesystems be read more than once).
+	var pes []lvmStripe
 	for _, lv := range vg.lvs {
 		for _, n := range lv.refs {
 			referenced[n] = true
+		}
+		for _, sg := range lv.segs {
+			for _, a := range sg.areas {
+				if a.pv == vg.self {
+					pes = append(pes, lvmStripe{pe: a.pe, n: sg.count / max(sg.stripes, 1)})
+				}
+			}
+		}
+	}
+	sort.Slice(pes, func(i, j int) bool { return pes[i].pe < pes[j].pe })
+	for i := 1; i < len(pes); i++ {
+		if pes[i].pe < pes[i-1].pe+pes[i-1].n {
+			return corrupt("lvm metadata gives extent %d of pv %s twice", pes[i].pe, vg.self)
 		}
 	}
 	for _, lv := range vg.lvs {

@@ -403,7 +403,7 @@ description = "quote \" and backslash \\"
 		t.Fatalf("%+v", vg)
 	}
 	lv := vg.lvs[0]
-	if lv.name != "lv.1" || !lv.visible || len(lv.segs) != 1 || lv.segs[0].areas[0] != (lvmStripe{"pv0", 3}) {
+	if lv.name != "lv.1" || !lv.visible || len(lv.segs) != 1 || lv.segs[0].areas[0] != (lvmStripe{pv: "pv0", pe: 3}) {
 		t.Fatalf("%+v", lv)
 	}
 	root, _ := parseCfg(text)
