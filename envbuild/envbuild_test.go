@@ -418,7 +418,8 @@ func TestBoot(t *testing.T) {
 	for _, n := range strings.Split(mods[1], ",") {
 		loaded[n] = true
 	}
-	for _, want := range []string{"e1000", "virtio_net", "virtio_pci", "virtio_blk", "ahci", "ata_piix", "sd_mod", "virtio_rng"} {
+	for _, want := range []string{"e1000", "virtio_net", "virtio_pci", "virtio_blk", "ahci", "ata_piix", "sd_mod", "virtio_rng",
+		"loop", "dm_mod", "xfs", "btrfs"} {
 		if !loaded[want] {
 			t.Errorf("module %s not loaded (loaded: %s)", want, mods[1])
 		}
@@ -446,6 +447,16 @@ func TestBoot(t *testing.T) {
 		if !strings.Contains(s, want) {
 			t.Errorf("serial console lacks %q", want)
 		}
+	}
+	// Imaging: device-mapper, /tmp at 75 % of RAM, Debian's tools run.
+	for _, want := range []string{"PREBOOT-ENV-DM control", "PREBOOT-ENV-TOOL resize2fs: resize2fs 1.",
+		"PREBOOT-ENV-TOOL ntfsresize: ntfsresize v", "PREBOOT-ENV-TOOL fatresize: fatresize 1."} {
+		if !strings.Contains(s, want) {
+			t.Errorf("serial console lacks %q", want)
+		}
+	}
+	if m := regexp.MustCompile(`PREBOOT-ENV-TMP permille=(\d+)`).FindStringSubmatch(s); m == nil || m[1] < "740" || m[1] > "760" || len(m[1]) != 3 {
+		t.Errorf("/tmp size: %v, want 750 permille of RAM", m)
 	}
 	if strings.Contains(s, "PREBOOT-ENV-SCRIPT missing=") {
 		t.Error("a basic tool is missing from the environment")

@@ -7,9 +7,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/initenv"
@@ -47,6 +51,21 @@ func main() {
 		err := agent.RunScript(ctx, agent.ScriptOptions{Script: script, Timeout: 30 * time.Second,
 			Output: func(l string) { fmt.Printf("PREBOOT-ENV-SCRIPT %s\n", l) }})
 		fmt.Printf("PREBOOT-ENV-SCRIPT-RESULT %v\n", err)
+		// What imaging needs: the device-mapper control node, /tmp sized
+		// for spills, Debian's tools with their libraries.
+		if fi, err := os.Stat("/dev/mapper/control"); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			fmt.Println("PREBOOT-ENV-DM control")
+		}
+		var st unix.Statfs_t
+		var si unix.Sysinfo_t
+		if unix.Statfs("/tmp", &st) == nil && unix.Sysinfo(&si) == nil && st.Type == unix.TMPFS_MAGIC {
+			fmt.Printf("PREBOOT-ENV-TMP permille=%d\n", uint64(st.Blocks)*uint64(st.Bsize)*1000/(uint64(si.Totalram)*uint64(si.Unit)))
+		}
+		for _, c := range [][]string{{"/usr/sbin/resize2fs"}, {"/usr/sbin/ntfsresize", "--version"}, {"/usr/sbin/fatresize", "--help"}} {
+			out, _ := exec.CommandContext(ctx, c[0], c[1:]...).CombinedOutput()
+			first, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+			fmt.Printf("PREBOOT-ENV-TOOL %s: %s\n", filepath.Base(c[0]), first)
+		}
 		fmt.Printf("PREBOOT-ENV-OK %s\n", env.Addr.Addr())
 		env.After = initenv.PowerOff
 		return nil
