@@ -61,51 +61,71 @@ func FindLoaders(fs *FS, goarch string) ([]Loader, error) {
 		goarch = runtime.GOARCH
 	}
 	arch := archSuffix(goarch)
-	efi, err := fs.ReadDir(`\EFI`)
+	root, err := fs.ReadDir(`\`)
 	if err != nil {
 		return nil, err
 	}
-	file := func(dir DirEntry, names ...string) (string, bool) {
+	efi, ok := Find(root, "EFI")
+	if !ok || !efi.IsDir {
+		return nil, fmt.Errorf(`\EFI: %w`, ErrNotExist)
+	}
+	// Every directory is read once: \EFI, each of its first
+	// maxLoaderDirs subdirectories, and \EFI\Microsoft\Boot.
+	dirs, err := fs.ReadDirOf(efi)
+	if err != nil {
+		return nil, fmt.Errorf(`\EFI: %w`, err)
+	}
+	dirs = slices.DeleteFunc(slices.Clone(dirs), func(e DirEntry) bool { return !e.IsDir })
+	slices.SortStableFunc(dirs, func(a, b DirEntry) int {
+		return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name))
+	})
+	if len(dirs) > maxLoaderDirs {
+		dirs = dirs[:maxLoaderDirs]
+	}
+	// file is the first of names that is a non-empty file in ents.
+	file := func(ents []DirEntry, names ...string) (DirEntry, bool) {
 		for _, n := range names {
-			e, err := fs.Stat(`\EFI\` + dir.Name + `\` + n)
-			if err == nil && !e.IsDir && e.Size > 0 {
-				return `\EFI\` + dir.Name + `\` + e.Name, true
+			if e, ok := Find(ents, n); ok && !e.IsDir && e.Size > 0 {
+				return e, true
 			}
 		}
-		return "", false
+		return DirEntry{}, false
 	}
-	var out, distros []Loader
-	var fallback *Loader
-	dirs := slices.Clone(efi)
-	slices.SortFunc(dirs, func(a, b DirEntry) int { return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)) })
+	var windows, distros, fallback []Loader
 	for _, d := range dirs {
-		if !d.IsDir {
-			continue
+		ents, err := fs.ReadDirOf(d)
+		if err != nil {
+			continue // one unreadable directory hides no other loader
 		}
 		switch strings.ToLower(d.Name) {
 		case "microsoft":
-			boot, err := fs.Stat(`\EFI\` + d.Name + `\Boot\bootmgfw.efi`)
-			if err == nil && !boot.IsDir && boot.Size > 0 {
-				parent, _ := fs.Stat(`\EFI\` + d.Name + `\Boot`)
-				out = append(out, Loader{Path: `\EFI\` + d.Name + `\` + parent.Name + `\` + boot.Name,
+			boot, ok := Find(ents, "Boot")
+			if !ok || !boot.IsDir || len(windows) > 0 {
+				continue
+			}
+			bents, err := fs.ReadDirOf(boot)
+			if err != nil {
+				continue
+			}
+			if e, ok := file(bents, "bootmgfw.efi"); ok {
+				windows = append(windows, Loader{Path: `\EFI\` + d.Name + `\` + boot.Name + `\` + e.Name,
 					Description: "Windows Boot Manager"})
 			}
 		case "boot":
-			if p, ok := file(d, "BOOT"+strings.ToUpper(arch)+".EFI"); ok {
-				fallback = &Loader{Path: p, Description: "UEFI OS"}
+			if e, ok := file(ents, "BOOT"+strings.ToUpper(arch)+".EFI"); ok && len(fallback) == 0 {
+				fallback = append(fallback, Loader{Path: `\EFI\` + d.Name + `\` + e.Name, Description: "UEFI OS"})
 			}
 		default:
-			if p, ok := file(d, "shim"+arch+".efi", "grub"+arch+".efi"); ok {
-				distros = append(distros, Loader{Path: p, Description: d.Name})
+			if e, ok := file(ents, "shim"+arch+".efi", "grub"+arch+".efi"); ok {
+				distros = append(distros, Loader{Path: `\EFI\` + d.Name + `\` + e.Name, Description: d.Name})
 			}
 		}
 	}
-	out = append(out, distros...)
-	if fallback != nil {
-		out = append(out, *fallback)
-	}
-	return out, nil
+	return slices.Concat(windows, distros, fallback), nil
 }
+
+// maxLoaderDirs bounds the \EFI subdirectories looked into.
+const maxLoaderDirs = 64
 
 // FindESP returns the EFI System Partition of a GPT (or MBR) table.
 func FindESP(t *disk.Table) (disk.Partition, error) {

@@ -38,7 +38,7 @@ type DirEntry struct {
 
 // Bounds against hostile or corrupt filesystems.
 const (
-	maxDirEntries = 1 << 16 // entries read per directory
+	maxDirEntries = 1 << 14 // entries read per directory
 	maxDepth      = 16      // path components per lookup
 )
 
@@ -231,6 +231,14 @@ func (fs *FS) ReadDir(path string) ([]DirEntry, error) {
 	return ents, nil
 }
 
+// ReadDirOf lists the subdirectory e of a directory already read.
+func (fs *FS) ReadDirOf(e DirEntry) ([]DirEntry, error) {
+	if !e.IsDir {
+		return nil, fmt.Errorf("%s: not a directory", e.Name)
+	}
+	return fs.readDir(e.Cluster) // cluster 0: ".." of a top directory, the root
+}
+
 // Stat looks a path up; the returned entry's Name is the name as stored.
 func (fs *FS) Stat(path string) (DirEntry, error) {
 	comps := splitPath(path)
@@ -257,6 +265,9 @@ func splitPath(p string) []string {
 	}
 	return out
 }
+
+// Find returns the entry of ents called name, ignoring case.
+func Find(ents []DirEntry, name string) (DirEntry, bool) { return find(ents, name) }
 
 func find(ents []DirEntry, name string) (DirEntry, bool) {
 	for _, e := range ents {
