@@ -85,6 +85,11 @@ type Options struct {
 	// hibernated or dirty NTFS) instead of refusing them; the image
 	// carries a warning.
 	Force bool
+	// GrowPartition, for Restore onto a disk of another size, names the
+	// partition that takes the difference (0: the largest partition
+	// holding a filesystem the agent resizes; ESP, MSR and Recovery
+	// never); partitions after it move with it.
+	GrowPartition int
 	// NoGrowFS skips growing the last partition's ext filesystem after a
 	// restore onto a larger block device.
 	NoGrowFS bool
@@ -307,9 +312,16 @@ func Capture(ctx context.Context, opts Options) (*image.Manifest, error) {
 	return m, nil
 }
 
+// target is what a restore writes: the disk, or the disk seen in the
+// image's coordinates when partitions move.
+type target interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
 // restoreImage writes m onto f: from the multicast session when
 // o.Multicast is set, else from o.Store.
-func (o *Options) restoreImage(ctx context.Context, f *os.File, m *image.Manifest, ropts image.RestoreOptions) error {
+func (o *Options) restoreImage(ctx context.Context, f target, m *image.Manifest, ropts image.RestoreOptions) error {
 	if o.Multicast == nil {
 		return image.Restore(ctx, f, m, o.Store, ropts)
 	}

@@ -76,12 +76,6 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 	if len(opts.Partitions) > 0 {
 		return restorePartitions(ctx, f, size, m, opts)
 	}
-	need := max(m.Disk.Size, m.RequiredSize())
-	if size < need {
-		return nil, fmt.Errorf("restore %s onto %s: %w: the image needs %d bytes (%s), the disk has %d bytes (%s); nothing was written",
-			m.Name, opts.Device, image.ErrTargetTooSmall, need, human(need), size, human(size))
-	}
-
 	var tbl *disk.Table
 	if len(m.Disk.Table) > 0 {
 		tbl = new(disk.Table)
@@ -89,24 +83,42 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 			return nil, fmt.Errorf("restore %s: partition table in manifest: %w", m.Name, err)
 		}
 	}
+	plan, err := planResize(m, tbl, size, opts.GrowPartition, opts.NoGrowFS)
+	if err != nil {
+		return nil, fmt.Errorf("restore %s onto %s: %w", m.Name, opts.Device, err)
+	}
 	ropts := image.RestoreOptions{
 		TargetSize: size, Workers: opts.Workers, Progress: opts.Progress,
 		ProgressInterval: opts.interval(), Logger: log,
 	}
-	if !opts.NoDelta {
-		ropts.Current = f
-	}
-	grown := false
-	if size > m.Disk.Size && tbl != nil && (tbl.Kind == "gpt" || tbl.Kind == "mbr") {
-		nt, err := tbl.ForDisk(size, true)
-		if err != nil {
-			return nil, fmt.Errorf("restore %s onto %s: adjust partition table: %w; nothing was written", m.Name, opts.Device, err)
-		}
+	var dst target = f
+	var rt *relocTarget
+	if plan != nil {
+		nt := plan.table
 		scrubImageSafe(nt)
-		grown = true
 		ropts.SkipRegions = []string{"tail"}
-		ropts.WriteTable = func(_ context.Context, dst io.WriterAt) error { return disk.WriteTable(dst, nt) }
-		log.InfoContext(ctx, "partition table adjusted", "image_disk", m.Disk.Size, "target", size, "kind", tbl.Kind)
+		ropts.WriteTable = func(_ context.Context, _ io.WriterAt) error { return disk.WriteTable(f, nt) }
+		ropts.TargetSize = max(size, m.Disk.Size, m.RequiredSize()) // in the image's coordinates
+		relocate := false
+		for _, mv := range plan.moves {
+			relocate = relocate || mv.NewStart != mv.Start || mv.NewSize < mv.Size
+		}
+		if relocate {
+			if rt, err = newRelocTarget(f, plan); err != nil {
+				return nil, fmt.Errorf("restore %s onto %s: %w; nothing was written", m.Name, opts.Device, err)
+			}
+			defer rt.Close()
+			dst = rt
+		}
+		for _, mv := range plan.moves {
+			log.InfoContext(ctx, "partition placed", "index", mv.Index, "start", mv.Start, "size", mv.Size,
+				"new_start", mv.NewStart, "new_size", mv.NewSize)
+		}
+		log.InfoContext(ctx, "partition table adjusted", "image_disk", m.Disk.Size, "target", size, "kind", tbl.Kind,
+			"resized", plan.grow != nil, "shrink", plan.shrink)
+	}
+	if !opts.NoDelta {
+		ropts.Current = dst
 	}
 
 	// The record the disk holds now; it goes back after the restore.
@@ -124,7 +136,7 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 
 	log.InfoContext(ctx, "restore start", "image", m.Name, "device", opts.Device, "size", size,
 		"image_disk", m.Disk.Size, "delta", !opts.NoDelta)
-	if err := opts.restoreImage(ctx, f, m, ropts); err != nil {
+	if err := opts.restoreImage(ctx, dst, m, ropts); err != nil {
 		return nil, fmt.Errorf("restore %s onto %s: %w", m.Name, opts.Device, err)
 	}
 
@@ -142,11 +154,17 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 	if isBlockDevice(f) {
 		if err := rereadPartitions(f); err != nil {
 			log.WarnContext(ctx, "kernel did not re-read the partition table", "err", err)
-		} else if grown && !opts.NoGrowFS {
-			if err := growLastFS(ctx, opts.Device, m, tbl, log); err != nil {
-				log.WarnContext(ctx, "last filesystem not grown", "err", err)
-			}
 		}
+	}
+	if plan != nil && (plan.shrink || !opts.NoGrowFS) {
+		if err := finishResize(ctx, opts.Device, plan, rt, log); err != nil {
+			if plan.shrink {
+				return nil, fmt.Errorf("restore %s onto %s: %w (the shrunk filesystem is incomplete: restore again onto a larger disk)", m.Name, opts.Device, err)
+			}
+			log.WarnContext(ctx, "filesystem not grown: it keeps its size", "err", err)
+		}
+	}
+	if isBlockDevice(f) {
 		opts.ensureBootEntry(ctx, f, size)
 	}
 	log.InfoContext(ctx, "restore done", "image", m.Name, "device", opts.Device)
