@@ -330,10 +330,11 @@ func TestWriteBtrfsFuzzSeeds(t *testing.T) {
 		name string
 		args []string
 	}{
-		{"dup-4k", []string{"-n", "4096"}},
+		// DUP metadata needs 114 MiB, more than the overlay holds.
+		{"single-16k", []string{"-m", "single"}},
 		{"single-4k-rootdir", []string{"-n", "4096", "-m", "single", "--rootdir", small}},
-		{"no-fst-4k", []string{"-n", "4096", "-R", "^free-space-tree"}},
-		{"dup-16k", nil},
+		{"no-fst-4k", []string{"-n", "4096", "-m", "single", "-R", "^free-space-tree"}},
+		{"mixed-4k", []string{"-n", "4096", "--mixed", "--rootdir", small}},
 	}
 	const size = maxFuzzSize - 1 // 64 MiB: the largest the overlay holds
 	for _, s := range seeds {
