@@ -150,6 +150,9 @@ func xfsUsed(r io.ReaderAt, size int64, head []byte) ([]disk.Extent, error) {
 			return nil, err
 		}
 	}
+	if err := xfsLogClean(r, s, binary.BigEndian.Uint64(sb[48:]), binary.BigEndian.Uint32(sb[96:]), sb[124]); err != nil {
+		return nil, err
+	}
 	w := &xfsWalker{r: r, s: s, blk: make([]byte, s.blockSize),
 		budget: int64(s.dblocks)}
 	var c collector
@@ -351,4 +354,131 @@ func (w *xfsWalker) ag(agno uint32, c *collector) (uint64, error) {
 		c.add((agStart+int64(next))*s.blockSize, int64(agLen-next)*s.blockSize)
 	}
 	return uint64(freeblks) + uint64(flcount) + uint64(btreeblks), nil
+}
+
+// xfsLogClean reports whether the internal log ends with an unmount record
+// (a clean unmount), following the kernel's xlog_find_head and
+// xlog_check_unmount_rec conservatively: the head is where the cycle
+// number stamped in every 512-byte log block drops; the record just before
+// it must be a lone unmount record ending exactly at the head, and the
+// blocks around the head must be stamped consistently. Anything else
+// (a log to replay, torn writes, a format this reader does not know)
+// returns an error wrapping errCorrupt. The superblock counters cannot
+// show a dirty log: after a crash they may agree with stale AGFs.
+func xfsLogClean(r io.ReaderAt, s *xfsSB, logstart uint64, logblocks uint32, agblklog uint8) error {
+	be := binary.BigEndian
+	if agblklog > 31 {
+		return corrupt("xfs: agblklog %d", agblklog)
+	}
+	agno, agbno := logstart>>agblklog, logstart&(1<<agblklog-1)
+	start := agno*uint64(s.agBlocks) + agbno
+	if agno >= uint64(s.agCount) || agbno >= uint64(s.agBlocks) || logblocks == 0 ||
+		start+uint64(logblocks) > s.dblocks {
+		return corrupt("xfs: log at %d+%d outside the filesystem", logstart, logblocks)
+	}
+	base := int64(start) * s.blockSize
+	n := int64(logblocks) * s.blockSize / 512 // log blocks of 512 bytes
+	bb := make([]byte, 512)
+	read := func(b int64) ([]byte, error) {
+		return bb, disk.ReadFull(r, bb, base+b*512)
+	}
+	cycle := func(b int64) (uint32, error) {
+		p, err := read(b)
+		if err != nil {
+			return 0, err
+		}
+		if be.Uint32(p) == 0xfeedbabe {
+			return be.Uint32(p[4:]), nil
+		}
+		return be.Uint32(p), nil
+	}
+	first, err := cycle(0)
+	if err != nil {
+		return err
+	}
+	last, err := cycle(n - 1)
+	if err != nil {
+		return err
+	}
+	head := n // the log has wrapped exactly: the head is at its end
+	if first != last {
+		if last+1 != first {
+			return corrupt("xfs: log cycles %d..%d", first, last)
+		}
+		lo, hi := int64(0), n-1 // cycle(lo) == first, cycle(hi) == last
+		for hi-lo > 1 {
+			mid := lo + (hi-lo)/2
+			c, err := cycle(mid)
+			if err != nil {
+				return err
+			}
+			if c == first {
+				lo = mid
+			} else {
+				hi = mid
+			}
+		}
+		head = hi
+	}
+	// Around the head: the newest writes may have left holes (up to
+	// eight in-core logs of 256 KiB), so check the stamps of a window.
+	const window = 8 * 512
+	win := make([]byte, 512*min(window, n))
+	check := func(from, to int64, want uint32, eq bool) error {
+		w := win[:512*(to-from)]
+		if err := disk.ReadFull(r, w, base+from*512); err != nil {
+			return err
+		}
+		for i := 0; i < len(w); i += 512 {
+			c := be.Uint32(w[i:])
+			if c == 0xfeedbabe {
+				c = be.Uint32(w[i+4:])
+			}
+			if (c == want) != eq {
+				return corrupt("xfs: log block %d has cycle %d next to the head at %d: the log is not clean", from+int64(i/512), c, head)
+			}
+		}
+		return nil
+	}
+	if err := check(max(0, head-window), head, first, true); err != nil {
+		return err
+	}
+	if head < n {
+		if err := check(head, min(head+window, n), first, false); err != nil {
+			return err
+		}
+	}
+	// The last record header before the head.
+	rec := int64(-1)
+	for i := int64(1); i <= min(window, n); i++ {
+		b := ((head-i)%n + n) % n
+		p, err := read(b)
+		if err != nil {
+			return err
+		}
+		if be.Uint32(p) == 0xfeedbabe {
+			rec = b
+			break
+		}
+	}
+	if rec < 0 {
+		return corrupt("xfs: no log record before the head at %d", head)
+	}
+	p, _ := read(rec)
+	hlen, ops, version, hsize := int64(be.Uint32(p[12:])), be.Uint32(p[40:]), be.Uint32(p[8:]), int64(be.Uint32(p[320:]))
+	hblks := int64(1)
+	if version&2 != 0 && hsize > 32768 {
+		hblks = (hsize + 32767) / 32768
+	}
+	if hlen <= 0 || hlen > 1<<20 || ops != 1 || (rec+hblks+(hlen+511)/512)%n != head%n {
+		return corrupt("xfs: the last log record (block %d, %d ops, %d bytes) does not end at the head %d: the log is not clean", rec, ops, hlen, head)
+	}
+	op, err := read((rec + hblks) % n)
+	if err != nil {
+		return err
+	}
+	if op[8] != 0xaa || op[9]&0x20 == 0 { // XFS_LOG client, XLOG_UNMOUNT_TRANS
+		return corrupt("xfs: the last log record is not an unmount record: the log is not clean")
+	}
+	return nil
 }
