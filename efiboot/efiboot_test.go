@@ -510,3 +510,39 @@ func TestSetImmutable(t *testing.T) {
 		t.Errorf("missing variable: %v", err)
 	}
 }
+
+// TestDirectoryLoop makes a directory's cluster chain point back at
+// itself: reading it fails instead of looping.
+func TestDirectoryLoop(t *testing.T) {
+	files := map[string]string{"EFI/debian/grubx64.efi": "MZ"}
+	for i := range 40 {
+		files["EFI/long-file-name-number-"+strconv.Itoa(i)+".txt"] = "x"
+	}
+	img := makeESP(t, 64, "32", files)
+	fs := openESP(t, img)
+	efi, err := fs.Stat(`\EFI`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := fs.next(efi.Cluster)
+	if err != nil || fs.isEOC(next) {
+		t.Fatalf("\\EFI is one cluster (next %#x, %v); the test needs a chain", next, err)
+	}
+	// FAT32 entry of the second cluster → the first.
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{byte(efi.Cluster), byte(efi.Cluster >> 8), byte(efi.Cluster >> 16), byte(efi.Cluster >> 24)}
+	if _, err := f.WriteAt(b, fs.fatOff+4*int64(next)); err != nil {
+		t.Fatal(err)
+	}
+	fs = openESP(t, img)
+	if _, err := fs.ReadDir(`\EFI`); err == nil || !strings.Contains(err.Error(), "loops") {
+		t.Errorf("ReadDir of a looping directory: %v", err)
+	}
+	if _, err := FindLoaders(fs, "amd64"); err == nil {
+		t.Error("FindLoaders read a looping \\EFI")
+	}
+}
