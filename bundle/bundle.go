@@ -33,6 +33,38 @@ type Restore struct {
 	// computer name in a sysprep unattend.xml) and a fresh machine-id
 	// into the restored system. Off by default.
 	Personalize bool `json:"personalize,omitempty"`
+	Resize
+}
+
+// Resize is how a whole-disk restore fits a disk of another size and
+// boots on UEFI; restore and multicast bundles share it.
+type Resize struct {
+	// GrowPartition names the partition that takes a larger disk's
+	// space, or gives up what a smaller disk lacks; partitions after it
+	// move with it. 0 = the largest partition holding a filesystem the
+	// agent resizes (never an ESP, MSR or Recovery partition).
+	GrowPartition int `json:"grow_partition,omitempty"`
+	// BootEntry is "auto" (default: on a UEFI machine, create the boot
+	// entry of the restored OS's loader in NVRAM, network boot kept
+	// first), "disk-first" (the same, the disk ahead of network boot) or
+	// "off".
+	BootEntry string `json:"boot_entry,omitempty"`
+}
+
+func (r Resize) validate(parts []int) error {
+	var errs []error
+	if r.GrowPartition < 0 || r.GrowPartition > 128 {
+		errs = append(errs, fmt.Errorf("grow_partition %d: want a partition number 1..128, or 0 for automatic", r.GrowPartition))
+	}
+	if r.GrowPartition > 0 && len(parts) > 0 {
+		errs = append(errs, errors.New("grow_partition: only with a whole-disk restore (a partition restore keeps the disk's table)"))
+	}
+	switch r.BootEntry {
+	case "", "auto", "disk-first", "off":
+	default:
+		errs = append(errs, fmt.Errorf("boot_entry %q: want auto, disk-first or off", r.BootEntry))
+	}
+	return errors.Join(errs...)
 }
 
 // Capture is the parameters of image-capture bundles.
@@ -67,9 +99,10 @@ type Multicast struct {
 	MinClients int            `json:"min_clients,omitempty"`
 	MaxWait    store.Duration `json:"max_wait,omitempty"`
 	After      string         `json:"after,omitempty"`
-	// Disk and Personalize are as in Restore.
+	// Disk, Personalize and Resize are as in Restore.
 	Disk        *DiskRule `json:"disk,omitempty"`
 	Personalize bool      `json:"personalize,omitempty"`
+	Resize
 }
 
 // OSInstall is the parameters of os-install bundles: boot Kernel with
@@ -166,7 +199,8 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 	var errs []error
 	switch v := p.(type) {
 	case *Restore:
-		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate())
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate(),
+			v.Resize.validate(v.Partitions))
 		if v.Personalize && len(v.Partitions) > 0 {
 			errs = append(errs, errors.New("personalize: only with a whole-disk restore (no partitions)"))
 		}
@@ -190,7 +224,7 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 		}
 		errs = append(errs, after(&v.After))
 	case *Multicast:
-		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate())
+		errs = append(errs, imageRef("image", v.Image), partitions(v.Partitions), device("device", v.Device), after(&v.After), v.Disk.Validate(), v.Resize.validate(v.Partitions))
 		if v.Personalize && len(v.Partitions) > 0 {
 			errs = append(errs, errors.New("personalize: only with a whole-disk restore (no partitions)"))
 		}
