@@ -144,16 +144,21 @@ func newAgentCapture(g *globals) *cobra.Command {
 func newAgentRestore(g *globals) *cobra.Command {
 	var af agentFlags
 	var noDelta, noGrow, multicast, peersOnly bool
-	var minClients int
+	var minClients, growPart int
+	var bootEntry string
 	var maxWait time.Duration
 	var mcIface string
 	var seedFor time.Duration
 	c := &cobra.Command{
 		Use:   "restore --server URL --device PATH --image NAME",
 		Short: "Restore an image onto a disk (or disk-image file)",
-		Long: "Restore an image onto a disk. A smaller disk is refused before anything is written; on a larger\n" +
-			"disk the partition table is adjusted and the last partition grows. Chunks the disk already holds\n" +
-			"are skipped (delta restore) unless --no-delta. The disk's image-safe data is kept.\n\n" +
+		Long: "Restore an image onto a disk. On a disk of another size one partition takes the difference (the\n" +
+			"largest with ext2/3/4, NTFS, XFS or Btrfs, never an ESP, MSR or Recovery; --grow-partition names\n" +
+			"another) and the partitions after it move with it; its filesystem grows, or shrinks (ext, NTFS,\n" +
+			"Btrfs) when the disk is smaller and the data in use fits; otherwise the restore is refused before\n" +
+			"anything is written. On a UEFI machine the restored OS's loader gets its NVRAM boot entry\n" +
+			"(--boot-entry). Chunks the disk already holds are skipped (delta restore) unless --no-delta. The\n" +
+			"disk's image-safe data is kept.\n\n" +
 			"With --multicast the restore joins the image's running or next multicast session (an admin token\n" +
 			"creates one with --min-clients/--max-wait as its start rule) and gets what multicast does not bring\n" +
 			"over HTTP; with --peers it fetches from the session's other receivers (and the server) over HTTP only.\n" +
@@ -168,7 +173,11 @@ func newAgentRestore(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			opts := agent.Options{Device: af.device, Image: af.image, Store: st, NoDelta: noDelta, NoGrowFS: noGrow, Logger: log}
+			if err := agent.ValidBootEntry(bootEntry); err != nil {
+				return err
+			}
+			opts := agent.Options{Device: af.device, Image: af.image, Store: st, NoDelta: noDelta, NoGrowFS: noGrow,
+				GrowPartition: growPart, BootEntry: bootEntry, Logger: log}
 			if !af.quiet {
 				opts.Progress = agentProgressPrinter(g.stderr)
 			}
@@ -218,7 +227,9 @@ func newAgentRestore(g *globals) *cobra.Command {
 	}
 	af.register(c)
 	c.Flags().BoolVar(&noDelta, "no-delta", false, "write every chunk, do not compare with the disk's content")
-	c.Flags().BoolVar(&noGrow, "no-grow-fs", false, "do not grow the last ext filesystem on a larger disk")
+	c.Flags().BoolVar(&noGrow, "no-grow-fs", false, "on a larger disk, do not grow the filesystem of the partition that takes the space")
+	c.Flags().IntVar(&growPart, "grow-partition", 0, "on a disk of another size, the partition that takes (or gives up) the difference (0: automatic)")
+	c.Flags().StringVar(&bootEntry, "boot-entry", "auto", "UEFI NVRAM boot entry of the restored OS: auto (network boot kept first), disk-first or off")
 	c.Flags().BoolVar(&multicast, "multicast", false, "get the chunks from the image's multicast session (HTTP for the rest)")
 	c.Flags().BoolVar(&peersOnly, "peers", false, "get the chunks from the session's other receivers over HTTP (no multicast)")
 	c.Flags().IntVar(&minClients, "min-clients", 0, "start a new session when this many receivers joined (with --multicast or --peers)")
