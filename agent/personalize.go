@@ -71,6 +71,12 @@ func Personalize(ctx context.Context, o PersonalizeOptions) PersonalizeResult {
 		if ctx.Err() != nil {
 			return res
 		}
+		node, release, err := partitionDevice(ctx, o.Device, p)
+		if err != nil {
+			log.WarnContext(ctx, "personalize: partition not reachable", "device", o.Device, "partition", p.index, "err", err)
+			continue
+		}
+		p.node = node
 		switch p.fstype {
 		case "ext2", "ext3", "ext4", "xfs", "btrfs":
 			changed, err := personalizeLinuxPartition(ctx, p, host, log)
@@ -90,6 +96,9 @@ func Personalize(ctx context.Context, o PersonalizeOptions) PersonalizeResult {
 				res.Windows = append(res.Windows, p.node)
 			}
 		}
+		if err := release(); err != nil {
+			log.WarnContext(ctx, "personalize: detach partition", "partition", p.node, "err", err)
+		}
 	}
 	if len(res.Linux)+len(res.Windows) == 0 {
 		log.InfoContext(ctx, "personalize: no Linux root or sysprep answer file found; nothing changed", "device", o.Device)
@@ -99,14 +108,14 @@ func Personalize(ctx context.Context, o PersonalizeOptions) PersonalizeResult {
 
 // restoredPart is one partition of the restored disk.
 type restoredPart struct {
-	index  int
-	node   string // /dev/sda2
-	fstype string
+	index       int
+	start, size int64
+	node        string // /dev/sda2 or a loop device over it
+	fstype      string
 }
 
-// restoredPartitions reads the disk's partition table and finds each
-// partition's device node (waiting a little for the kernel to create it
-// after the restore re-read the table).
+// restoredPartitions reads the disk's partition table and sniffs each
+// partition's filesystem.
 func restoredPartitions(ctx context.Context, dev string) ([]restoredPart, error) {
 	f, err := os.Open(dev)
 	if err != nil {
@@ -135,25 +144,44 @@ func restoredPartitions(ctx context.Context, dev string) ([]restoredPart, error)
 		default:
 			continue
 		}
-		node, err := partitionNode(ctx, f, p.Index)
-		if err != nil {
-			return out, fmt.Errorf("partition %d: %w", p.Index, err)
-		}
-		out = append(out, restoredPart{index: p.Index, node: node, fstype: fst})
+		out = append(out, restoredPart{index: p.Index, start: p.Start, size: p.Size, fstype: fst})
 	}
 	return out, nil
 }
 
+// partitionDevice is a block device of partition p of disk dev: the
+// kernel's node (/dev/sda2, found through sysfs), else — when the kernel
+// shows no partitions (a loop device without partition scanning) — a
+// loop device over the partition's bytes. release detaches that loop.
+func partitionDevice(ctx context.Context, dev string, p restoredPart) (node string, release func() error, err error) {
+	f, err := os.Open(dev)
+	if err != nil {
+		return "", nil, err
+	}
+	defer f.Close()
+	node, err = partitionNode(ctx, f, p.index)
+	if err == nil {
+		return node, func() error { return nil }, nil
+	}
+	node, release, lerr := attachPartLoop(dev, p.start, p.size)
+	if lerr != nil {
+		return "", nil, errors.Join(err, lerr)
+	}
+	return node, release, nil
+}
+
 // partitionNode finds /dev/NAME of partition index of the disk f through
-// sysfs (SYS/dev/block/MAJ:MIN/NAME/partition), waiting up to 10 s for
-// the kernel and devtmpfs.
+// sysfs (SYS/dev/block/MAJ:MIN/NAME/partition): the kernel re-read the
+// table after the restore; devtmpfs may take a moment for the node. It
+// waits up to 2 s for the partition and 10 s for its node.
 func partitionNode(ctx context.Context, f *os.File, index int) (string, error) {
 	dir, err := sysDirOf(f)
 	if err != nil {
 		return "", err
 	}
 	var last error
-	for range 100 {
+	for i := range 100 {
+		last = nil
 		es, _ := os.ReadDir(dir)
 		for _, e := range es {
 			if readSys(filepath.Join(dir, e.Name(), "partition")) == fmt.Sprint(index) {
@@ -161,11 +189,14 @@ func partitionNode(ctx context.Context, f *os.File, index int) (string, error) {
 				if _, err := os.Stat(node); err == nil {
 					return node, nil
 				}
-				last = fmt.Errorf("%s: no device node yet", node)
+				last = fmt.Errorf("%s: no device node", node)
 			}
 		}
 		if last == nil {
 			last = fmt.Errorf("the kernel shows no partition %d under %s", index, dir)
+			if i >= 20 {
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -469,6 +500,9 @@ func SetComputerName(doc []byte, name string) ([]byte, error) {
 			if depth == 1 {
 				if t.Name.Local != "unattend" {
 					return nil, fmt.Errorf("the root element is <%s>, not <unattend>", t.Name.Local)
+				}
+				if selfClosing {
+					return nil, errors.New("an empty <unattend/> document")
 				}
 				rootSeen = true
 			}

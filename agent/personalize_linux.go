@@ -5,6 +5,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,4 +53,49 @@ func sysDirOf(f interface{ Fd() uintptr }) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%s/dev/block/%d:%d", defaultRoots.sys, unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))), nil
+}
+
+// attachPartLoop attaches a free loop device to size bytes of dev at off
+// (as losetup --offset --sizelimit does); release detaches it.
+func attachPartLoop(dev string, off, size int64) (string, func() error, error) {
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("loop device: %w", err)
+	}
+	defer ctl.Close()
+	back, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return "", nil, err
+	}
+	defer back.Close()
+	var last error
+	for range 8 { // another process may take the free device first
+		n, err := unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE)
+		if err != nil {
+			return "", nil, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+		}
+		path := fmt.Sprintf("/dev/loop%d", n)
+		lf, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return "", nil, fmt.Errorf("loop device: %w", err)
+		}
+		cfg := unix.LoopConfig{Fd: uint32(back.Fd()), Info: unix.LoopInfo64{Offset: uint64(off), Sizelimit: uint64(size)}}
+		if err := unix.IoctlLoopConfigure(int(lf.Fd()), &cfg); err != nil {
+			lf.Close()
+			last = fmt.Errorf("LOOP_CONFIGURE %s: %w", path, err)
+			if errors.Is(err, unix.EBUSY) {
+				continue
+			}
+			return "", nil, last
+		}
+		release := func() error {
+			defer lf.Close()
+			if err := unix.IoctlSetInt(int(lf.Fd()), unix.LOOP_CLR_FD, 0); err != nil {
+				return fmt.Errorf("LOOP_CLR_FD %s: %w", path, err)
+			}
+			return nil
+		}
+		return path, release, nil
+	}
+	return "", nil, last
 }
