@@ -218,7 +218,7 @@ func (fs *btrfsFS) physToChunk(phys int64) int64 {
 func TestBtrfsRefuses(t *testing.T) {
 	need(t, "mkfs.btrfs")
 	dir := t.TempDir()
-	const size = 256 << 20
+	const size = 128 << 20
 	img := sparse(t, dir, size)
 	run(t, "mkfs.btrfs", "-q", "-f", img)
 	orig, err := os.ReadFile(img)
@@ -262,6 +262,9 @@ func TestBtrfsRefuses(t *testing.T) {
 			typ, _, err := Detect(o, size)
 			if !errors.Is(err, errCorrupt) || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
 				t.Fatalf("Detect: %s, %v; want errCorrupt with %q", typ, err, tc.want)
+			}
+			if tc.name != "two-devices" {
+				return // the raw fallback is the same for all (and slow under -race)
 			}
 			info, err := Inspect(o, size)
 			if err != nil || info.FSType != "raw" || len(info.Warnings) == 0 {
