@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/preboot/preboot/agent"
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/mcast"
@@ -30,6 +32,9 @@ type agentFlags struct {
 	device, image       string
 	logLevel            string
 	quiet               bool
+	// disk is the --disk-* rule that picks the device when --device is
+	// not given.
+	disk bundle.DiskRule
 }
 
 func (a *agentFlags) register(cmd *cobra.Command) {
@@ -39,12 +44,40 @@ func (a *agentFlags) register(cmd *cobra.Command) {
 	f.StringVar(&a.tokenFile, "token-file", "", "file holding the token (default: $PREBOOT_TOKEN)")
 	f.StringVar(&a.tlsPin, "tls-fingerprint", "", "accept exactly the https server certificate with this fingerprint, sha256:HEX (default: $PREBOOT_TLS_FINGERPRINT)")
 	f.StringVar(&a.repo, "repo", "", "use a local image repository directory instead of a server")
-	f.StringVar(&a.device, "device", "", "block device or disk-image file (required)")
+	f.StringVar(&a.device, "device", "", "block device or disk-image file (or choose the disk with --disk-*)")
+	f.StringVar(&a.disk.Serial, "disk-serial", "", "choose the disk with this serial number (removable and USB disks too)")
+	f.StringVar(&a.disk.WWN, "disk-wwn", "", "choose the disk with this WWN, e.g. 0x5000c500a1b2c3d4 (removable and USB disks too)")
+	f.StringVar(&a.disk.Model, "disk-model", "", "choose the fixed disk whose model matches (exactly or a glob with * and ?)")
+	f.StringVar(&a.disk.Size, "disk-size", "", "choose the fixed disk whose size fits: >=200G, <=1T, 200G-600G, largest, smallest (K/M/G/T: powers of 1024; KB/MB/GB/TB: of 1000)")
 	f.StringVar(&a.image, "image", "", "image name (required)")
 	f.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.BoolVarP(&a.quiet, "quiet", "q", false, "no progress lines")
-	_ = cmd.MarkFlagRequired("device")
 	_ = cmd.MarkFlagRequired("image")
+}
+
+// resolveDevice sets a.device from the --disk-* rule when --device is not
+// given: exactly one disk must match (agent.SelectDisk), else nothing is
+// touched and the error lists the disks.
+func (a *agentFlags) resolveDevice(ctx context.Context, log *slog.Logger) error {
+	rule := a.disk
+	switch {
+	case a.device != "" && !rule.IsZero():
+		return errors.New("--device and --disk-*: give one, not both")
+	case a.device != "":
+		return nil
+	case rule.IsZero():
+		return errors.New("--device, or --disk-serial/--disk-wwn/--disk-model/--disk-size to choose the disk, is required")
+	}
+	if err := rule.Validate(); err != nil {
+		return err
+	}
+	d, _, err := agent.SelectDisk(&rule)
+	if err != nil {
+		return err
+	}
+	log.InfoContext(ctx, "disk selected", "rule", rule.String(), "device", d.Path)
+	a.device = d.Path
+	return nil
 }
 
 type agentStore interface {
@@ -119,6 +152,9 @@ func newAgentCapture(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := af.resolveDevice(cmd.Context(), log); err != nil {
+				return err
+			}
 			opts := agent.Options{Device: af.device, Image: af.image, Store: st, Compression: level, Force: force, Logger: log}
 			if !af.quiet {
 				opts.Progress = agentProgressPrinter(g.stderr)
@@ -149,6 +185,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 	var maxWait time.Duration
 	var mcIface string
 	var seedFor time.Duration
+	var personalize string
 	c := &cobra.Command{
 		Use:   "restore --server URL --device PATH --image NAME",
 		Short: "Restore an image onto a disk (or disk-image file)",
@@ -176,8 +213,17 @@ func newAgentRestore(g *globals) *cobra.Command {
 			if err := agent.ValidBootEntry(bootEntry); err != nil {
 				return err
 			}
+			if err := af.resolveDevice(cmd.Context(), log); err != nil {
+				return err
+			}
 			opts := agent.Options{Device: af.device, Image: af.image, Store: st, NoDelta: noDelta, NoGrowFS: noGrow,
 				GrowPartition: growPart, BootEntry: bootEntry, Logger: log}
+			if opts.Manifest, err = st.Manifest(cmd.Context(), af.image); err != nil {
+				return fmt.Errorf("restore %s: get manifest: %w", af.image, err)
+			}
+			if err := agent.CheckSectorSize(af.device, opts.Manifest); err != nil {
+				return err
+			}
 			if !af.quiet {
 				opts.Progress = agentProgressPrinter(g.stderr)
 			}
@@ -218,6 +264,9 @@ func newAgentRestore(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("personalize") {
+				agent.Personalize(cmd.Context(), agent.PersonalizeOptions{Device: af.device, Hostname: personalize, Logger: log})
+			}
 			if multicast || peersOnly {
 				return nil
 			}
@@ -227,6 +276,7 @@ func newAgentRestore(g *globals) *cobra.Command {
 	}
 	af.register(c)
 	c.Flags().BoolVar(&noDelta, "no-delta", false, "write every chunk, do not compare with the disk's content")
+	c.Flags().StringVar(&personalize, "personalize", "", "after restoring a whole block device, write this hostname and a fresh machine-id into the Linux systems on it and this computer name into a sysprep unattend.xml (\"\" = machine-id only)")
 	c.Flags().BoolVar(&noGrow, "no-grow-fs", false, "on a larger disk, do not grow the filesystem of the partition that takes the space")
 	c.Flags().IntVar(&growPart, "grow-partition", 0, "on a disk of another size, the partition that takes (or gives up) the difference (0: automatic)")
 	c.Flags().StringVar(&bootEntry, "boot-entry", "auto", "UEFI NVRAM boot entry of the restored OS: auto (network boot kept first), disk-first or off")
