@@ -145,12 +145,12 @@ func closure(root, bin string) (map[string]File, error) {
 		if len(seen) > maxLibraries {
 			return nil, fmt.Errorf("/%s: more than %d libraries", bin, maxLibraries)
 		}
+		if soname == path.Base(ld) {
+			continue // the loader itself (libc needs it): already mapped, never searched
+		}
 		rel, data, lf, err := findLibrary(root, soname, class, machine)
 		if err != nil {
 			return nil, fmt.Errorf("/%s: %w", bin, err)
-		}
-		if rel == ld {
-			continue // the loader itself (libc lists it)
 		}
 		files[rel] = File{Mode: modeExec, Data: data}
 		more, err := needed(lf, rel)

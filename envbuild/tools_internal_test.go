@@ -61,6 +61,9 @@ func TestCollectTools(t *testing.T) {
 			t.Errorf("%s not collected as an executable ELF file", want)
 		}
 	}
+	if _, ok := tools.Files["lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"]; ok {
+		t.Error("the dynamic loader is carried twice")
+	}
 	if !slices.IsSorted(tools.Libraries) || !slices.Contains(tools.Libraries, "/lib/x86_64-linux-gnu/libc.so.6") ||
 		slices.Contains(tools.Libraries, "/usr/sbin/resize2fs") {
 		t.Errorf("Libraries = %v", tools.Libraries)
