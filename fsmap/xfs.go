@@ -13,13 +13,17 @@ import (
 // XFS: every block is used except the free extents of each allocation
 // group's by-block-number free-space B+tree (bnobt) and the blocks on the
 // AG free list (AGFL), as partclone does. What the reader cannot parse
-// counts as used, so a reader bug copies too much, never too little. The
-// free sums are checked against each AGF's agf_freeblks and, over all AGs
-// with the free-list and btree blocks, against the superblock's
-// sb_fdblocks: a filesystem that was not cleanly unmounted (its lazy
-// superblock counters are stale, its log needs replay) fails that check and
-// is mapped raw. v5 (CRC) filesystems have the CRCs of the superblock, each
-// AGF, AGFL and bnobt block verified.
+// counts as used, so a reader bug copies too much, never too little.
+// Refused (errCorrupt, so Inspect maps raw): a log that does not end in an
+// unmount record (after a crash the AGFs on disk are stale, and the lazy
+// superblock counters may agree with them), an external log or realtime
+// section, NEEDSREPAIR, METADIR or unknown incompat features, log incompat
+// features, free sums that disagree with agf_freeblks or (with the free
+// lists and btree blocks) with sb_fdblocks, free extents out of order or
+// over the AG headers or the bnobt's own blocks, btrees deeper than 9,
+// cycles, and more btree blocks than the filesystem has. v5 (CRC)
+// filesystems have the CRCs, UUIDs, owners and locations of the
+// superblock, AGFs, AGFLs and bnobt blocks verified.
 
 const (
 	xfsMaxLevels   = 9 // deeper than any real free-space btree
