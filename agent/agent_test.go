@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/preboot/preboot/blockdev"
 	"github.com/preboot/preboot/disk"
 	"github.com/preboot/preboot/image"
 )
@@ -397,13 +398,15 @@ func TestCaptureRestore(t *testing.T) {
 				}
 
 				// Delta: restoring again fetches only the head window,
-				// whose partition table differs from the image's.
+				// whose partition table differs from the image's, and the
+				// windows growing the filesystem changed (its superblock
+				// and group descriptors, the last group's bitmaps).
 				var pl progressLog
 				if _, err := Restore(ctx, Options{Device: dst, Image: m.Name, Store: st, Progress: pl.fn}); err != nil {
 					t.Fatal(err)
 				}
-				if pl.last.Transferred > 1 {
-					t.Errorf("delta restore fetched %d chunks, want ≤ 1", pl.last.Transferred)
+				if pl.last.Transferred > 6 {
+					t.Errorf("delta restore fetched %d of %d chunks, want ≤ 6", pl.last.Transferred, pl.last.ChunksTotal)
 				}
 				checkDisk(t, d, dst)
 			})
@@ -415,8 +418,10 @@ func TestCaptureRestore(t *testing.T) {
 				}
 				before := fileSum(t, dst)
 				_, err := Restore(ctx, Options{Device: dst, Image: m.Name, Store: st})
-				if !errors.Is(err, image.ErrTargetTooSmall) {
-					t.Fatalf("restore onto a smaller disk: %v, want ErrTargetTooSmall", err)
+				// The data in use fits: the agent shrinks partition 2, which
+				// needs device-mapper; without it (this host) it refuses too.
+				if !errors.Is(err, image.ErrTargetTooSmall) && !errors.Is(err, blockdev.ErrNoDM) {
+					t.Fatalf("restore onto a smaller disk: %v, want ErrTargetTooSmall or ErrNoDM", err)
 				}
 				if !strings.Contains(err.Error(), "67108864") || !strings.Contains(err.Error(), "50331648") {
 					t.Errorf("error does not give both sizes: %v", err)

@@ -148,7 +148,7 @@ func planResize(m *image.Manifest, tbl *disk.Table, size int64, want int, noResi
 	for _, e := range g.Used {
 		used += e.Length
 	}
-	least := used + used/10 + 64<<20
+	least := used + used/10 + 16<<20
 	switch {
 	case noResize:
 		return nil, tooSmall(m, size, tbl.Needed(), fmt.Sprintf("partition %d would have to shrink and filesystem resizing is off", g.Index))
@@ -160,7 +160,8 @@ func planResize(m *image.Manifest, tbl *disk.Table, size int64, want int, noResi
 				human(used), human(mv.NewSize), human(least)))
 	}
 	if err := blockdev.DMAvailable(); err != nil {
-		return nil, fmt.Errorf("restoring onto a smaller disk shrinks partition %d and needs device-mapper: %w; nothing was written", g.Index, err)
+		return nil, fmt.Errorf("restoring onto this smaller disk (%d bytes, %s; the image's disk had %d bytes, %s) shrinks partition %d (%s, %s in use) and needs device-mapper: %w; nothing was written",
+			size, human(size), m.Disk.Size, human(m.Disk.Size), g.Index, g.FSType, human(used), err)
 	}
 	if spill, free := spillNeed(g, mv.NewSize), tempFree(); spill+64<<20 > free {
 		return nil, fmt.Errorf("restoring onto a smaller disk keeps the %s of partition %d that lie beyond its new end in %s while the filesystem shrinks; only %s is free there; nothing was written",
@@ -172,12 +173,11 @@ func planResize(m *image.Manifest, tbl *disk.Table, size int64, want int, noResi
 const shrinkList = "the agent shrinks ext2/3/4, NTFS and Btrfs; XFS only grows, FAT keeps its size"
 
 func tooSmall(m *image.Manifest, size, need int64, why string) error {
-	msg := fmt.Sprintf("restore %s: %v: the image's partitions need %d bytes (%s), the disk has %d bytes (%s)",
-		m.Name, image.ErrTargetTooSmall, need, human(need), size, human(size))
 	if why != "" {
-		msg += "; " + why
+		why = "; " + why
 	}
-	return errors.New(msg + "; nothing was written")
+	return fmt.Errorf("restore %s: %w: the image's disk had %d bytes (%s), this disk has %d bytes (%s); the smallest disk it fits is about %d bytes (%s)%s; nothing was written",
+		m.Name, image.ErrTargetTooSmall, m.Disk.Size, human(m.Disk.Size), size, human(size), need, human(need), why)
 }
 
 // spillNeed is how many used bytes of g lie at or beyond newSize.
@@ -560,5 +560,3 @@ func exitBelow(err error, code int) bool {
 	var ee *exec.ExitError
 	return errors.As(err, &ee) && ee.ExitCode() < code
 }
-
-

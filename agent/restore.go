@@ -118,7 +118,15 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 			"resized", plan.grow != nil, "shrink", plan.shrink)
 	}
 	if !opts.NoDelta {
-		ropts.Current = dst
+		want := tbl
+		if plan != nil {
+			want = plan.table
+		}
+		if deltaCanPay(f, size, want) {
+			ropts.Current = dst
+		} else {
+			log.InfoContext(ctx, "delta check skipped: the disk holds no partition of the image's layout (blank or another disk), so every chunk is written without reading the disk first")
+		}
 	}
 
 	// The record the disk holds now; it goes back after the restore.
@@ -275,3 +283,26 @@ func lastPartition(m *image.Manifest) *image.Area {
 }
 
 func isExt(fstype string) bool { return slices.Contains([]string{"ext2", "ext3", "ext4"}, fstype) }
+
+// deltaCanPay tells, cheaply, whether comparing the disk's content with
+// the image can save writes: only when the disk already has a partition
+// where the image puts one (same start and size). On a blank disk or
+// another layout the comparison would read and hash the whole target for
+// nothing.
+func deltaCanPay(f *os.File, size int64, want *disk.Table) bool {
+	if want == nil || want.Kind == "none" {
+		return true
+	}
+	cur, err := disk.ReadTable(f, size)
+	if err != nil || cur.Kind != want.Kind {
+		return false
+	}
+	for _, p := range cur.Partitions {
+		for _, w := range want.Partitions {
+			if p.Start == w.Start && p.Size == w.Size && p.Size > 0 && !p.IsExtended() {
+				return true
+			}
+		}
+	}
+	return false
+}

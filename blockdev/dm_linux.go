@@ -27,18 +27,19 @@ type Mapper struct {
 
 const dmControl = "/dev/mapper/control"
 
-var errNoDM = errors.New("device-mapper is not available in this kernel (dm_mod)")
+// ErrNoDM is wrapped when device-mapper cannot be used.
+var ErrNoDM = errors.New("device-mapper is not available in this kernel (dm_mod)")
 
 // DMAvailable reports whether device-mapper can be used.
 func DMAvailable() error {
 	f, err := os.OpenFile(dmControl, os.O_RDWR, 0)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errNoDM, err)
+		return fmt.Errorf("%w: %w", ErrNoDM, err)
 	}
 	defer f.Close()
 	buf := newDMBuf("", 0)
 	if err := dmIoctl(f, unix.DM_VERSION, buf); err != nil {
-		return fmt.Errorf("%w: %w", errNoDM, err)
+		return fmt.Errorf("%w: %w", ErrNoDM, err)
 	}
 	return nil
 }
@@ -51,7 +52,7 @@ func CreateLinear(name string, segs []Segment) (*Mapper, error) {
 	}
 	f, err := os.OpenFile(dmControl, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errNoDM, err)
+		return nil, fmt.Errorf("%w: %w", ErrNoDM, err)
 	}
 	defer f.Close()
 	// Create.

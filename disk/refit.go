@@ -25,8 +25,8 @@ var ErrCannotRefit = errors.New("cannot resize the partition layout")
 // Refit lays the table out on a disk of newSize bytes (of another size
 // than the source) by resizing partition grow: it takes all the space
 // after the last partition, or, when the partitions do not fit, gives up
-// what they lack (both in Align steps); every partition after it moves
-// by the same amount, so a
+// what they lack; every partition after it moves by the same amount (in
+// Align steps, so they stay aligned), so a
 // Windows Recovery partition after C: ends up at the end of the disk and
 // C: takes the space. Partitions before it keep their place. GPT backup
 // structures move to the new end. The moves of every partition that
@@ -79,6 +79,9 @@ func (t *Table) Refit(newSize int64, grow int) (*Table, []Move, error) {
 	switch {
 	case newSize == t.DiskSize && newAvail == oldAvail:
 		// The same disk size: the same layout.
+	case len(after) == 0:
+		// The last partition: it ends where the usable space ends.
+		delta = newAvail - g.End()
 	case newAvail >= maxEnd:
 		delta = (newAvail - maxEnd) / Align * Align
 	default:
