@@ -175,6 +175,7 @@ type jobRun struct {
 	// rule is the bundle's disk rule; personalize its personalize.
 	rule        *bundle.DiskRule
 	personalize bool
+	resize      bundle.Resize // grow_partition, boot_entry
 }
 
 // jobAfter is what the machine does after the job: the job's After, else
@@ -218,11 +219,11 @@ func (r *jobRun) run(ctx context.Context) error {
 		return r.capture(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), cmp.Or(p.Compression, job.Compression), p.Force)
 	case *bundle.Restore:
 		r.warnInfo(ctx, infoErr)
-		r.rule, r.personalize = p.Disk, p.Personalize
+		r.rule, r.personalize, r.resize = p.Disk, p.Personalize, p.Resize
 		return r.restore(ctx, cmp.Or(p.Image, job.Image), cmp.Or(p.Device, job.Device), p.Partitions, false)
 	case *bundle.Multicast:
 		r.warnInfo(ctx, infoErr)
-		r.rule, r.personalize = p.Disk, p.Personalize
+		r.rule, r.personalize, r.resize = p.Disk, p.Personalize, p.Resize
 		return r.restore(ctx, cmp.Or(job.Image, p.Image), cmp.Or(p.Device, job.Device), p.Partitions, true)
 	case *bundle.Script:
 		r.warnInfo(ctx, infoErr)
@@ -311,6 +312,7 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 	r.log.InfoContext(ctx, "restore", "image", img, "device", dev, "partitions", partitions)
 	opts := r.imagingOptions(img, dev, 0)
 	opts.Partitions = partitions
+	opts.GrowPartition, opts.BootEntry = r.resize.GrowPartition, r.resize.BootEntry
 	if opts.Manifest, err = fetchManifest(ctx, opts); err != nil {
 		return fmt.Errorf("restore %s: get manifest: %w", img, err)
 	}
