@@ -393,6 +393,9 @@ func printImage(w io.Writer, d *httpstore.ImageDetail) error {
 	if in.Used > 0 && in.Stored > 0 {
 		fmt.Fprintf(tw, "Ratio:\t%.2f (stored/used)\n", float64(in.Stored)/float64(in.Used))
 	}
+	for i, w := range m.Warnings {
+		fmt.Fprintf(tw, "%s\t%s\n", map[bool]string{true: "Warnings:", false: ""}[i == 0], w)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -207,18 +207,27 @@ func TestConsole(t *testing.T) {
 		}
 		ui.clear("#restore-image")
 		ui.typeIn("#restore-image", "lab-base")
+		ui.typeIn("#restore-grow", "3")
+		ui.choose("#restore-boot-entry", "disk-first")
+		ui.typeIn("#restore-disk-size", ">=100G")
+		ui.typeIn("#restore-disk-model", "Samsung*")
 		ui.click("#bundle-submit")
 		ui.waitFor("the new bundle in the list", `(() => { const r = document.querySelector("#bundles-body tr#bundle-restore-lab"); return !!r && r.dataset.kind === "image-restore"; })()`)
 		ui.waitFor("the image field's error to be gone", `document.querySelector("#restore-image-error").hidden`)
 		var got struct {
 			Kind   string `json:"kind"`
 			Params struct {
-				Image string `json:"image"`
-				After string `json:"after"`
+				Image         string            `json:"image"`
+				After         string            `json:"after"`
+				GrowPartition int               `json:"grow_partition"`
+				BootEntry     string            `json:"boot_entry"`
+				Disk          map[string]string `json:"disk"`
 			} `json:"params"`
 		}
 		s.api(t, "GET", "/bundles/restore-lab", nil, &got)
-		if got.Kind != store.KindImageRestore || got.Params.Image != "lab-base" || got.Params.After != "reboot" {
+		if got.Kind != store.KindImageRestore || got.Params.Image != "lab-base" || got.Params.After != "reboot" ||
+			got.Params.GrowPartition != 3 || got.Params.BootEntry != "disk-first" ||
+			got.Params.Disk["size"] != ">=100G" || got.Params.Disk["model"] != "Samsung*" || len(got.Params.Disk) != 2 {
 			t.Fatalf("the bundle the page created: %+v", got)
 		}
 		ui.scrollTop()

@@ -7,9 +7,9 @@
   let editing = null; // name of the bundle being edited
 
   const INT_LIST = new Set(['partitions']);
-  const INT = new Set(['compression', 'min_clients']);
+  const INT = new Set(['compression', 'min_clients', 'grow_partition']);
   const LINES = new Set(['initrd', 'disks']);
-  const BOOL = new Set(['confirm']);
+  const BOOL = new Set(['confirm', 'personalize', 'force']);
 
   function fieldset(kind) { return form.querySelector('fieldset[data-kind="' + kind + '"]'); }
 
@@ -37,6 +37,9 @@
         p[n] = Number(v);
       } else if (LINES.has(n)) {
         p[n] = v.split('\n').map((x) => x.trim()).filter(Boolean);
+      } else if (n.includes('.')) {
+        const [obj, key] = n.split('.', 2); // disk.serial → p.disk.serial
+        p[obj] = Object.assign(p[obj] || {}, { [key]: v });
       } else {
         p[n] = v;
       }
@@ -48,7 +51,8 @@
   function fillParams(kind, p) {
     const fs = fieldset(kind);
     for (const el of $$('[name]', fs)) {
-      const v = p ? p[el.name] : undefined;
+      const dot = el.name.indexOf('.');
+      const v = !p ? undefined : dot < 0 ? p[el.name] : (p[el.name.slice(0, dot)] || {})[el.name.slice(dot + 1)];
       if (BOOL.has(el.name)) { el.checked = !!v; continue; }
       if (el.tagName === 'SELECT') { el.value = v || el.options[0].value; continue; }
       if (v === undefined || v === null || v === 0 || v === '0s') { el.value = ''; continue; }

@@ -58,7 +58,7 @@
           h('td', { class: 'num' }, PB.bytes(im.stored)),
           h('td', { class: 'num' }, PB.bytes(im.unique)),
           h('td', { class: 'num' }, PB.bytes(im.shared)),
-          h('td', null, parts(im.partitions)),
+          h('td', null, parts(im.partitions), (im.warnings || []).map((w) => h('div', { class: 'small bad-text warning' }, '⚠ ' + w))),
           h('td', null, (users.get(im.name) || []).map((b, i) => [i ? ', ' : '', PB.bundleLink(b.name)])),
           h('td', { class: 'nowrap' }, verify, ' ',
             PB.confirmButton('Delete', async () => { await PB.send('DELETE', '/images/' + PB.enc(im.name)); await load(); PB.flash('Image ' + im.name + ' deleted; its chunks are freed by the next garbage collection.'); }, { class: 'danger small delete', 'aria-label': 'Delete ' + im.name }),

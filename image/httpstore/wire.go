@@ -121,6 +121,8 @@ type ImageInfo struct {
 	// Versions how many versions the image keeps.
 	Version  int `json:"version"`
 	Versions int `json:"versions,omitempty"`
+	// Warnings are the capture's (encrypted or unknown data copied raw…).
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ImageList is the answer of GET /api/v1/images.
@@ -153,7 +155,7 @@ type VerifyResult struct {
 func infoFromManifest(m *image.Manifest) ImageInfo {
 	info := ImageInfo{
 		Name: m.Name, Created: m.Created, Source: m.Source, ChunkSize: m.ChunkSize,
-		Logical: m.Sizes.Logical, Used: m.Sizes.Used, Partitions: []PartitionInfo{},
+		Logical: m.Sizes.Logical, Used: m.Sizes.Used, Partitions: []PartitionInfo{}, Warnings: m.Warnings,
 	}
 	for _, p := range m.Partitions {
 		var used int64
