@@ -1,7 +1,10 @@
 // Package fsmap finds the blocks a filesystem uses, so imaging reads and
 // stores only those. ext2/3/4, FAT12/16/32 and NTFS are read from their
-// allocation bitmaps; anything else (swap, LVM, unknown) is mapped as "raw":
-// every non-zero 64 KiB block.
+// allocation bitmaps, XFS from its free-space B+trees, Btrfs from its
+// chunk, device and free-space trees; an LVM2 physical volume is mapped
+// through its logical volumes' own filesystems; swap keeps its header
+// only. LUKS, BitLocker and anything unknown are mapped as "raw": every
+// non-zero 64 KiB block.
 //
 // The rule that governs every reader: a block the filesystem needs must
 // never be reported free (that would lose data on restore). When a
