@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/preboot/preboot/disk"
@@ -91,6 +92,18 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 		TargetSize: size, Workers: opts.Workers, Progress: opts.Progress,
 		ProgressInterval: opts.interval(), Logger: log,
 	}
+	// The last progress, repeated with the resize phase while a
+	// filesystem grows or shrinks (minutes on a large disk).
+	var lastMu sync.Mutex
+	var last image.Progress
+	if opts.Progress != nil {
+		ropts.Progress = func(p image.Progress) {
+			lastMu.Lock()
+			last = p
+			lastMu.Unlock()
+			opts.Progress(p)
+		}
+	}
 	var dst target = f
 	var rt *relocTarget
 	if plan != nil {
@@ -165,6 +178,13 @@ func Restore(ctx context.Context, opts Options) (*image.Manifest, error) {
 		}
 	}
 	if plan != nil && (plan.shrink || !opts.NoGrowFS) {
+		if opts.Progress != nil && plan.grow != nil {
+			lastMu.Lock()
+			p := last
+			lastMu.Unlock()
+			p.Phase = fmt.Sprintf("resize partition %d (%s)", plan.grow.Index, plan.grow.FSType)
+			opts.Progress(p)
+		}
 		if err := finishResize(ctx, opts.Device, plan, rt, log); err != nil {
 			if plan.shrink {
 				return nil, fmt.Errorf("restore %s onto %s: %w (the shrunk filesystem is incomplete: restore again onto a larger disk)", m.Name, opts.Device, err)
