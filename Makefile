@@ -99,7 +99,7 @@ test-fuzz:
 fuzz:
 	$(MAKE) test-fuzz FUZZTIME=30s
 
-BENCH_DEBS := partclone zstd time
+BENCH_DEBS := partclone zstd time xfsprogs btrfs-progs ntfs-3g jq
 
 bench: deps-test build
 	$(call install_debs,$(BENCH_DEBS))
