@@ -213,7 +213,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		plain = plainHTTPOnly(h, tlsPort)
 	}
 	hs := &http.Server{
-		Handler:           plain,
+		// firmwareSlashes before plainHTTPOnly: /files//ipxe.efi is a
+		// firmware path too.
+		Handler:           firmwareSlashes(plain),
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -346,7 +348,7 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		_, local := api.PeerFrom(r.Context())
 		return local || r.URL.Path == "/boot.ipxe" || strings.HasPrefix(r.URL.Path, "/files/") || r.URL.Path == "/healthz"
 	})
-	return accessLog(checked, log.With("component", "http"))
+	return accessLog(firmwareSlashes(checked), log.With("component", "http"))
 }
 
 // fileServer serves the TFTP root over HTTP, confined to it (os.Root
