@@ -54,6 +54,8 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentJobUpdates", testConcurrentJobUpdates},
 		{"ConcurrentPolicyChanges", testConcurrentPolicyChanges},
 		{"ConcurrentAssignments", testConcurrentAssignments},
+		{"Leases", testLeases},
+		{"ConcurrentLeases", testConcurrentLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

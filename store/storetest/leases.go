@@ -1,0 +1,179 @@
+package storetest
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/preboot/preboot/store"
+)
+
+func leases(t *testing.T, st store.Store) store.Leases {
+	t.Helper()
+	ls, ok := st.(store.Leases)
+	if !ok {
+		t.Fatalf("%T does not implement store.Leases", st)
+	}
+	return ls
+}
+
+var (
+	leaseRange = store.LeaseRange{Start: netip.MustParseAddr("10.9.0.10"), End: netip.MustParseAddr("10.9.0.13")}
+	leaseT0    = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+)
+
+func leaseReq(client string, now time.Time) store.LeaseRequest {
+	return store.LeaseRequest{ClientID: client, MAC: "02:00:00:00:0a:01", Server: "test", Range: leaseRange, Now: now}
+}
+
+func wantIP(t *testing.T, ip string) func(store.Lease, error) store.Lease {
+	return func(l store.Lease, err error) store.Lease {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("want %s: %v", ip, err)
+		}
+		if l.IP.String() != ip {
+			t.Fatalf("got %s, want %s", l.IP, ip)
+		}
+		return l
+	}
+}
+
+func testLeases(t *testing.T, st store.Store) {
+	ls := leases(t, st)
+	now := leaseT0
+	hold, life := time.Minute, time.Hour
+
+	// The lowest address first; the same client is offered the same one.
+	a := wantIP(t, "10.9.0.10")(ls.OfferLease(ctx, leaseReq("a", now), hold))
+	if a.State != store.LeaseOffered || !a.Expires.Equal(now.Add(hold)) {
+		t.Fatalf("offer %+v", a)
+	}
+	wantIP(t, "10.9.0.10")(ls.OfferLease(ctx, leaseReq("a", now), hold))
+	// Offered to a, so b gets the next one.
+	wantIP(t, "10.9.0.11")(ls.OfferLease(ctx, leaseReq("b", now), hold))
+	bound := wantIP(t, "10.9.0.10")(ls.BindLease(ctx, netip.MustParseAddr("10.9.0.10"), leaseReq("a", now), life))
+	if bound.State != store.LeaseBound || !bound.Expires.Equal(now.Add(life)) {
+		t.Fatalf("bind %+v", bound)
+	}
+	// An offer to a bound client keeps the lease's expiry.
+	if l := must[store.Lease](t)(ls.OfferLease(ctx, leaseReq("a", now), hold)); l.State != store.LeaseBound || !l.Expires.Equal(now.Add(life)) {
+		t.Fatalf("offer to a bound client %+v", l)
+	}
+	// Nobody else gets a's address, by request or by binding.
+	r := leaseReq("c", now)
+	r.Requested = netip.MustParseAddr("10.9.0.10")
+	wantIP(t, "10.9.0.12")(ls.OfferLease(ctx, r, hold))
+	_, err := ls.BindLease(ctx, netip.MustParseAddr("10.9.0.10"), leaseReq("c", now), life)
+	is(t, err, store.ErrConflict, "10.9.0.10")
+	_, err = ls.BindLease(ctx, netip.MustParseAddr("10.9.1.10"), leaseReq("c", now), life)
+	is(t, err, store.ErrInvalid, "outside")
+	// The client's own address comes before the one it asks for (RFC
+	// 2131 4.3.1); a free requested address is honoured.
+	r = leaseReq("c", now)
+	r.Requested = netip.MustParseAddr("10.9.0.13")
+	wantIP(t, "10.9.0.12")(ls.OfferLease(ctx, r, hold))
+	r.ClientID = "d"
+	wantIP(t, "10.9.0.13")(ls.OfferLease(ctx, r, hold))
+	// Exhausted: a, b, c and d hold all four.
+	_, err = ls.OfferLease(ctx, leaseReq("e", now), hold)
+	is(t, err, store.ErrExhausted, "10.9.0.10")
+
+	// Release: a's address is free for others at once, but a gets it
+	// back while nobody took it.
+	is(t, ls.ReleaseLease(ctx, netip.MustParseAddr("10.9.0.10"), "b", now), store.ErrNotFound)
+	ok(t, ls.ReleaseLease(ctx, netip.MustParseAddr("10.9.0.10"), "a", now))
+	if l := must[store.Lease](t)(ls.LeaseByClient(ctx, "a")); l.State != store.LeaseReleased {
+		t.Fatalf("released %+v", l)
+	}
+	wantIP(t, "10.9.0.10")(ls.OfferLease(ctx, leaseReq("a", now), hold))
+	ok(t, ls.ReleaseLease(ctx, netip.MustParseAddr("10.9.0.10"), "a", now))
+	wantIP(t, "10.9.0.10")(ls.OfferLease(ctx, leaseReq("e", now), hold))
+	_, err = ls.LeaseByClient(ctx, "a")
+	is(t, err, store.ErrNotFound)
+
+	// Decline: the address is quarantined, no client holds it.
+	later := now.Add(10 * time.Second)
+	ok(t, ls.DeclineLease(ctx, netip.MustParseAddr("10.9.0.10"), "e", later, later.Add(10*time.Minute)))
+	is(t, ls.DeclineLease(ctx, netip.MustParseAddr("10.9.0.10"), "e", later, later), store.ErrNotFound)
+	_, err = ls.LeaseByClient(ctx, "e")
+	is(t, err, store.ErrNotFound)
+	_, err = ls.BindLease(ctx, netip.MustParseAddr("10.9.0.10"), leaseReq("e", later), life)
+	is(t, err, store.ErrConflict, "declined")
+
+	// Offers expire (after hold): b's, c's and d's addresses are free
+	// again at now+2m, reused oldest first — but the quarantine holds
+	// until later+10m.
+	t2 := now.Add(2 * time.Minute)
+	// Make b's offer the newest expiry among the expired, c's the oldest.
+	wantIP(t, "10.9.0.11")(ls.OfferLease(ctx, leaseReq("b", now.Add(30*time.Second)), hold))
+	got := map[string]bool{}
+	for _, c := range []string{"x", "y", "z"} {
+		l := must[store.Lease](t)(ls.OfferLease(ctx, leaseReq(c, t2), hold))
+		got[l.IP.String()] = true
+		wantIP(t, l.IP.String())(ls.BindLease(ctx, l.IP, leaseReq(c, t2), life))
+		if c == "x" && l.IP.String() == "10.9.0.11" {
+			t.Fatalf("x was given b's address, whose offer expired last")
+		}
+		if c == "z" && l.IP.String() != "10.9.0.11" {
+			t.Fatalf("z got %s, want the last expired 10.9.0.11", l.IP)
+		}
+	}
+	if got["10.9.0.10"] || len(got) != 3 {
+		t.Fatalf("offers after expiry %v: the declined address must stay quarantined", got)
+	}
+	_, err = ls.OfferLease(ctx, leaseReq("w", t2), hold)
+	is(t, err, store.ErrExhausted)
+	// After the quarantine the declined address is free again.
+	wantIP(t, "10.9.0.10")(ls.OfferLease(ctx, leaseReq("w", later.Add(11*time.Minute)), hold))
+
+	list := must[[]store.Lease](t)(ls.LeaseList(ctx, store.LeaseFilter{Range: leaseRange}))
+	if len(list) != 4 || list[0].IP.String() != "10.9.0.10" || list[0].ClientID != "w" || list[0].Server != "test" {
+		t.Fatalf("lease list %+v", list)
+	}
+	if l := must[[]store.Lease](t)(ls.LeaseList(ctx, store.LeaseFilter{ClientID: "z"})); len(l) != 1 || l[0].IP.String() != "10.9.0.11" {
+		t.Fatalf("lease list of z %+v", l)
+	}
+	_, err = ls.OfferLease(ctx, store.LeaseRequest{Range: leaseRange}, hold)
+	is(t, err, store.ErrInvalid, "client")
+}
+
+// testConcurrentLeases races many clients for a small range: each address
+// is bound to at most one client, and the losers are told the range is
+// exhausted.
+func testConcurrentLeases(t *testing.T, st store.Store) {
+	ls := leases(t, st)
+	rng := store.LeaseRange{Start: netip.MustParseAddr("10.9.1.1"), End: netip.MustParseAddr("10.9.1.20")}
+	var mu sync.Mutex
+	owner := map[netip.Addr]string{}
+	exhausted := 0
+	noErrors(t, parallel(32, func(i int) error {
+		req := store.LeaseRequest{ClientID: fmt.Sprint("client-", i), Range: rng}
+		l, err := ls.OfferLease(ctx, req, time.Hour)
+		if errors.Is(err, store.ErrExhausted) {
+			mu.Lock()
+			exhausted++
+			mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := ls.BindLease(ctx, l.IP, req, time.Hour); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if o, dup := owner[l.IP]; dup {
+			return fmt.Errorf("%s bound to %s and %s", l.IP, o, req.ClientID)
+		}
+		owner[l.IP] = req.ClientID
+		return nil
+	}))
+	if len(owner) != 20 || exhausted != 12 {
+		t.Fatalf("%d addresses bound, %d clients refused; want 20 and 12", len(owner), exhausted)
+	}
+}
