@@ -17,6 +17,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/preboot/preboot/bootfiles"
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/jobs"
@@ -52,8 +53,13 @@ type Engine struct {
 	AgentFingerprint string
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
+	// GRUBConfigWait: how long after a Secure Boot client fetched GRUB the
+	// server waits for its configuration request before it records that
+	// the site DHCP's next-server is wrong (0: DefaultGRUBConfigWait).
+	GRUBConfigWait time.Duration
 
 	cache cache
+	grub  grubWatch
 }
 
 // SettingsFromConfig are the settings a server starts with.
@@ -126,6 +132,7 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 	}
 
 	var b proxydhcp.Boot
+	note := ""
 	switch {
 	case pxelinux && c.Arch == iana.INTEL_X86PC:
 		// The seed's phases 5–7: pxelinux.0 over TFTP, then a generated
@@ -144,14 +151,33 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 	case c.Arch == iana.INTEL_X86PC:
 		b.Filename = e.Boot.BIOS
 	case c.Arch == iana.EFI_X86_64 || c.Arch == iana.EFI_BC:
+		sb, why, err := e.secureBoot(ctx, dev, d)
+		if err != nil {
+			return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
+		}
 		b.Filename = e.Boot.UEFI
+		if sb {
+			if !e.exists(bootfiles.ShimName) || !e.exists(bootfiles.GRUBName) {
+				// Never an unsigned program instead: the firmware would
+				// refuse it anyway.
+				msg := fmt.Sprintf("needs the Secure Boot path (%s) but Debian's signed shim and GRUB are not staged in the TFTP root (see the server log; apt-get install shim-signed grub-efi-amd64-signed, or let the server reach a Debian mirror): not answered", why)
+				if err := e.event(ctx, mac, store.EventSecureBoot, msg); err != nil {
+					return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
+				}
+				e.logger().ErrorContext(ctx, "Secure Boot programs missing", "mac", mac, "why", why)
+				return proxydhcp.Boot{}, fmt.Errorf("%s: %w: %w", mac, bootfiles.ErrSignedMissing, proxydhcp.ErrIgnore)
+			}
+			b.Filename = bootfiles.ShimName
+			e.shimHandedOut(mac)
+			note = " (Secure Boot path: shim → GRUB; " + why + ")"
+		}
 	case c.Arch == iana.EFI_ARM64 && e.exists(e.Boot.ARM64):
 		b.Filename = e.Boot.ARM64
 	default:
 		e.logger().InfoContext(ctx, "no boot program for this firmware", "mac", mac, "arch", arch, "vendor_class", c.VendorClass)
 		return proxydhcp.Boot{}, fmt.Errorf("%s: no boot program for %s: %w", mac, arch, proxydhcp.ErrIgnore)
 	}
-	msg := fmt.Sprintf("port %d, %s, %s → %s", c.Port, arch, clientKind(c), b.Filename)
+	msg := fmt.Sprintf("port %d, %s, %s → %s", c.Port, arch, clientKind(c), b.Filename) + note
 	if err := e.event(ctx, mac, store.EventDHCP, msg); err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
 	}

@@ -22,6 +22,9 @@ import (
 // which boots the local disk.
 func (e *Engine) Generate(ctx context.Context, req tftp.Request) (io.ReadSeeker, int64, error) {
 	name := req.Filename
+	if e.watchGRUB(ctx, req) {
+		return e.generateGRUB(ctx, req)
+	}
 	dir, file, ok := strings.Cut(name, "/")
 	if !ok || dir != "pxelinux.cfg" {
 		return nil, 0, fs.ErrNotExist

@@ -83,6 +83,9 @@ const (
 	// EventMulticast: a multicast session started, ended or was
 	// cancelled, or one of its receivers fell back to unicast.
 	EventMulticast = "multicast"
+	// EventSecureBoot: what the server knows of a device's Secure Boot
+	// state and which boot path (iPXE, or shim → GRUB) it takes.
+	EventSecureBoot = "secureboot"
 )
 
 // Event is one thing that happened: to a device (MAC set), in a job (Job
@@ -311,6 +314,35 @@ type Settings struct {
 	Menu         Menu         `json:"menu"`
 	Unregistered Unregistered `json:"unregistered"`
 	Naming       Naming       `json:"naming"`
+	SecureBoot   SecureBoot   `json:"secure_boot,omitzero"`
+}
+
+// Secure Boot modes: auto (learnt per device), on (shim → GRUB), off (iPXE).
+const (
+	SecureBootAuto = "auto"
+	SecureBootOn   = "on"
+	SecureBootOff  = "off"
+)
+
+// SecureBoot says which UEFI x64 devices take the Secure Boot path
+// (Debian's signed shim and GRUB) instead of iPXE. The most specific mode
+// that is not auto wins: the device's, its first group's by priority, the
+// rule that took charge of it, the server default; auto (or nothing) means
+// what the server learnt of the device.
+type SecureBoot struct {
+	Default string            `json:"default,omitempty"`
+	Devices map[string]string `json:"devices,omitempty"` // MAC → mode
+	Groups  map[string]string `json:"groups,omitempty"`  // group name → mode
+	Rules   map[string]string `json:"rules,omitempty"`   // rule name → mode
+}
+
+// ValidSecureBootMode reports whether m is auto, on, off or empty (auto).
+func ValidSecureBootMode(m string) bool {
+	switch m {
+	case "", SecureBootAuto, SecureBootOn, SecureBootOff:
+		return true
+	}
+	return false
 }
 
 // Unregistered is the default policy for unregistered devices.
