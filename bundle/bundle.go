@@ -139,8 +139,24 @@ type Inventory struct {
 	After string `json:"after,omitempty"`
 }
 
-// LocalBoot has no parameters.
-type LocalBoot struct{}
+// LocalBoot is the parameters of local-boot bundles: how iPXE hands the
+// machine to its own disk. Assigned to a group, or picked by a rule that
+// matches a model, it sets the method for those machines only (FOG's
+// longest-running UEFI complaint: `exit` hangs or loops on some firmware).
+type LocalBoot struct {
+	// Method: "" (the server's default: sanboot of drive 0x80 on BIOS, or
+	// exit with --local-boot-bios exit; exit on UEFI), "exit" (back to the
+	// firmware's boot order, every firmware) or "sanboot" (BIOS: boot
+	// drive 0x80's MBR; falls back to exit when that fails and on UEFI,
+	// where iPXE cannot sanboot a local drive).
+	Method string `json:"method,omitempty"`
+}
+
+// Local-boot methods.
+const (
+	LocalBootExit    = "exit"
+	LocalBootSanboot = "sanboot"
+)
 
 // Wipe modes.
 const (
@@ -261,6 +277,11 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 	case *Inventory:
 		errs = append(errs, after(&v.After))
 	case *LocalBoot:
+		switch v.Method {
+		case "", LocalBootExit, LocalBootSanboot:
+		default:
+			errs = append(errs, fmt.Errorf("method %q: want exit or sanboot (or none: the server's default)", v.Method))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -44,6 +44,10 @@ func TestNormalize(t *testing.T) {
 		{store.KindInventory, ``, []string{`"after":"reboot"`}, false},
 		{store.KindLocalBoot, `null`, []string{`{}`}, false},
 		{store.KindLocalBoot, `{"x":1}`, []string{"unknown field"}, true},
+		{store.KindLocalBoot, `{"method":"exit"}`, []string{`{"method":"exit"}`}, false},
+		{store.KindLocalBoot, `{"method":"sanboot"}`, []string{`{"method":"sanboot"}`}, false},
+		{store.KindLocalBoot, `{"method":""}`, []string{`{}`}, false},
+		{store.KindLocalBoot, `{"method":"reboot"}`, []string{"method \"reboot\""}, true},
 		{"teleport", `{}`, []string{"kind \"teleport\""}, true},
 	} {
 		out, err := Normalize(c.kind, json.RawMessage(c.params))

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
 )
 
@@ -250,7 +251,7 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 	case actionBundle:
 		return e.menuBundle(ctx, base, dev, d, bundle)
 	case actionLocal:
-		return e.localScript(ctx, mac, "menu: boot local disk")
+		return e.localScriptWith(ctx, mac, "menu: boot local disk", d.Bundle)
 	case actionShell:
 		if !d.Menu.Shell {
 			return e.localScript(ctx, mac, "menu: the maintenance shell is not offered to this device")
@@ -325,7 +326,7 @@ func (e *Engine) defaultScript(ctx context.Context, base, self string, dev store
 	case ActionMenu:
 		return e.menuScript(ctx, dev.MAC, self, d)
 	}
-	return e.localScript(ctx, dev.MAC, d.Reason)
+	return e.localScriptWith(ctx, dev.MAC, d.Reason, d.Bundle)
 }
 
 // menuBundle runs a bundle an operator picked from the menu's custom
@@ -348,7 +349,7 @@ func (e *Engine) menuBundle(ctx context.Context, base string, dev store.Device, 
 	}
 	pick := Decision{Action: ActionBundle, Bundle: &b, Source: "menu", Reason: "picked at the device's menu", Menu: d.Menu}
 	if b.Kind == store.KindLocalBoot {
-		return e.localScript(ctx, dev.MAC, "menu: bundle "+name+" boots the local disk")
+		return e.localScriptWith(ctx, dev.MAC, "menu: bundle "+name+" boots the local disk", &b)
 	}
 	return e.run(ctx, base, dev, pick, "menu choice")
 }
@@ -402,11 +403,56 @@ func menuText(s string) string {
 }
 
 func (e *Engine) localScript(ctx context.Context, mac, why string) (string, error) {
+	return e.localScriptWith(ctx, mac, why, nil)
+}
+
+// localScriptWith is localScript with the method of b when b is a
+// local-boot bundle that sets one (the bundle assigned to the device or
+// its group, or picked by a rule or at the menu); else the server's
+// default.
+func (e *Engine) localScriptWith(ctx context.Context, mac, why string, b *store.Bundle) (string, error) {
+	method := localBootMethod(b)
+	if method != "" {
+		why += " (method " + method + ")"
+	}
 	if err := e.event(ctx, mac, store.EventLocalBoot, why); err != nil {
 		return "", err
 	}
-	return "#!ipxe\necho Preboot: " + menuText(why) + ", booting the local disk\n" + e.localBoot(), nil
+	return "#!ipxe\necho Preboot: " + menuText(why) + ", booting the local disk\n" + e.localBootBy(method), nil
 }
+
+// localBootMethod is the method a local-boot bundle sets, "" for none
+// (or for any other bundle).
+func localBootMethod(b *store.Bundle) string {
+	if b == nil || b.Kind != store.KindLocalBoot {
+		return ""
+	}
+	p, err := bundle.Decode(b.Kind, b.Params)
+	if err != nil {
+		return ""
+	}
+	lb, _ := p.(*bundle.LocalBoot)
+	if lb == nil {
+		return ""
+	}
+	return lb.Method
+}
+
+// localBootBy is the iPXE commands of a local-boot method ("" = the
+// server's default, localBoot).
+func (e *Engine) localBootBy(method string) string {
+	switch method {
+	case bundle.LocalBootExit:
+		return "exit\n"
+	case bundle.LocalBootSanboot:
+		return sanbootLocal
+	}
+	return e.localBoot()
+}
+
+// sanbootLocal boots drive 0x80's MBR on BIOS; EFI iPXE cannot sanboot a
+// local drive, so UEFI (and a failed sanboot) exits to the firmware.
+const sanbootLocal = "iseq ${platform} pcbios || exit\nsanboot --no-describe --drive 0x80 || exit\n"
 
 // localBoot is the seed's step 10: leave the network boot for the
 // machine's own OS.
@@ -414,7 +460,7 @@ func (e *Engine) localBoot() string {
 	if e.Boot.LocalBootBIOS == "exit" {
 		return "exit\n"
 	}
-	return "iseq ${platform} pcbios || exit\nsanboot --no-describe --drive 0x80 || exit\n"
+	return sanbootLocal
 }
 
 func fileURL(base, p string) string {
