@@ -447,6 +447,7 @@ var goSchemas = map[string]reflect.Type{
 	"Settings":       reflect.TypeFor[store.Settings](),
 	"Unregistered":   reflect.TypeFor[store.Unregistered](),
 	"Naming":         reflect.TypeFor[store.Naming](),
+	"SecureBoot":     reflect.TypeFor[store.SecureBoot](),
 	"Token":          reflect.TypeFor[store.Token](),
 	"TokenCreated":   reflect.TypeFor[api.NewTokenResponse](),
 	"Event":          reflect.TypeFor[store.Event](),

@@ -154,6 +154,7 @@ type SettingsPatch struct {
 	Menu         *store.Menu         `json:"menu,omitempty"`
 	Unregistered *store.Unregistered `json:"unregistered,omitempty"`
 	Naming       *store.Naming       `json:"naming,omitempty"`
+	SecureBoot   *store.SecureBoot   `json:"secure_boot,omitempty"`
 }
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,32}$`)
@@ -209,6 +210,13 @@ func (h *Handler) patchSettings(w http.ResponseWriter, r *http.Request) {
 		}
 		s.Naming = *n
 	}
+	if sb := p.SecureBoot; sb != nil {
+		norm, err := checkSecureBoot(*sb)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		s.SecureBoot = norm
+	}
 	if err := errors.Join(errs...); err != nil {
 		h.fail(w, r, invalid("%v", err))
 		return
@@ -252,4 +260,46 @@ func (h *Handler) putDefaultMenu(w http.ResponseWriter, r *http.Request) {
 	}
 	h.audit(r, "", "server default menu set: mode "+m.Mode)
 	writeJSON(w, http.StatusOK, m)
+}
+
+// checkSecureBoot validates secure_boot settings and normalises their
+// MACs; "auto" entries of devices, groups and rules are dropped (auto is
+// what no entry means).
+func checkSecureBoot(sb store.SecureBoot) (store.SecureBoot, error) {
+	var errs []error
+	if !store.ValidSecureBootMode(sb.Default) {
+		errs = append(errs, fmt.Errorf("secure_boot.default %q: want auto, on or off", sb.Default))
+	}
+	if sb.Default == store.SecureBootAuto {
+		sb.Default = ""
+	}
+	out := store.SecureBoot{Default: sb.Default}
+	keep := func(section, key, mode string, m *map[string]string) {
+		if !store.ValidSecureBootMode(mode) {
+			errs = append(errs, fmt.Errorf("secure_boot.%s[%q] %q: want auto, on or off", section, key, mode))
+			return
+		}
+		if mode == "" || mode == store.SecureBootAuto {
+			return
+		}
+		if *m == nil {
+			*m = map[string]string{}
+		}
+		(*m)[key] = mode
+	}
+	for k, v := range sb.Devices {
+		mac, err := store.NormalizeMAC(k)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("secure_boot.devices: %w", err))
+			continue
+		}
+		keep("devices", mac, v, &out.Devices)
+	}
+	for k, v := range sb.Groups {
+		keep("groups", k, v, &out.Groups)
+	}
+	for k, v := range sb.Rules {
+		keep("rules", k, v, &out.Rules)
+	}
+	return out, errors.Join(errs...)
 }

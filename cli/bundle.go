@@ -27,6 +27,7 @@ import (
 type paramFlags struct {
 	image, device, after, scriptFile, timeout, maxWait string
 	kernel, cmdline, chain, loader, mode, paramsFile   string
+	method                                             string
 	partitions                                         []int
 	initrd, disks                                      []string
 	compression, minClients                            int
@@ -62,6 +63,7 @@ var paramSpecs = []paramSpec{
 	{"mode", "mode", []string{store.KindWipe}},
 	{"disk", "disks", []string{store.KindWipe}},
 	{"confirm", "confirm", []string{store.KindWipe}},
+	{"method", "method", []string{store.KindLocalBoot}},
 	{"after", "after", []string{store.KindImageRestore, store.KindImageCapture, store.KindScript, store.KindMulticast, store.KindWipe, store.KindInventory}},
 }
 
@@ -85,6 +87,7 @@ func (p *paramFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&p.mode, "mode", "", "zero or discard (wipe)")
 	fs.StringSliceVar(&p.disks, "disk", nil, "disk to wipe (repeatable; none = every fixed disk) (wipe)")
 	fs.BoolVar(&p.confirm, "confirm", false, "confirm that the wipe destroys the disks' data (wipe)")
+	fs.StringVar(&p.method, "method", "", "exit or sanboot: how the device leaves iPXE for its disk (local-boot; none = the server's default)")
 	fs.StringVar(&p.paramsFile, "params-file", "", "JSON file of the parameters (- for stdin); flags override its fields")
 }
 
@@ -133,6 +136,8 @@ func (p *paramFlags) value(cmd *cobra.Command, flag string) (any, error) {
 		return nonNil(p.disks), nil
 	case "confirm":
 		return p.confirm, nil
+	case "method":
+		return p.method, nil
 	}
 	return nil, fmt.Errorf("unknown parameter flag %q", flag)
 }
@@ -344,7 +349,7 @@ func newBundle(g *globals) *cobra.Command {
 			"                 --secret-file NAME=PATH... --secrets-in-boot-script ({{secret:NAME}} in --cmdline/--chain)\n" +
 			"  wipe           --confirm (required) --mode zero|discard --disk D... --after\n" +
 			"  inventory      --after\n" +
-			"  local-boot     (none)\n" +
+			"  local-boot     --method exit|sanboot (none: the server's default)\n" +
 			"--params-file gives them as JSON ({\"image\":\"x\",...}); flags override its fields.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -564,6 +569,9 @@ func paramSummary(kind string, raw json.RawMessage) string {
 	case *bundle.Inventory:
 		return "collect hardware" + then(v.After)
 	case *bundle.LocalBoot:
+		if v.Method != "" {
+			return "boot the local disk (" + v.Method + ")"
+		}
 		return "boot the local disk"
 	}
 	return string(raw)

@@ -234,6 +234,7 @@ func newSettings(g *globals) *cobra.Command {
 		mf                 menuFlags
 		action, bndl, file string
 		prefix, from       string
+		sbf                secureBootFlags
 	)
 	set := &cobra.Command{
 		Use:   "set [FLAGS | --file F.json]",
@@ -245,7 +246,7 @@ func newSettings(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fs := cmd.Flags()
 			flagsGiven := mf.changed(fs) || fs.Changed("unregistered-action") || fs.Changed("unregistered-bundle") ||
-				fs.Changed("naming-prefix") || fs.Changed("naming-from")
+				fs.Changed("naming-prefix") || fs.Changed("naming-from") || sbf.changed(fs)
 			if file != "" && flagsGiven {
 				return errors.New("--file and the other flags: use one or the other")
 			}
@@ -298,6 +299,12 @@ func newSettings(g *globals) *cobra.Command {
 					}
 					patch["naming"] = s.Naming
 				}
+				if sbf.changed(fs) {
+					if err := sbf.apply(fs, &s.SecureBoot); err != nil {
+						return err
+					}
+					patch["secure_boot"] = s.SecureBoot
+				}
 				body = patch
 			}
 			var s store.Settings
@@ -314,6 +321,7 @@ func newSettings(g *globals) *cobra.Command {
 	fs.StringVar(&bndl, "unregistered-bundle", "", "the bundle it runs once for --unregistered-action bundle")
 	fs.StringVar(&prefix, "naming-prefix", "", "prefix of the names given to new devices")
 	fs.StringVar(&from, "naming-from", "", "what follows the prefix: serial, asset, mac, sequence, or \"\" to leave devices unnamed")
+	sbf.register(fs)
 	fs.StringVar(&file, "file", "", "JSON file of settings sections (- for stdin)")
 	cmd.AddCommand(set)
 	return cmd
@@ -332,6 +340,7 @@ func printSettings(g *globals, s store.Settings) error {
 		{"Default menu", menuText(s.Menu)},
 		{"Unregistered devices", un},
 		{"Naming", naming},
+		{"Secure Boot", secureBootText(s.SecureBoot)},
 	})
 }
 

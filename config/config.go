@@ -42,6 +42,9 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	Jobs      Jobs      `yaml:"jobs"`
 	Multicast Multicast `yaml:"multicast"`
+
+	// DHCP is the embedded DHCP server, off by default (config/dhcp.go).
+	DHCP DHCPServer `yaml:"dhcp"`
 }
 
 // Multicast configures multicast sessions (docs/multicast.md). With no
@@ -212,6 +215,9 @@ type Boot struct {
 	// CopyDebianFiles copies iPXE/pxelinux binaries from Debian's packages
 	// into the TFTP root at start.
 	CopyDebianFiles bool `yaml:"copy_debian_files"`
+	// SignedCache keeps Debian's signed shim and GRUB packages, downloaded
+	// at start when they are not installed ("" = DATA_DIR/cache/signed).
+	SignedCache string `yaml:"signed_cache"`
 }
 
 // Menu configures the Preboot menu (the seed's pxemenu).
@@ -233,6 +239,7 @@ func Default() Config {
 		HTTP: HTTP{ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second,
 			MaxEventStreams: 256, MaxEventStreamsPerClient: 16, Listen: ":8080", AdminSocket: "admin.sock", TLSListen: ":8443"},
 		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
+		DHCP:      DHCPServer{LeaseTime: DefaultDHCPLeaseTime},
 		Boot: Boot{
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
@@ -271,6 +278,9 @@ func (c *Config) Finish() error {
 	}
 	if c.TFTP.Root == "" {
 		c.TFTP.Root = filepath.Join(c.DataDir, "tftp")
+	}
+	if c.Boot.SignedCache == "" {
+		c.Boot.SignedCache = filepath.Join(c.DataDir, "cache", "signed")
 	}
 	if c.Imaging.Repo == "" {
 		c.Imaging.Repo = filepath.Join(c.DataDir, "images")
@@ -343,6 +353,7 @@ func (c *Config) Finish() error {
 		errs = append(errs, fmt.Errorf("tftp.max_windowsize %d: want 1..64", c.TFTP.MaxWindow))
 	}
 	errs = append(errs, c.checkLimits()...)
+	errs = append(errs, c.DHCP.check()...)
 	return errors.Join(errs...)
 }
 

@@ -125,6 +125,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		status.tls(tlsLn.Addr().String(), cert.fingerprint)
 	}
 	g, ctx := errgroup.WithContext(ctx)
+	if cfg.Boot.CopyDebianFiles {
+		g.Go(func() error {
+			stageSigned(ctx, cfg, log.With("component", "bootfiles"))
+			return nil
+		})
+	}
 	if cfg.Imaging.GCInterval > 0 {
 		g.Go(func() error {
 			runRepoGC(ctx, repo, cfg.Imaging.GCInterval, log.With("component", "images"))
@@ -161,6 +167,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return ts.Serve(ctx, conn)
 		})
 	}
+	ds, dsConn, err := newDHCPServer(ctx, cfg, db, st, pol, serverIP, reg, log.With("component", "dhcpserver"))
+	if err != nil {
+		return err
+	}
+	if ds != nil {
+		status.up(serviceDHCPServer, dsConn.LocalAddr().String())
+		g.Go(func() error {
+			defer status.down(serviceDHCPServer)
+			return ds.Serve(ctx, dsConn)
+		})
+	}
 	if cfg.ProxyDHCP.Enabled {
 		ps := &proxydhcp.Server{
 			Booter:    pol,
@@ -170,7 +187,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			Metrics:   proxydhcp.NewMetrics(reg),
 			DHCPAddr:  cfg.ProxyDHCP.DHCPListen,
 			PXEAddr:   cfg.ProxyDHCP.PXEListen,
-			PXEOnly:   cfg.ProxyDHCP.DHCPListen == "",
+			// With the embedded DHCP server on, port 67 is its own.
+			PXEOnly: cfg.ProxyDHCP.DHCPListen == "" || cfg.DHCP.Enabled(),
 
 			Interfaces: cfg.ProxyDHCP.Interfaces,
 		}
@@ -471,7 +489,7 @@ func listenProxyDHCP(ctx context.Context, cfg config.Config) (dhcpConn, pxeConn 
 	if pxeAddr == "" {
 		pxeAddr = fmt.Sprintf(":%d", proxydhcp.PXEPort)
 	}
-	if cfg.ProxyDHCP.DHCPListen != "" {
+	if cfg.ProxyDHCP.DHCPListen != "" && !cfg.DHCP.Enabled() {
 		c, err := proxydhcp.ListenUDP(ctx, cfg.Interface, cfg.ProxyDHCP.DHCPListen)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("proxydhcp: %w", err)

@@ -56,6 +56,11 @@ func newStatus(cfg config.Config, st store.Store, repo *image.Repo) *serverStatu
 	s.services[serviceTFTP] = api.ServiceStatus{Name: serviceTFTP, Enabled: cfg.TFTP.Enabled, Listen: []string{cfg.TFTP.Listen}}
 	s.services[serviceProxyDHCP] = api.ServiceStatus{Name: serviceProxyDHCP, Enabled: cfg.ProxyDHCP.Enabled,
 		Listen: append(dhcp, cfg.ProxyDHCP.PXEListen)}
+	if cfg.DHCP.Enabled() {
+		s.services[serviceDHCPServer] = api.ServiceStatus{Name: serviceDHCPServer, Enabled: true, Listen: dhcp}
+		s.services[serviceProxyDHCP] = api.ServiceStatus{Name: serviceProxyDHCP, Enabled: cfg.ProxyDHCP.Enabled,
+			Listen: []string{cfg.ProxyDHCP.PXEListen}}
+	}
 	return s
 }
 
@@ -106,8 +111,11 @@ func (s *serverStatus) Info(ctx context.Context) (api.StatusInfo, error) {
 		out.Config.HTTP.TLSListen = s.tlsListen
 	}
 	out.Config.HTTP.TLSFingerprint = s.fingerprint
-	for _, name := range []string{serviceHTTP, serviceTFTP, serviceProxyDHCP} {
-		sv := s.services[name]
+	for _, name := range []string{serviceHTTP, serviceTFTP, serviceProxyDHCP, serviceDHCPServer} {
+		sv, ok := s.services[name]
+		if !ok {
+			continue // the DHCP server, when off
+		}
 		sv.Listen = slices.Clone(sv.Listen)
 		out.Services = append(out.Services, sv)
 	}

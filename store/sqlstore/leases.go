@@ -64,12 +64,45 @@ func (s *Store) leaseTx(ctx context.Context, fn func(r runner) error) error {
 	const attempts = 8
 	var err error
 	for i := 0; i < attempts; i++ {
-		err = s.inTx(ctx, fn)
+		if s.d.name == DriverSQLite {
+			err = s.durableTx(ctx, fn)
+		} else {
+			err = s.inTx(ctx, fn) // PostgreSQL: synchronous_commit flushes the WAL at COMMIT
+		}
 		if err == nil || ctx.Err() != nil || !(errors.Is(err, errLeaseRace) || s.d.unique(err)) {
 			return err
 		}
 	}
 	return fmt.Errorf("lease: %d attempts lost to concurrent writers: %w: %w", attempts, store.ErrConflict, err)
+}
+
+// durableTx runs fn in a SQLite transaction whose COMMIT is fsynced
+// (synchronous=FULL for this transaction only): a lease is on disk before
+// the client hears of it, as dnsmasq fsyncs its lease file. The store's
+// other writes keep synchronous=NORMAL (durable at the next checkpoint).
+func (s *Store) durableTx(ctx context.Context, fn func(r runner) error) (err error) {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+		return err
+	}
+	defer func() {
+		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = NORMAL`); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(runner{s: s, tx: tx}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }
 
 func (r runner) leaseByIP(ctx context.Context, ip netip.Addr) (store.Lease, bool, error) {
@@ -221,8 +254,12 @@ func (s *Store) BindLease(ctx context.Context, ip netip.Addr, req store.LeaseReq
 // ReleaseLease implements store.Leases.
 func (s *Store) ReleaseLease(ctx context.Context, ip netip.Addr, clientID string, now time.Time) error {
 	now = normTime(now)
-	n, err := s.r().affected(ctx, `UPDATE dhcp_leases SET state = ?, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
-		store.LeaseReleased, micros(now), micros(now), ipNum(ip), clientID)
+	var n int64
+	err := s.leaseTx(ctx, func(r runner) (err error) {
+		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
+			store.LeaseReleased, micros(now), micros(now), ipNum(ip), clientID)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("release lease %s: %w", ip, err)
 	}
@@ -235,8 +272,12 @@ func (s *Store) ReleaseLease(ctx context.Context, ip netip.Addr, clientID string
 // DeclineLease implements store.Leases.
 func (s *Store) DeclineLease(ctx context.Context, ip netip.Addr, clientID string, now, until time.Time) error {
 	now = normTime(now)
-	n, err := s.r().affected(ctx, `UPDATE dhcp_leases SET state = ?, client_id = NULL, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
-		store.LeaseDeclined, micros(normTime(until)), micros(now), ipNum(ip), clientID)
+	var n int64
+	err := s.leaseTx(ctx, func(r runner) (err error) {
+		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, client_id = NULL, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
+			store.LeaseDeclined, micros(normTime(until)), micros(now), ipNum(ip), clientID)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("decline lease %s: %w", ip, err)
 	}
