@@ -12,7 +12,9 @@ import (
 // keeps port 4011 only.
 type DHCPServer struct {
 	// Ranges are address ranges "START-END" (IPv4, inclusive); each is
-	// served on the interface whose network holds it.
+	// served on the interface whose network holds it. "START-END/BITS"
+	// also names the range's subnet, which serves it through DHCP relays
+	// whose address (giaddr) is inside it.
 	Ranges []string `yaml:"ranges"`
 	// Routers (option 3) and DNS servers (option 6) handed out.
 	Routers []string `yaml:"routers"`
@@ -30,12 +32,16 @@ const DefaultDHCPLeaseTime = time.Hour
 // Enabled reports whether the embedded DHCP server runs.
 func (d DHCPServer) Enabled() bool { return len(d.Ranges) > 0 }
 
-// AddrRange is a parsed DHCP range.
-type AddrRange struct{ Start, End netip.Addr }
+// AddrRange is a parsed DHCP range; Subnet is invalid when not given.
+type AddrRange struct {
+	Start, End netip.Addr
+	Subnet     netip.Prefix
+}
 
-// ParseRange parses "START-END".
+// ParseRange parses "START-END" or "START-END/BITS".
 func ParseRange(s string) (AddrRange, error) {
-	a, b, ok := strings.Cut(strings.TrimSpace(s), "-")
+	rest, bits, hasBits := strings.Cut(strings.TrimSpace(s), "/")
+	a, b, ok := strings.Cut(rest, "-")
 	if !ok {
 		return AddrRange{}, fmt.Errorf("dhcp range %q: want START-END", s)
 	}
@@ -49,7 +55,18 @@ func ParseRange(s string) (AddrRange, error) {
 	case start.Unmap().IsUnspecified() || end == netip.AddrFrom4([4]byte{255, 255, 255, 255}) || start.IsLoopback() || start.IsMulticast() || end.IsMulticast():
 		return AddrRange{}, fmt.Errorf("dhcp range %q: not a range of host addresses", s)
 	}
-	return AddrRange{Start: start, End: end}, nil
+	r := AddrRange{Start: start, End: end}
+	if hasBits {
+		p, err := netip.ParsePrefix(start.String() + "/" + bits)
+		if err != nil || p.Bits() < 8 {
+			return AddrRange{}, fmt.Errorf("dhcp range %q: want START-END/BITS with BITS from 8 to 32", s)
+		}
+		r.Subnet = p.Masked()
+		if !r.Subnet.Contains(end) {
+			return AddrRange{}, fmt.Errorf("dhcp range %q: END is outside %s", s, r.Subnet)
+		}
+	}
+	return r, nil
 }
 
 // ParsedRanges returns the ranges (already validated by Finish).

@@ -9,8 +9,9 @@
 // siaddr and ignores proxyDHCP.
 //
 // A range is served on the interface whose IPv4 network holds it; the
-// server identifies itself with that interface's address. Relayed
-// requests (giaddr set) are not served. On interfaces without a range
+// server identifies itself with that interface's address. A range with a
+// Subnet also serves relayed requests (RFC 2131 giaddr, "ip
+// helper-address") whose relay address is inside it. On interfaces without a range
 // the server can answer PXE clients as the proxy does (address-less
 // offers), so that one socket owns UDP port 67.
 package dhcpserver
@@ -61,7 +62,7 @@ const (
 	ResultIgnored       = "ignored"           // a message a server does not answer (BOOTREPLY, BOOTP, ...)
 	ResultNotForUs      = "not_for_us"        // REQUEST for another server's offer
 	ResultNoRange       = "no_range"          // no range on the receiving interface (and no proxy answer)
-	ResultRelayed       = "ignored_relayed"   // giaddr set: relays are not served
+	ResultRelayed       = "ignored_relayed"   // giaddr outside every range's subnet
 	ResultIgnoredIface  = "ignored_interface" // loopback, or an interface without IPv4
 	ResultUnknownLease  = "unknown_lease"     // RELEASE/DECLINE of a lease the client does not hold
 	ResultStoreError    = "store_error"
@@ -90,7 +91,7 @@ type Events interface {
 // Server is the DHCP server. Leases and Ranges are required.
 type Server struct {
 	Leases store.Leases
-	Ranges []store.LeaseRange
+	Ranges []Range
 	// Booter decides what PXE/iPXE clients boot (nil: no boot options).
 	Booter proxydhcp.Booter
 	// Routers (option 3) and DNS (option 6) handed out with every lease.
@@ -132,6 +133,15 @@ type Server struct {
 
 	warnMu   sync.Mutex
 	warnNext map[string]time.Time
+}
+
+// Range is an address range and, optionally, its subnet.
+type Range struct {
+	store.LeaseRange
+	// Subnet is the range's network. Needed only to serve it through DHCP
+	// relays (giaddr inside Subnet); on a directly attached network the
+	// receiving interface's prefix is used.
+	Subnet netip.Prefix
 }
 
 // ifaceInfo is what the server needs to know of a receiving interface.
@@ -257,6 +267,7 @@ type network struct {
 	rng      store.LeaseRange
 	serverID netip.Addr
 	prefix   netip.Prefix
+	relay    netip.Addr // giaddr of a relayed request
 }
 
 func (s *Server) now() time.Time {
@@ -290,15 +301,16 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 	case err != nil:
 		return nil, ResultMalformed, err
 	}
-	if gi := req.Pkt.GatewayIPAddr.To4(); gi != nil && !gi.IsUnspecified() {
-		return nil, ResultRelayed, fmt.Errorf("dhcpserver: relayed request (giaddr %s): relays are not served", gi)
-	}
 	info, ok := s.lookupIface(in.ifIndex)
 	if !ok || info.loopback || len(info.nets) == 0 {
 		return nil, ResultIgnoredIface, fmt.Errorf("dhcpserver: request on interface %d (%s) without IPv4 or loopback", in.ifIndex, info.name)
 	}
-	nw, ok := s.networkFor(info)
-	if !ok {
+	var nw network
+	if gi, ok := netip.AddrFromSlice(req.Pkt.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() {
+		if nw, ok = s.relayNetwork(gi, in, info); !ok {
+			return nil, ResultRelayed, fmt.Errorf("dhcpserver: relayed request (giaddr %s) outside every range's subnet", gi)
+		}
+	} else if nw, ok = s.networkFor(info); !ok {
 		return s.proxyAnswer(ctx, in, req, info)
 	}
 	switch req.Type {
@@ -320,8 +332,24 @@ func (s *Server) networkFor(info ifaceInfo) (network, bool) {
 	for _, r := range s.Ranges {
 		for _, p := range info.nets {
 			if p.Contains(r.Start) && p.Contains(r.End) {
-				return network{iface: info, rng: r, serverID: p.Addr(), prefix: p}, true
+				return network{iface: info, rng: r.LeaseRange, serverID: p.Addr(), prefix: p}, true
 			}
+		}
+	}
+	return network{}, false
+}
+
+// relayNetwork finds the range of a relayed request: the one whose
+// Subnet holds the relay's address. The server identifies itself with
+// the address the relay sent to.
+func (s *Server) relayNetwork(gi netip.Addr, in inbound, info ifaceInfo) (network, bool) {
+	sid, ok := netip.AddrFromSlice(in.dst.To4())
+	if !ok || sid.IsUnspecified() || sid == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		sid = info.nets[0].Addr()
+	}
+	for _, r := range s.Ranges {
+		if r.Subnet.IsValid() && r.Subnet.Contains(gi) {
+			return network{iface: info, rng: r.LeaseRange, serverID: sid, prefix: r.Subnet, relay: gi}, true
 		}
 	}
 	return network{}, false
@@ -482,8 +510,12 @@ func (s *Server) nak(in inbound, req Request, nw network, why string) (*outbound
 	reply := s.baseReply(req, nw, dhcpv4.MessageTypeNak)
 	reply.ServerIPAddr = net.IPv4zero
 	reply.UpdateOption(dhcpv4.OptMessage(why))
-	// RFC 2131 4.1: a NAK is broadcast when there is no relay.
-	return &outbound{reply: reply, dst: s.broadcast(), ifIndex: in.ifIndex, mac: req.MAC.String()}, ResultNak, errors.New(why)
+	// RFC 2131 4.1: a NAK goes to the relay, else it is broadcast.
+	out := &outbound{reply: reply, dst: s.broadcast(), ifIndex: in.ifIndex, mac: req.MAC.String()}
+	if nw.relay.IsValid() {
+		out.dst, out.ifIndex, out.src = &net.UDPAddr{IP: nw.relay.AsSlice(), Port: serverPort}, 0, nw.serverID.AsSlice()
+	}
+	return out, ResultNak, errors.New(why)
 }
 
 // baseReply is the BOOTREPLY skeleton of every answer.
@@ -511,6 +543,13 @@ func (s *Server) baseReply(req Request, nw network, mt dhcpv4.MessageType) *dhcp
 	if len(req.ClientID) > 0 {
 		// RFC 6842: echo the client identifier.
 		r.UpdateOption(dhcpv4.OptClientIdentifier(req.ClientID))
+	}
+	if nw.relay.IsValid() {
+		r.GatewayIPAddr = nw.relay.AsSlice()
+		// RFC 3046: the relay agent information goes back to the relay.
+		if v := req.Pkt.Options.Get(dhcpv4.OptionRelayAgentInformation); v != nil {
+			r.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, v))
+		}
 	}
 	return r
 }
@@ -559,7 +598,12 @@ func (s *Server) leaseReply(ctx context.Context, in inbound, req Request, nw net
 	if mt == dhcpv4.MessageTypeAck {
 		result = ResultAcked
 	}
-	return &outbound{reply: reply, dst: s.destination(req, reply), ifIndex: in.ifIndex, src: nw.serverID.AsSlice(), mac: req.MAC.String(), lease: l.IP, file: file}, result, nil
+	out := &outbound{reply: reply, dst: s.destination(req, reply), ifIndex: in.ifIndex, src: nw.serverID.AsSlice(), mac: req.MAC.String(), lease: l.IP, file: file}
+	if nw.relay.IsValid() {
+		// RFC 2131 4.1: to the relay's server port, routed.
+		out.dst, out.ifIndex = &net.UDPAddr{IP: nw.relay.AsSlice(), Port: serverPort}, 0
+	}
+	return out, result, nil
 }
 
 func secs(d time.Duration) []byte {

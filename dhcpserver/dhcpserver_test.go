@@ -65,7 +65,7 @@ func newTestServer(t testing.TB, st *sqlstore.Store) *Server {
 	s := &Server{
 		Leases:  st,
 		Events:  st,
-		Ranges:  []store.LeaseRange{testRange},
+		Ranges:  []Range{{LeaseRange: testRange}},
 		Booter:  testBooter{},
 		Routers: []netip.Addr{netip.MustParseAddr("10.50.0.254")},
 		DNS:     []netip.Addr{netip.MustParseAddr("10.50.0.53")},
@@ -389,7 +389,7 @@ func TestTwoServersSharePostgres(t *testing.T) {
 		t.Cleanup(func() { st.Close() })
 		servers[i] = newTestServer(t, nil)
 		servers[i].Leases, servers[i].Events, servers[i].Name = st, st, fmt.Sprint("server-", i)
-		servers[i].Ranges = []store.LeaseRange{{Start: netip.MustParseAddr("10.50.0.10"), End: netip.MustParseAddr("10.50.0.29")}}
+		servers[i].Ranges = []Range{{LeaseRange: store.LeaseRange{Start: netip.MustParseAddr("10.50.0.10"), End: netip.MustParseAddr("10.50.0.29")}}}
 	}
 	var (
 		mu    sync.Mutex
@@ -457,5 +457,31 @@ func TestTwoServersSharePostgres(t *testing.T) {
 	}
 	if bound != len(owner) {
 		t.Fatalf("%d bound leases stored, %d acknowledged", bound, len(owner))
+	}
+}
+
+// TestRelayed serves a network behind a DHCP relay (giaddr): answers go
+// to the relay's server port, with the relay's agent information.
+func TestRelayed(t *testing.T) {
+	st := openSQLite(t, filepath.Join(t.TempDir(), "p.db"))
+	s := newTestServer(t, st)
+	remote := store.LeaseRange{Start: netip.MustParseAddr("10.60.0.10"), End: netip.MustParseAddr("10.60.0.20")}
+	s.Ranges = append(s.Ranges, Range{LeaseRange: remote, Subnet: netip.MustParsePrefix("10.60.0.0/23")})
+	c := client{mac: mac(1), pxe: "PXEClient:Arch:00000:UNDI:002001"}
+	agent := dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 3, 'p', '1', '7'}))
+	relay := dhcpv4.WithGatewayIP(net.ParseIP("10.60.1.1"))
+	out, res, err := s.respond(context.Background(), inbound{data: c.msg(t, dhcpv4.MessageTypeDiscover, relay, agent), ifIndex: testIfIndex, dst: testServerIP.AsSlice()})
+	if out == nil {
+		t.Fatalf("relayed discover: %s %v", res, err)
+	}
+	o := out.reply
+	if o.YourIPAddr.String() != "10.60.0.10" || out.dst.String() != "10.60.1.1:67" || o.GatewayIPAddr.String() != "10.60.1.1" ||
+		o.SubnetMask().String() != "fffffe00" || o.ServerIdentifier().String() != "10.50.0.1" || o.BootFileNameOption() != "undionly.kpxe" ||
+		string(o.Options.Get(dhcpv4.OptionRelayAgentInformation)) != "\x01\x03p17" {
+		t.Fatalf("relayed offer to %v: %s", out.dst, o.Summary())
+	}
+	out, res, _ = s.respond(context.Background(), inbound{data: c.msg(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(net.ParseIP("10.70.0.1"))), ifIndex: testIfIndex})
+	if out != nil || res != ResultRelayed {
+		t.Fatalf("relay outside every subnet: %v %s", out, res)
 	}
 }

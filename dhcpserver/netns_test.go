@@ -53,7 +53,7 @@ func TestHelperDHCPServer(t *testing.T) {
 	start, end, _ := strings.Cut(os.Getenv("PREBOOT_DHCPSERVER_RANGE"), "-")
 	s := &Server{
 		Leases: st, Events: st, Booter: testBooter{}, Logger: log,
-		Ranges:  []store.LeaseRange{{Start: netip.MustParseAddr(start), End: netip.MustParseAddr(end)}},
+		Ranges:  []Range{{LeaseRange: store.LeaseRange{Start: netip.MustParseAddr(start), End: netip.MustParseAddr(end)}}},
 		Routers: []netip.Addr{netip.MustParseAddr(start).Prev()},
 	}
 	if err := s.ListenAndServe(ctx); err != nil {

@@ -28,6 +28,9 @@ func (s *Server) Check() error {
 		if !r.Start.Is4() || !r.End.Is4() || r.End.Less(r.Start) {
 			return fmt.Errorf("dhcpserver: bad range %v-%v", r.Start, r.End)
 		}
+		if r.Subnet.IsValid() && (!r.Subnet.Contains(r.Start) || !r.Subnet.Contains(r.End)) {
+			return fmt.Errorf("dhcpserver: range %v-%v is not inside its subnet %v", r.Start, r.End, r.Subnet)
+		}
 	}
 	return nil
 }
@@ -75,7 +78,7 @@ func (s *Server) Serve(ctx context.Context, c *net.UDPConn) error {
 	}
 	ranges := make([]string, 0, len(s.Ranges))
 	for _, r := range s.Ranges {
-		ranges = append(ranges, r.Start.String()+"-"+r.End.String())
+		ranges = append(ranges, r.Start.String()+"-"+r.End.String()+"/"+r.Subnet.String())
 	}
 	s.logger().Info("dhcpserver listening", "addr", c.LocalAddr().String(), "ranges", ranges, "interface", s.Interface,
 		"lease_time", orDefault(s.LeaseTime, DefaultLeaseTime).String(), "proxy_elsewhere", s.ProxyElsewhere)

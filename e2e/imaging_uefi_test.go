@@ -20,8 +20,15 @@ const labUEFIImage = "lab-uefi"
 
 // uefiImagingVM starts a UEFI VM for the imaging scenarios: OVMF with a
 // fresh copy of OVMF_VARS.fd (empty NVRAM), EDK2's own PXE on virtio-net
-// first (bootindex 1, no option ROM: EDK2 loads ipxe.efi over TFTP), then
-// the disk on virtio-blk (bootindex 2); it may reboot in place.
+// (no option ROM: EDK2 loads the boot program over TFTP) and the disk on
+// virtio-blk; it may reboot in place.
+//
+// No bootindex: with one, QEMU passes a boot order through fw_cfg and OVMF
+// rewrites BootOrder at every boot to follow it (every option of the NIC
+// first, then the disk's), overriding what the agent wrote to NVRAM — a
+// real machine follows its NVRAM. Without it, fresh NVRAM lists the disk's
+// removable-media option (nothing there: blank, or no fallback loader)
+// before the NIC's PXE options, so the first boot is a network boot.
 func uefiImagingVM(t *testing.T, l *lab, name, mac, disk string, snapshot bool) *vm {
 	t.Helper()
 	drive := "file=" + disk + ",format=raw,if=none,id=disk0"
@@ -29,8 +36,8 @@ func uefiImagingVM(t *testing.T, l *lab, name, mac, disk string, snapshot bool) 
 		drive += ",snapshot=on"
 	}
 	// -cpu max: RDRAND seeds the guest kernel's CRNG (see imagingVM).
-	args := append([]string{"-cpu", "max"}, l.addTap("virtio-net-pci,mac="+mac+",romfile=,bootindex=1")...)
-	args = append(args, "-drive", drive, "-device", "virtio-blk-pci,drive=disk0,bootindex=2")
+	args := append([]string{"-cpu", "max"}, l.addTap("virtio-net-pci,mac="+mac+",romfile=")...)
+	args = append(args, "-drive", drive, "-device", "virtio-blk-pci,drive=disk0")
 	return startVM(t, vmConfig{Name: name, Dir: l.Dir, Netns: l.NetNS, UEFI: true, Reboot: true, Args: args})
 }
 

@@ -65,7 +65,7 @@ func newDHCPServer(ctx context.Context, cfg config.Config, db store.Store, event
 		ProxySubnets:    subnets,
 	}
 	for _, r := range rs {
-		s.Ranges = append(s.Ranges, store.LeaseRange{Start: r.Start, End: r.End})
+		s.Ranges = append(s.Ranges, dhcpserver.Range{LeaseRange: store.LeaseRange{Start: r.Start, End: r.End}, Subnet: r.Subnet})
 	}
 	if err := s.Check(); err != nil {
 		return nil, nil, err
