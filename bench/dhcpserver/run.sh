@@ -2,7 +2,7 @@
 # Embedded DHCP server benchmark: perfdhcp (Kea) runs full DORA exchanges
 # (DISCOVER, OFFER, REQUEST, ACK) for new clients from one network namespace
 # against a DHCP server in another (veth pair, no route out). Preboot's
-# dhcpserver (leases in SQLite, every lease commit fsynced) and dnsmasq with
+# dhcpserver (leases in SQLite, every ACK's commit fsynced) and dnsmasq with
 # its lease file (rewritten and fsynced after every change) run in the same
 # run, each rate against a fresh, empty lease database on the same disk.
 #
@@ -188,8 +188,9 @@ FS=$(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}')
 	echo "$REPEAT runs: fewest drops). Lease databases on $FS."
 	echo
 	echo "- **Preboot** (\`bench/dhcpserver/leaseserve\`: package dhcpserver, the code \`preboot serve --dhcp-range\` runs):"
-	echo "  every OFFER and every ACK is one SQLite transaction committed with \`synchronous=FULL\` (the WAL is"
-	echo "  fsynced before the reply leaves), so an acknowledged lease survives a crash or a power cut."
+	echo "  every OFFER and every ACK is one committed SQLite transaction; an ACK's with \`synchronous=FULL\` (the WAL is"
+	echo "  fsynced before the ACK leaves), so an acknowledged lease survives a crash or a power cut. An OFFER's"
+	echo "  reservation commits without an fsync of its own (the next ACK's fsync writes it)."
 	echo "- **dnsmasq**: after every packet that changed a lease it rewrites its whole lease file and fsyncs it"
 	echo "  (\`lease_update_file\`); it keeps leases in memory and checks them there. Run with \`--no-ping\` (no ICMP"
 	echo "  check before an offer, as Preboot) and \`--dhcp-authoritative\`."

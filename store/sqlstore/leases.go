@@ -56,15 +56,16 @@ func checkLeaseRequest(r store.LeaseRequest) error {
 // and our write: the transaction runs again.
 var errLeaseRace = errors.New("lease claimed concurrently")
 
-// leaseTx runs fn in a transaction, again (a bounded number of times) when
+// leaseTx runs fn in a transaction (fsynced when durable, see durableTx),
+// again (a bounded number of times) when
 // another writer claimed the same address or client first: on PostgreSQL
 // a unique violation aborts the transaction, so the whole of it reruns
 // and reads what the other server committed.
-func (s *Store) leaseTx(ctx context.Context, fn func(r runner) error) error {
+func (s *Store) leaseTx(ctx context.Context, durable bool, fn func(r runner) error) error {
 	const attempts = 8
 	var err error
 	for i := 0; i < attempts; i++ {
-		if s.d.name == DriverSQLite {
+		if s.d.name == DriverSQLite && durable {
 			err = s.durableTx(ctx, fn)
 		} else {
 			err = s.inTx(ctx, fn) // PostgreSQL: synchronous_commit flushes the WAL at COMMIT
@@ -165,7 +166,10 @@ func (s *Store) OfferLease(ctx context.Context, req store.LeaseRequest, hold tim
 	now := normTime(req.Now)
 	until := now.Add(hold)
 	var out store.Lease
-	err := s.leaseTx(ctx, func(r runner) error {
+	// An offer is a reservation, not a lease: lost in a crash, the
+	// client's REQUEST still binds the address if it is free. It commits
+	// without its own fsync (SQLite synchronous=NORMAL).
+	err := s.leaseTx(ctx, false, func(r runner) error {
 		cur, ok, err := r.leaseByClient(ctx, req.ClientID)
 		if err != nil {
 			return err
@@ -230,7 +234,7 @@ func (s *Store) BindLease(ctx context.Context, ip netip.Addr, req store.LeaseReq
 	}
 	now := normTime(req.Now)
 	var out store.Lease
-	err := s.leaseTx(ctx, func(r runner) error {
+	err := s.leaseTx(ctx, true, func(r runner) error {
 		l, ok, err := r.leaseByIP(ctx, ip)
 		if err != nil {
 			return err
@@ -255,7 +259,7 @@ func (s *Store) BindLease(ctx context.Context, ip netip.Addr, req store.LeaseReq
 func (s *Store) ReleaseLease(ctx context.Context, ip netip.Addr, clientID string, now time.Time) error {
 	now = normTime(now)
 	var n int64
-	err := s.leaseTx(ctx, func(r runner) (err error) {
+	err := s.leaseTx(ctx, true, func(r runner) (err error) {
 		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
 			store.LeaseReleased, micros(now), micros(now), ipNum(ip), clientID)
 		return err
@@ -273,7 +277,7 @@ func (s *Store) ReleaseLease(ctx context.Context, ip netip.Addr, clientID string
 func (s *Store) DeclineLease(ctx context.Context, ip netip.Addr, clientID string, now, until time.Time) error {
 	now = normTime(now)
 	var n int64
-	err := s.leaseTx(ctx, func(r runner) (err error) {
+	err := s.leaseTx(ctx, true, func(r runner) (err error) {
 		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, client_id = NULL, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
 			store.LeaseDeclined, micros(normTime(until)), micros(now), ipNum(ip), clientID)
 		return err
