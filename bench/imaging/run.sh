@@ -311,8 +311,7 @@ verify_part() { # $1 label, $2 file, $3 byte offset of the partition in it
 	MNTS+=("$WORK/mnt")
 	sums=$(cd "$WORK/mnt" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
 	umount "$WORK/mnt"
-	wait_unused "$lp"
-	losetup -d "$lp"
+	losetup -d "$lp"   # read-only: if something still holds it, the kernel detaches it later
 	if ! cmp -s <(echo "$sums") "$WORK/src.sums"; then
 		diff <(echo "$sums") "$WORK/src.sums" | head >&2
 		echo "VERIFY $FS $1: file checksums differ" >&2
