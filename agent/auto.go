@@ -199,6 +199,9 @@ func (r *jobRun) run(ctx context.Context) error {
 	log.InfoContext(ctx, "job start", "kind", job.Kind, "bundle", job.Bundle)
 	r.prog.set(JobProgress{State: "running", Phase: "info"})
 	in, infoErr := GetInfo(ctx, "")
+	if sb := in.Hardware.SecureBoot; sb != nil {
+		log.InfoContext(ctx, "firmware Secure Boot", "enabled", sb.Enabled, "lockdown", sb.Lockdown)
+	}
 	if infoErr != nil {
 		infoErr = fmt.Errorf("hardware inventory: %w", infoErr)
 	} else if err := r.jc.Info(ctx, in); err != nil {

@@ -41,6 +41,9 @@ type Hardware struct {
 	CPUModel    string `json:"cpu_model,omitempty"`
 	MemoryBytes int64  `json:"memory_bytes,omitempty"`
 	NICs        []NIC  `json:"nics,omitempty"`
+	// SecureBoot: the firmware's Secure Boot state and the kernel's
+	// lockdown mode (UEFI machines only).
+	SecureBoot *SecureBootState `json:"secure_boot,omitempty"`
 }
 
 // NIC is one network interface.
@@ -146,6 +149,7 @@ func hardware(r hostRoots) Hardware {
 	}
 	if _, err := os.Stat(filepath.Join(r.sys, "firmware/efi")); err == nil {
 		h.Firmware = "uefi"
+		h.SecureBoot = readSecureBoot(r)
 	}
 	if f, err := os.Open(filepath.Join(r.proc, "cpuinfo")); err == nil {
 		sc := bufio.NewScanner(f)

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -108,6 +109,7 @@ func (s *Service) AgentHandler() http.Handler {
 			return
 		}
 		s.event(r.Context(), j, fmt.Sprintf("job %d: agent reported hardware, disks and image-safe data", j.ID))
+		s.secureBootEvent(r.Context(), j, raw)
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	mux.HandleFunc("/api/v1/agent/", func(w http.ResponseWriter, r *http.Request) {
@@ -194,4 +196,39 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// secureBootEvent records the Secure Boot state the imaging environment
+// read (agent.Info's hardware.secure_boot): it settles secure_boot auto
+// for the device.
+func (s *Service) secureBootEvent(ctx context.Context, j store.Job, raw json.RawMessage) {
+	var info struct {
+		Hardware struct {
+			SecureBoot *struct {
+				Enabled  bool   `json:"enabled"`
+				Lockdown string `json:"lockdown"`
+			} `json:"secure_boot"`
+		} `json:"hardware"`
+	}
+	if json.Unmarshal(raw, &info) != nil || info.Hardware.SecureBoot == nil {
+		return
+	}
+	sb := info.Hardware.SecureBoot
+	msg := store.SecureBootStateOff + " (imaging environment: the firmware's SecureBoot variable is 0)"
+	if sb.Enabled {
+		msg = store.SecureBootStateOn + " (imaging environment: the firmware's SecureBoot variable is 1, kernel lockdown " + lockdownWord(sb.Lockdown) + ")"
+	}
+	if _, err := s.Store.AddEvent(ctx, store.Event{MAC: j.MAC, Job: j.ID, Kind: store.EventSecureBoot, Message: msg}); err != nil {
+		s.log().ErrorContext(ctx, "record Secure Boot event", "job", j.ID, "err", err)
+	}
+}
+
+// lockdownWord keeps the agent's text out of the event unless it is a
+// lockdown mode.
+func lockdownWord(s string) string {
+	switch s {
+	case "none", "integrity", "confidentiality":
+		return s
+	}
+	return "unknown"
 }

@@ -184,7 +184,7 @@ func TestAgentHTTP(t *testing.T) {
 		{"/api/v1/agent/job/progress", `{"bytes_done":-1}`, 422},
 		{"/api/v1/agent/job/progress", `{`, 400},
 		{"/api/v1/agent/job/log", `{"lines":["reading /dev/sda","done"]}`, 204},
-		{"/api/v1/agent/info", `{"hostname":"lab1","hardware":{"memory_bytes":2147483648},"disks":[{"size":1000,"removable":false},{"size":5,"removable":true}]}`, 204},
+		{"/api/v1/agent/info", `{"hostname":"lab1","hardware":{"memory_bytes":2147483648,"secure_boot":{"enabled":true,"lockdown":"integrity\n"}},"disks":[{"size":1000,"removable":false},{"size":5,"removable":true}]}`, 204},
 		{"/api/v1/agent/job/result", `{"ok":true,"image":"other"}`, 422},
 		{"/api/v1/agent/job/result", `{"ok":true,"image":"lab-base"}`, 204},
 		{"/api/v1/agent/job/log", `{"lines":["late"]}`, 409},
@@ -200,6 +200,12 @@ func TestAgentHTTP(t *testing.T) {
 	d, _ := s.Store.Device(ctx, mac)
 	if !strings.Contains(string(d.Info), "lab1") || d.RAMBytes != 2<<30 || d.DiskBytes != 1000 {
 		t.Fatalf("device info: %s, ram %d, disk %d", d.Info, d.RAMBytes, d.DiskBytes)
+	}
+	// The Secure Boot state the imaging environment read settles
+	// secure_boot auto; the agent's text is not echoed.
+	if evs, _ := s.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventSecureBoot}); len(evs) != 1 ||
+		!strings.HasPrefix(evs[0].Message, store.SecureBootStateOn) || !strings.Contains(evs[0].Message, "lockdown unknown") {
+		t.Fatalf("secureboot events: %+v", evs)
 	}
 	// Always (not once) assignments stay after success.
 	if n := assignments(t, s); n != 1 {

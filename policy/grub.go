@@ -443,6 +443,9 @@ func (e *Engine) grubLocal(string) string {
 	b.WriteString("; do\n")
 	b.WriteString("  if search --no-floppy --file --set=preboot_esp $preboot_loader; then\n")
 	b.WriteString("    echo \"Preboot: chaining ($preboot_esp)$preboot_loader\"\n")
+	// Under Secure Boot, Debian's chainloader takes the image's device
+	// from $root, not from the file name.
+	b.WriteString("    set root=$preboot_esp\n")
 	b.WriteString("    chainloader ($preboot_esp)$preboot_loader\n")
 	b.WriteString("    boot\n")
 	b.WriteString("  fi\n")

@@ -36,7 +36,7 @@ func FuzzGRUBConfig(f *testing.F) {
 		f.Fatal(err)
 	}
 	allowed := []string{"#", "set ", "echo ", "configfile ", "menuentry ", "  configfile ", "}", "sleep ", "exit",
-		"for preboot_loader in ", "  if search ", "    echo ", "    chainloader ", "    boot", "  fi", "done",
+		"for preboot_loader in ", "  if search ", "    echo ", "    chainloader ", "    set root=", "    boot", "  fi", "done",
 		"if linux ", "  initrd ", "  boot", "fi"}
 	f.Fuzz(func(t *testing.T, name string) {
 		r, _, err := e.Generate(context.Background(), tftp.Request{

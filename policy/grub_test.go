@@ -215,7 +215,7 @@ func TestGRUBBootstrapAndLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"search --no-floppy --file --set=preboot_esp $preboot_loader", "chainloader ($preboot_esp)$preboot_loader", "/EFI/Microsoft/Boot/bootmgfw.efi", "/EFI/debian/shimx64.efi", "\nexit\n"} {
+	for _, want := range []string{"search --no-floppy --file --set=preboot_esp $preboot_loader", "    set root=$preboot_esp\n    chainloader ($preboot_esp)$preboot_loader\n", "/EFI/Microsoft/Boot/bootmgfw.efi", "/EFI/debian/shimx64.efi", "\nexit\n"} {
 		if !strings.Contains(cfg, want) {
 			t.Errorf("local boot config lacks %q:\n%s", want, cfg)
 		}

@@ -15,10 +15,9 @@ import (
 // within seconds (port 67, then 4011, retransmissions).
 const learnAfter = time.Minute
 
-// Prefixes of EventSecureBoot messages that carry the learnt state.
 const (
-	sbLearntOn  = "Secure Boot on"
-	sbLearntOff = "Secure Boot off"
+	sbLearntOn  = store.SecureBootStateOn
+	sbLearntOff = store.SecureBootStateOff
 )
 
 // secureBoot says whether the device takes the Secure Boot path (shim →

@@ -336,6 +336,14 @@ type SecureBoot struct {
 	Rules   map[string]string `json:"rules,omitempty"`   // rule name → mode
 }
 
+// Prefixes of EventSecureBoot messages that carry a device's Secure Boot
+// state (learnt by the policy, or read by the imaging environment): the
+// newest one settles secure_boot auto for the device.
+const (
+	SecureBootStateOn  = "Secure Boot on"
+	SecureBootStateOff = "Secure Boot off"
+)
+
 // ValidSecureBootMode reports whether m is auto, on, off or empty (auto).
 func ValidSecureBootMode(m string) bool {
 	switch m {
