@@ -81,8 +81,9 @@ type Leases interface {
 	// OfferLease reserves an address for the client until Now+hold (a
 	// bound lease keeps its longer expiry). It prefers, in this order,
 	// the client's own current or last address, the requested address,
-	// the lowest address never used, then the free address whose lease
-	// ended longest ago. ErrExhausted when none is free.
+	// an address never used (the one above the highest used, else the
+	// lowest gap), then the free address whose lease ended longest ago.
+	// ErrExhausted when none is free.
 	OfferLease(ctx context.Context, r LeaseRequest, hold time.Duration) (Lease, error)
 	// BindLease binds ip to the client until Now+d. ErrConflict when
 	// another client holds ip, ErrInvalid when ip is outside r.Range.

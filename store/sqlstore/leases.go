@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/preboot/preboot/store"
@@ -77,33 +79,80 @@ func (s *Store) leaseTx(ctx context.Context, durable bool, fn func(r runner) err
 	return fmt.Errorf("lease: %d attempts lost to concurrent writers: %w: %w", attempts, store.ErrConflict, err)
 }
 
-// durableTx runs fn in a SQLite transaction whose COMMIT is fsynced
-// (synchronous=FULL for this transaction only): a lease is on disk before
-// the client hears of it, as dnsmasq fsyncs its lease file. The store's
-// other writes keep synchronous=NORMAL (durable at the next checkpoint).
-func (s *Store) durableTx(ctx context.Context, fn func(r runner) error) (err error) {
-	conn, err := s.db.Conn(ctx)
-	if err != nil {
+// durableTx runs fn in a SQLite transaction and returns once the commit
+// is on disk: a lease is durable before the client hears of it, as dnsmasq
+// fsyncs its lease file. The commit itself does not fsync (the store runs
+// with synchronous=NORMAL); the write-ahead log is fsynced afterwards by a
+// group sync shared by every lease committed meanwhile, so concurrent
+// requests share one fsync instead of queueing for one each.
+func (s *Store) durableTx(ctx context.Context, fn func(r runner) error) error {
+	if err := s.inTx(ctx, fn); err != nil {
 		return err
 	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
-		return err
+	if err := s.walSync.sync(); err != nil {
+		return fmt.Errorf("lease: sync %s: %w", s.walSync.path, err)
 	}
-	defer func() {
-		if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = NORMAL`); rerr != nil && err == nil {
-			err = rerr
+	return nil
+}
+
+// groupSync fsyncs a file on behalf of many waiters: each waiter returns
+// after a sync that started after it called, and a sync covers everyone
+// who called before it started.
+type groupSync struct {
+	path string
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	started   uint64 // syncs started
+	completed uint64 // the latest finished sync
+	running   bool
+	errs      map[uint64]error // failed syncs (kept for their waiters)
+}
+
+func newGroupSync(path string) *groupSync {
+	g := &groupSync{path: path, errs: map[uint64]error{}}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *groupSync) sync() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := g.started + 1
+	for g.completed < want {
+		if g.running {
+			g.cond.Wait()
+			continue
 		}
-	}()
-	tx, err := conn.BeginTx(ctx, nil)
+		g.running = true
+		g.started++
+		gen := g.started
+		g.mu.Unlock()
+		err := syncFile(g.path)
+		g.mu.Lock()
+		g.running = false
+		g.completed = gen
+		if err != nil {
+			g.errs[gen] = err
+		}
+		if len(g.errs) > 64 {
+			clear(g.errs)
+		}
+		g.cond.Broadcast()
+	}
+	// The sync that covered this waiter is the first one at or after want
+	// (they run one at a time): report its failure.
+	return g.errs[want]
+}
+
+// syncFile fsyncs a file's data (fsync works on a read-only descriptor).
+func syncFile(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
-	if err := fn(runner{s: s, tx: tx}); err != nil {
-		tx.Rollback()
-		return err
-	}
-	return tx.Commit()
+	defer f.Close()
+	return f.Sync()
 }
 
 func (r runner) leaseByIP(ctx context.Context, ip netip.Addr) (store.Lease, bool, error) {
@@ -193,6 +242,20 @@ func (s *Store) OfferLease(ctx context.Context, req store.LeaseRequest, hold tim
 			}
 		}
 		start, end := ipNum(req.Range.Start), ipNum(req.Range.End)
+		// Never used: above the highest address used (one index probe),
+		// else the lowest gap (a scan of the range's rows).
+		var top sql.NullInt64
+		if err := r.queryRow(ctx, `SELECT MAX(ip) FROM dhcp_leases WHERE ip >= ? AND ip <= ?`, start, end).Scan(&top); err != nil {
+			return fmt.Errorf("lease: free address: %w", err)
+		}
+		if !top.Valid || top.Int64 < end {
+			next := start
+			if top.Valid {
+				next = top.Int64 + 1
+			}
+			out, err = r.claim(ctx, numIP(next), false, req, store.LeaseOffered, now, until)
+			return err
+		}
 		var gap sql.NullInt64
 		if err := r.queryRow(ctx, `SELECT MIN(c) FROM (
 			SELECT CAST(? AS BIGINT) AS c WHERE NOT EXISTS (SELECT 1 FROM dhcp_leases WHERE ip = ?)

@@ -101,6 +101,7 @@ type Store struct {
 	stmts map[string]*sql.Stmt // prepared statements by query (SQLite)
 
 	checkpoints *checkpointer // SQLite only
+	walSync     *groupSync    // SQLite only: fsyncs the WAL for durable lease commits
 }
 
 var _ store.Store = (*Store)(nil)
@@ -152,7 +153,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	s := &Store{db: db, d: &sqliteDialect, stmts: map[string]*sql.Stmt{}}
+	s := &Store{db: db, d: &sqliteDialect, stmts: map[string]*sql.Stmt{}, walSync: newGroupSync(path + "-wal")}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)

@@ -141,6 +141,29 @@ func testLeases(t *testing.T, st store.Store) {
 	is(t, err, store.ErrInvalid, "client")
 }
 
+// testLeaseGaps: an address a client left (it moved to another one) is
+// never-used again, offered before any expired lease once the range's top
+// is reached.
+func testLeaseGaps(t *testing.T, st store.Store) {
+	ls := leases(t, st)
+	rng := store.LeaseRange{Start: netip.MustParseAddr("10.9.2.20"), End: netip.MustParseAddr("10.9.2.23")}
+	req := func(c, want string) store.LeaseRequest {
+		r := store.LeaseRequest{ClientID: c, Range: rng, Now: leaseT0}
+		if want != "" {
+			r.Requested = netip.MustParseAddr(want)
+		}
+		return r
+	}
+	wantIP(t, "10.9.2.20")(ls.OfferLease(ctx, req("p", ""), time.Minute))
+	wantIP(t, "10.9.2.21")(ls.OfferLease(ctx, req("q", ""), time.Minute))
+	wantIP(t, "10.9.2.22")(ls.OfferLease(ctx, req("r", ""), time.Minute))
+	// q binds another address (INIT-REBOOT with an old lease): .21 is left.
+	wantIP(t, "10.9.2.23")(ls.BindLease(ctx, netip.MustParseAddr("10.9.2.23"), req("q", ""), time.Hour))
+	wantIP(t, "10.9.2.21")(ls.OfferLease(ctx, req("s", ""), time.Minute))
+	_, err := ls.OfferLease(ctx, req("u", ""), time.Minute)
+	is(t, err, store.ErrExhausted)
+}
+
 // testConcurrentLeases races many clients for a small range: each address
 // is bound to at most one client, and the losers are told the range is
 // exhausted.

@@ -55,6 +55,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentPolicyChanges", testConcurrentPolicyChanges},
 		{"ConcurrentAssignments", testConcurrentAssignments},
 		{"Leases", testLeases},
+		{"LeaseGaps", testLeaseGaps},
 		{"ConcurrentLeases", testConcurrentLeases},
 	}
 	for _, tc := range tests {
