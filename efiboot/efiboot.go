@@ -7,6 +7,7 @@ package efiboot
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -323,8 +324,7 @@ func (v Vars) putOption(opt LoadOption) (num uint16, created, updated bool, err 
 	return 0, false, false, errors.New("no free Boot#### number")
 }
 
-// putOrder writes BootOrder with num first, or after the network entries
-// when keepNetwork; duplicates are dropped.
+// putOrder writes BootOrder as NewOrder says.
 func (v Vars) putOrder(num uint16, keepNetwork bool, log *slog.Logger) ([]uint16, error) {
 	cur, _, err := v.BootOrder()
 	if err != nil {
@@ -342,7 +342,11 @@ func (v Vars) putOrder(num uint16, keepNetwork bool, log *slog.Logger) ([]uint16
 		}
 		return lo.FilePath.IsNetwork()
 	}
-	order := NewOrder(cur, num, keepNetwork, isNet)
+	current := -1
+	if b, _, err := v.Get("BootCurrent"); err == nil && len(b) == 2 {
+		current = int(binary.LittleEndian.Uint16(b))
+	}
+	order := NewOrder(cur, num, keepNetwork, isNet, current)
 	if slices.Equal(order, cur) {
 		return order, nil
 	}
@@ -352,24 +356,42 @@ func (v Vars) putOrder(num uint16, keepNetwork bool, log *slog.Logger) ([]uint16
 	return order, nil
 }
 
-// NewOrder is the boot order cur with num first, or after cur's network
-// entries (per isNet) when keepNetwork; duplicate numbers are dropped.
-func NewOrder(cur []uint16, num uint16, keepNetwork bool, isNet func(uint16) bool) []uint16 {
-	seen := map[uint16]bool{num: true}
-	var net, rest []uint16
-	for _, n := range cur {
-		if seen[n] {
-			continue
-		}
-		seen[n] = true
-		if keepNetwork && isNet(n) {
-			net = append(net, n)
+// NewOrder is the boot order cur with num first or, when keepNetwork,
+// right after the network entry that boots the machine: current (the
+// BootCurrent variable; -1 when unknown) when it is a network entry of cur,
+// else cur's first network entry (per isNet). Every other entry keeps its
+// relative order after them; duplicate numbers are dropped. Only one
+// network entry goes ahead of the disk: the firmware's other network
+// entries (PXE over IPv6, HTTP boot) would each wait for their own
+// timeout before the disk's turn.
+func NewOrder(cur []uint16, num uint16, keepNetwork bool, isNet func(uint16) bool, current int) []uint16 {
+	anchor := -1
+	if keepNetwork {
+		if current >= 0 && slices.Contains(cur, uint16(current)) && isNet(uint16(current)) {
+			anchor = current
 		} else {
-			rest = append(rest, n)
+			for _, n := range cur {
+				if n != num && isNet(n) {
+					anchor = int(n)
+					break
+				}
+			}
 		}
 	}
-	out := make([]uint16, 0, len(net)+1+len(rest))
-	out = append(out, net...)
+	out := make([]uint16, 0, len(cur)+1)
+	if anchor >= 0 {
+		out = append(out, uint16(anchor))
+	}
 	out = append(out, num)
-	return append(out, rest...)
+	seen := map[uint16]bool{num: true}
+	if anchor >= 0 {
+		seen[uint16(anchor)] = true
+	}
+	for _, n := range cur {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	return out
 }

@@ -300,23 +300,33 @@ func netPath() DevicePath {
 }
 
 func TestNewOrder(t *testing.T) {
-	net := map[uint16]bool{1: true, 4: true}
+	net := map[uint16]bool{1: true, 4: true, 5: true}
 	isNet := func(n uint16) bool { return net[n] }
 	for _, tc := range []struct {
-		cur  []uint16
-		num  uint16
-		keep bool
-		want []uint16
+		cur     []uint16
+		num     uint16
+		keep    bool
+		current int
+		want    []uint16
 	}{
-		{nil, 3, true, []uint16{3}},
-		{[]uint16{0, 1, 2}, 3, false, []uint16{3, 0, 1, 2}},
-		{[]uint16{0, 1, 2}, 3, true, []uint16{1, 3, 0, 2}},
-		{[]uint16{4, 0, 1, 3, 2}, 3, true, []uint16{4, 1, 3, 0, 2}},
-		{[]uint16{2, 2, 3, 0, 3, 4}, 3, true, []uint16{4, 3, 2, 0}},
-		{[]uint16{3, 1}, 3, false, []uint16{3, 1}},
+		{nil, 3, true, -1, []uint16{3}},
+		{[]uint16{0, 1, 2}, 3, false, -1, []uint16{3, 0, 1, 2}},
+		{[]uint16{0, 1, 2}, 3, true, -1, []uint16{1, 3, 0, 2}},
+		// The first network entry, then the disk, then the rest as they were.
+		{[]uint16{4, 0, 1, 3, 2}, 3, true, -1, []uint16{4, 3, 0, 1, 2}},
+		{[]uint16{2, 2, 3, 0, 3, 4}, 3, true, -1, []uint16{4, 3, 2, 0}},
+		{[]uint16{3, 1}, 3, false, -1, []uint16{3, 1}},
+		// OVMF: PXEv4 (1) booted the machine, PXEv6 (4) and HTTP (5) come after the disk.
+		{[]uint16{1, 4, 5, 0, 2}, 7, true, 1, []uint16{1, 7, 4, 5, 0, 2}},
+		// BootCurrent names a later network entry: that one goes first.
+		{[]uint16{4, 1, 0}, 7, true, 1, []uint16{1, 7, 4, 0}},
+		// BootCurrent is not a network entry (a one-time disk boot): the first network entry.
+		{[]uint16{0, 4, 1}, 7, true, 0, []uint16{4, 7, 0, 1}},
+		// No network entry at all: the disk first.
+		{[]uint16{0, 2}, 7, true, 2, []uint16{7, 0, 2}},
 	} {
-		if got := NewOrder(tc.cur, tc.num, tc.keep, isNet); !slices.Equal(got, tc.want) {
-			t.Errorf("NewOrder(%v, %d, %v) = %v, want %v", tc.cur, tc.num, tc.keep, got, tc.want)
+		if got := NewOrder(tc.cur, tc.num, tc.keep, isNet, tc.current); !slices.Equal(got, tc.want) {
+			t.Errorf("NewOrder(%v, %d, %v, %d) = %v, want %v", tc.cur, tc.num, tc.keep, tc.current, got, tc.want)
 		}
 	}
 }

@@ -171,12 +171,19 @@ func bootstrapScript(base string) string {
 		"chain " + base + "/boot.ipxe?mac=${mac:hexhyp}&uuid=${uuid}&serial=${serial:uristring}" +
 		"&manufacturer=${manufacturer:uristring}&product=${product:uristring}&asset=${asset:uristring}" +
 		"&arch=${buildarch}&platform=${platform} || goto failed\n" +
-		"exit\n" +
+		uefiExit +
 		":failed\n" +
 		"echo Preboot: the boot policy could not be reached, continuing with the next boot device\n" +
 		"sleep 3\n" +
-		"exit\n"
+		uefiExit
 }
+
+// uefiExit leaves iPXE for the firmware's next boot option. On UEFI the
+// status must be an error: a boot option that returns EFI_SUCCESS makes
+// EDK2's boot manager stop and show its menu (UEFI 2.x §3.1.1) instead of
+// trying the next option, such as the disk's entry the agent created
+// after a restore. BIOS firmware moves on either way.
+const uefiExit = "iseq ${platform} pcbios || exit 1\nexit\n"
 
 // Script returns the iPXE script for one request of a device and records
 // what it decided.
