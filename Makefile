@@ -105,6 +105,7 @@ bench: deps-test build
 	$(call install_debs,$(BENCH_DEBS))
 	bench/tftp/run.sh
 	bench/dhcp/run.sh
+	bench/dhcpserver/run.sh
 	bench/imaging/run.sh
 	bench/policy/run.sh
 	bench/collect.sh
