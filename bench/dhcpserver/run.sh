@@ -2,7 +2,7 @@
 # Embedded DHCP server benchmark: perfdhcp (Kea) runs full DORA exchanges
 # (DISCOVER, OFFER, REQUEST, ACK) for new clients from one network namespace
 # against a DHCP server in another (veth pair, no route out). Preboot's
-# dhcpserver (leases in SQLite, every ACK's commit fsynced) and dnsmasq with
+# dhcpserver (leases in SQLite, every ACK fsynced before it leaves) and dnsmasq with
 # its lease file (rewritten and fsynced after every change) run in the same
 # run, each rate against a fresh, empty lease database on the same disk.
 #
@@ -188,9 +188,9 @@ FS=$(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}')
 	echo "$REPEAT runs: fewest drops). Lease databases on $FS."
 	echo
 	echo "- **Preboot** (\`bench/dhcpserver/leaseserve\`: package dhcpserver, the code \`preboot serve --dhcp-range\` runs):"
-	echo "  every OFFER and every ACK is one committed SQLite transaction; an ACK's with \`synchronous=FULL\` (the WAL is"
-	echo "  fsynced before the ACK leaves), so an acknowledged lease survives a crash or a power cut. An OFFER's"
-	echo "  reservation commits without an fsync of its own (the next ACK's fsync writes it)."
+	echo "  every OFFER and every ACK is one committed SQLite transaction, and an ACK leaves only once the WAL holding"
+	echo "  it is fsynced (a group fsync shared by the leases committed meanwhile), so an acknowledged lease survives"
+	echo "  a crash or a power cut. An OFFER's reservation does not wait for a sync (the next ACK's sync writes it)."
 	echo "- **dnsmasq**: after every packet that changed a lease it rewrites its whole lease file and fsyncs it"
 	echo "  (\`lease_update_file\`); it keeps leases in memory and checks them there. Run with \`--no-ping\` (no ICMP"
 	echo "  check before an offer, as Preboot) and \`--dhcp-authoritative\`."
