@@ -147,6 +147,14 @@ wait_unused() {
 	exit 1
 }
 
+mount_rw() { # $1 device, on $WORK/mnt
+	case $FS in
+	ext4 | xfs) mount -o nodiscard "$1" "$WORK/mnt" ;;
+	btrfs) mount -o nodiscard "$1" "$WORK/mnt" ;; # the kernel turns on discard=async for loop devices otherwise
+	ntfs) ntfs-3g "$1" "$WORK/mnt" ;;
+	esac
+}
+
 make_part() { # build $PART: an empty filesystem of $FS, filled from $WORK/src
 	local lp
 	rm -f "$PART"
@@ -166,18 +174,12 @@ make_part() { # build $PART: an empty filesystem of $FS, filled from $WORK/src
 	esac
 	lp=$(losetup -f --show "$PART")
 	LOOPS+=("$lp")
-	case $FS in
-	ext4 | xfs) mount -o nodiscard "$lp" "$WORK/mnt" ;;
-	btrfs) mount -o nodiscard "$lp" "$WORK/mnt" ;; # the kernel turns on discard=async for loop devices otherwise
-	ntfs)
-		# -f: no zeroing, -Q: quick; geometry as for a partition at sector 2048 (what Windows writes).
-		mkntfs -f -Q -q -p 2048 -S 63 -H 255 -L bench "$lp" >/dev/null 2>&1
-		ntfs-3g "$lp" "$WORK/mnt"
-		;;
-	esac
-	MNTS+=("$WORK/mnt")
-	fill_mounted
-	umount "$WORK/mnt"
+	# -f: no zeroing, -Q: quick; geometry as for a partition at sector 2048 (what Windows writes).
+	[[ $FS == ntfs ]] && mkntfs -f -Q -q -p 2048 -S 63 -H 255 -L bench "$lp" >/dev/null 2>&1
+	# Mounted in a private mount namespace that ends with the fill: no other process on this
+	# shared machine (a test entering a new mount namespace meanwhile) can keep a copy of the
+	# mount, and so the filesystem, alive after our umount.
+	unshare -m --propagation private bash -c "$(declare -f mount_rw fill_mounted); FS=$FS WORK=$WORK; mount_rw $lp && fill_mounted && umount $WORK/mnt"
 	wait_unused "$lp"
 	case $FS in
 	ext4) e2fsck -fp "$lp" >/dev/null || [[ $? -eq 1 ]] ;; # exact free-block counts in the superblock (the kernel updates them lazily)
@@ -307,10 +309,9 @@ verify_part() { # $1 label, $2 file, $3 byte offset of the partition in it
 			exit 1
 		fi
 	fi
-	mount_ro "$lp"
-	MNTS+=("$WORK/mnt")
-	sums=$(cd "$WORK/mnt" && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-	umount "$WORK/mnt"
+	# In a private mount namespace, as for the fill (see make_part).
+	sums=$(unshare -m --propagation private bash -c "$(declare -f mount_ro); FS=$FS WORK=$WORK; mount_ro $lp && cd $WORK/mnt &&
+		find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum && cd / && umount $WORK/mnt")
 	losetup -d "$lp"   # read-only: if something still holds it, the kernel detaches it later
 	if ! cmp -s <(echo "$sums") "$WORK/src.sums"; then
 		diff <(echo "$sums") "$WORK/src.sums" | head >&2
