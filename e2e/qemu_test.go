@@ -16,6 +16,9 @@ import (
 const (
 	ovmfCode = "/usr/share/OVMF/OVMF_CODE.fd"
 	ovmfVars = "/usr/share/OVMF/OVMF_VARS.fd"
+	// Secure Boot: SMM-enforced variables, Microsoft's keys enrolled.
+	ovmfCodeSecure = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
+	ovmfVarsMS     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 )
 
 // vmConfig describes one QEMU guest.
@@ -28,6 +31,9 @@ type vmConfig struct {
 	// Reboot lets a guest reboot inside the same QEMU process (the
 	// imaging scenarios); by default QEMU exits on reboot (-no-reboot).
 	Reboot bool
+	// SecureBoot: OVMF enforcing Secure Boot with Microsoft's keys (q35
+	// with SMM, secure flash); implies UEFI.
+	SecureBoot bool
 }
 
 // vm is a running QEMU process. Its serial console goes to SerialLog.
@@ -73,7 +79,18 @@ func startVM(t testing.TB, cfg vmConfig) *vm {
 	if !cfg.Reboot {
 		args = append(args, "-no-reboot")
 	}
-	if cfg.UEFI {
+	if cfg.SecureBoot {
+		vars := filepath.Join(cfg.Dir, cfg.Name+"-OVMF_VARS_4M.ms.fd")
+		if err := copyFile(ovmfVarsMS, vars, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args,
+			"-machine", "q35,smm=on",
+			"-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-global", "ICH9-LPC.disable_s3=1",
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCodeSecure,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	} else if cfg.UEFI {
 		vars := filepath.Join(cfg.Dir, cfg.Name+"-OVMF_VARS.fd")
 		if err := copyFile(ovmfVars, vars, 0o644); err != nil {
 			t.Fatal(err)

@@ -64,9 +64,10 @@ var prebootBinary = sync.OnceValues(func() (string, error) {
 
 // serverOptions are the knobs the scenarios turn on `preboot serve`.
 type serverOptions struct {
-	UEFIBootFile string // ipxe.efi (default) or snponly.efi
-	MenuMode     string // never (default), always, hotkey
-	MenuTimeout  string // --menu-timeout, e.g. "2s" ("" = the server's default)
+	UEFIBootFile string   // ipxe.efi (default) or snponly.efi
+	MenuMode     string   // never (default), always, hotkey
+	MenuTimeout  string   // --menu-timeout, e.g. "2s" ("" = the server's default)
+	Extra        []string // more flags of preboot serve
 }
 
 // prebootServer is `preboot serve` running in the lab's server namespace.
@@ -115,6 +116,13 @@ func (l *lab) startPreboot(opts serverOptions, art *artifacts) *prebootServer {
 	if opts.MenuTimeout != "" {
 		extra = append(extra, "--menu-timeout", opts.MenuTimeout)
 	}
+	// Debian's signed shim and GRUB, downloaded once (here: the lab has no
+	// route out) for every lab; without them only TestSecureBoot fails.
+	if _, err := signedPrograms(); err != nil {
+		l.t.Logf("Debian's signed shim and GRUB: %v", err)
+	}
+	extra = append(extra, "--signed-cache", filepath.Join(cacheDir(), "signed"))
+	extra = append(extra, opts.Extra...)
 	s.proc = l.startProcess(l.SrvNS, "preboot", append([]string{bin, "serve",
 		"--data-dir", s.DataDir,
 		"--interface", "eth0",
