@@ -209,11 +209,13 @@ FS=$(df -T "$WORK" | awk 'NR==2 {print $2 " on " $1}')
 	echo "Ratio of ACKs per second, Preboot / dnsmasq, per target rate:"
 	echo
 	awk '{ rate = $(NF-1); acks = $NF; if ($1 == "preboot") p[rate] = acks; else d[rate] = acks; rates[rate] = 1 }
-		END { for (r in rates) if (d[r] > 0) printf "- %s/s: %.2f\n", r, p[r] / d[r] }' "$WORK/acks" | sort -t/ -k1 -n
+		END { for (r in rates) if (d[r] > 0) printf "- %s/s: %.2f\n", r, p[r] / d[r] }' "$WORK/acks" | sort -k2 -n
 	echo
 	echo "\"drops\" are exchanges perfdhcp never got the answer to (DO: no OFFER; RA: no ACK). \"leases stored\" is what"
-	echo "the lease database holds when the server has stopped (SQLite rows; dnsmasq lease file lines). \"non-unique"
-	echo "addresses\" counts addresses perfdhcp saw given to two clients (must be 0)."
+	echo "the lease database holds when the server has stopped: Preboot's rows include the reservations of offers"
+	echo "never requested (perfdhcp gave up on them), dnsmasq's lease file only acknowledged leases. \"non-unique"
+	echo "addresses\" counts addresses perfdhcp saw given to two clients (must be 0). \"rcvbuf drops\" are packets the"
+	echo "kernel discarded because the server's (or perfdhcp's) socket buffer was full: the server fell behind."
 } >"$WORK/report.md"
 
 cp "$WORK/report.md" "$OUT"
