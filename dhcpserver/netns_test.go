@@ -237,13 +237,31 @@ func waitFile(t *testing.T, path, line string) {
 	t.Fatalf("client never reported %q; it reported:\n%s", line, b)
 }
 
+// syncBuffer is a client's output, written by os/exec while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // startClient starts a long-running client in the client namespace and
 // stops it by its PID at cleanup.
-func (l *lab) startClient(t *testing.T, name string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func (l *lab) startClient(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	var out bytes.Buffer
+	out := &syncBuffer{}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", l.cliNS, name}, args...)...)
-	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +274,7 @@ func (l *lab) startClient(t *testing.T, name string, args ...string) (*exec.Cmd,
 			t.Logf("%s output:\n%s", name, out.String())
 		}
 	})
-	return cmd, &out
+	return cmd, out
 }
 
 func TestNetnsUdhcpc(t *testing.T) {
@@ -332,7 +350,7 @@ esac
 		return []string{"-4", "-d", "-v", "-cf", c, "-sf", script, "-lf", filepath.Join(l.dir, name+".leases"), "-pf", filepath.Join(l.dir, name+".pid")}
 	}
 	// dhclient prints "bound to ADDR" once it has its lease.
-	waitBound := func(out *bytes.Buffer, ip string) {
+	waitBound := func(out *syncBuffer, ip string) {
 		t.Helper()
 		deadline := time.Now().Add(30 * time.Second)
 		for time.Now().Before(deadline) {
@@ -351,7 +369,9 @@ esac
 
 	// Restart the server on the same database: the address stays a's.
 	stop()
+	l.logsMu.Lock()
 	l.logs = nil
+	l.logsMu.Unlock()
 	l.startServer(t)
 	b := conf("b", `send dhcp-client-identifier "another-machine";`+"\n")
 	cmd, out = l.startClient(t, "dhclient", append(b, l.cliIf)...)
