@@ -162,6 +162,10 @@ func (h *Handler) getDevice(w http.ResponseWriter, r *http.Request) {
 			rb := redacted(*dec.Bundle)
 			dec.Bundle = &rb
 		}
+		if dec.BootPath, err = h.Policy.BootPathFor(ctx, d, dec); err != nil {
+			h.fail(w, r, err)
+			return
+		}
 		out.Decision = &dec
 	}
 	limit, _ := strconv.Atoi(r.URL.Query().Get("events"))
@@ -254,6 +258,10 @@ func (h *Handler) deviceDecision(w http.ResponseWriter, r *http.Request) {
 	if dec.Bundle != nil {
 		rb := redacted(*dec.Bundle)
 		dec.Bundle = &rb
+	}
+	if dec.BootPath, err = h.Policy.BootPathFor(r.Context(), d, dec); err != nil {
+		h.fail(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, dec)
 }

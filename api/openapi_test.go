@@ -436,6 +436,7 @@ var goSchemas = map[string]reflect.Type{
 	"Device":         reflect.TypeFor[store.Device](),
 	"DeviceDetail":   reflect.TypeFor[api.DeviceDetail](),
 	"Decision":       reflect.TypeFor[policy.Decision](),
+	"BootPath":       reflect.TypeFor[policy.BootPath](),
 	"Applied":        reflect.TypeFor[store.Applied](),
 	"Group":          reflect.TypeFor[store.Group](),
 	"GroupDetail":    reflect.TypeFor[api.GroupDetail](),

@@ -25,6 +25,11 @@ type decision struct {
 	Reason     string            `json:"reason"`
 	Menu       *store.Menu       `json:"menu"`
 	Groups     []string          `json:"groups"` // static and by match expression, by priority
+	BootPath   *struct {
+		Program    string `json:"program"`
+		SecureBoot bool   `json:"secure_boot"`
+		Reason     string `json:"reason"`
+	} `json:"boot_path"` // UEFI x64 devices: iPXE or the Secure Boot path
 }
 
 // deviceDetail is GET /devices/{mac}.
@@ -257,6 +262,13 @@ func decisionKV(d *decision) [][2]string {
 	kvs := [][2]string{{"Next boot", next}, {"Source", d.Source}, {"Reason", d.Reason}}
 	if d.Menu != nil {
 		kvs = append(kvs, [2]string{"Menu", menuText(*d.Menu)})
+	}
+	if p := d.BootPath; p != nil {
+		path := p.Program + " (iPXE)"
+		if p.SecureBoot {
+			path = p.Program + " → GRUB (Secure Boot path)"
+		}
+		kvs = append(kvs, [2]string{"Boot program", path + ": " + p.Reason})
 	}
 	return kvs
 }

@@ -43,6 +43,9 @@ type Decision struct {
 	// Groups are the device's groups (static and by expression) by
 	// priority.
 	Groups []string `json:"groups"`
+	// BootPath: for UEFI x64 devices, iPXE or the Secure Boot path
+	// (filled by the API, not by Decide).
+	BootPath *BootPath `json:"boot_path,omitempty"`
 }
 
 // snapshot is the policy's view of bundles, groups, assignments, rules

@@ -162,9 +162,27 @@ func TestSecureBootLearnt(t *testing.T) {
 		now = now.Add(2 * time.Second)
 	}
 	now = now.Add(2 * time.Minute) // the firmware refused it and tried again later
+	// The API's view says so without recording anything.
+	dev, err := e.Store.Device(ctx, mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Decide(ctx, dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.BootPathFor(ctx, dev, d); err != nil || p == nil || !p.SecureBoot || p.Program != bootfiles.ShimName {
+		t.Fatalf("boot path %+v %v", p, err)
+	}
+	if evs := events(t, e, store.EventSecureBoot); len(evs) != 0 {
+		t.Fatalf("BootPathFor recorded %+v", evs)
+	}
 	b, err := e.BootFor(ctx, efi)
 	if err != nil || b.Filename != bootfiles.ShimName {
 		t.Fatalf("second boot: %+v %v, want shim", b, err)
+	}
+	if p, err := e.BootPathFor(ctx, dev, d); err != nil || !strings.Contains(p.Reason, "Secure Boot on (learnt)") {
+		t.Fatalf("boot path after learning: %+v %v", p, err)
 	}
 	if evs := events(t, e, store.EventSecureBoot); len(evs) != 1 || !strings.HasPrefix(evs[0].Message, "Secure Boot on (learnt)") {
 		t.Fatalf("events %+v", evs)

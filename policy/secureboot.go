@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/preboot/preboot/bootfiles"
 	"github.com/preboot/preboot/store"
 )
 
@@ -25,6 +26,12 @@ const (
 // rule that took charge of it and the server default win in this order;
 // auto is what the server learnt of the device.
 func (e *Engine) secureBoot(ctx context.Context, dev store.Device, d Decision) (bool, string, error) {
+	return e.secureBootMode(ctx, dev, d, true)
+}
+
+// secureBootMode is secureBoot; record says whether what is learnt is
+// recorded (the DHCP stage) or only read (the API's view).
+func (e *Engine) secureBootMode(ctx context.Context, dev store.Device, d Decision, record bool) (bool, string, error) {
 	set, err := e.Settings(ctx)
 	if err != nil {
 		return false, "", err
@@ -46,7 +53,7 @@ func (e *Engine) secureBoot(ctx context.Context, dev store.Device, d Decision) (
 	if isSet(sb.Default) {
 		return sb.Default == store.SecureBootOn, "server default secure_boot " + sb.Default, nil
 	}
-	return e.learntSecureBoot(ctx, dev.MAC)
+	return e.learntSecureBoot(ctx, dev.MAC, record)
 }
 
 func isSet(m string) bool { return m == store.SecureBootOn || m == store.SecureBootOff }
@@ -56,7 +63,7 @@ func isSet(m string) bool { return m == store.SecureBootOn || m == store.SecureB
 // before) decides; without one, a UEFI firmware that was handed iPXE and
 // came back to DHCP without ever asking for the boot policy refused it
 // (Secure Boot): that is learnt, and recorded.
-func (e *Engine) learntSecureBoot(ctx context.Context, mac string) (bool, string, error) {
+func (e *Engine) learntSecureBoot(ctx context.Context, mac string, record bool) (bool, string, error) {
 	evs, err := e.Store.Events(ctx, store.EventFilter{MAC: mac, Kind: store.EventSecureBoot, Limit: 20})
 	if err != nil {
 		return false, "", fmt.Errorf("secure boot state of %s: %w", mac, err)
@@ -83,6 +90,9 @@ func (e *Engine) learntSecureBoot(ctx context.Context, mac string) (bool, string
 				return false, "auto: iPXE ran", nil
 			}
 			if strings.HasSuffix(ev.Message, handedIPXE) && e.now().Sub(ev.Time) >= learnAfter {
+				if !record {
+					return true, "auto: the firmware refused iPXE (learnt at its next DHCP request)", nil
+				}
 				msg := fmt.Sprintf("%s (learnt): the firmware was handed %s at %s and came back to DHCP without asking for the boot policy — it refuses unsigned iPXE; from now on it boots Debian's signed shim → GRUB",
 					sbLearntOn, e.Boot.UEFI, ev.Time.UTC().Format(time.RFC3339))
 				if _, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: store.EventSecureBoot, Message: msg}); err != nil {
@@ -109,4 +119,28 @@ func (e *Engine) RecordSecureBootState(ctx context.Context, mac string, on bool,
 	}
 	_, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: store.EventSecureBoot, Message: msg})
 	return err
+}
+
+// BootPath is which boot program a UEFI x64 PXE device gets at its next
+// network boot, and why.
+type BootPath struct {
+	Program    string `json:"program"`     // shimx64.efi or the UEFI boot file (ipxe.efi)
+	SecureBoot bool   `json:"secure_boot"` // the Secure Boot path: shim → GRUB
+	Reason     string `json:"reason"`
+}
+
+// BootPathFor says which path a UEFI x64 device takes (nil for other
+// firmware), reading only.
+func (e *Engine) BootPathFor(ctx context.Context, dev store.Device, d Decision) (*BootPath, error) {
+	if dev.Arch != "efi-x64" {
+		return nil, nil
+	}
+	sb, why, err := e.secureBootMode(ctx, dev, d, false)
+	if err != nil {
+		return nil, err
+	}
+	if sb {
+		return &BootPath{Program: bootfiles.ShimName, SecureBoot: true, Reason: why}, nil
+	}
+	return &BootPath{Program: e.Boot.UEFI, Reason: why}, nil
 }

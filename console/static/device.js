@@ -33,6 +33,8 @@
         ['Source', h('span', { id: 'decision-source', class: 'mono' }, d.source)],
         ['Reason', h('span', { id: 'decision-reason' }, d.reason)],
         ['Menu', menu],
+        ['Boot program', d.boot_path ? h('span', { id: 'decision-boot-path', dataset: { secureBoot: String(d.boot_path.secure_boot) } },
+          d.boot_path.program + (d.boot_path.secure_boot ? ' → GRUB (Secure Boot path)' : ' (iPXE)') + ': ' + d.boot_path.reason) : ''],
         ['Groups', (d.groups || []).length ? (d.groups || []).map((g, i) => [i ? ', ' : '', PB.groupLink(g)]) : ''],
         ['Joins group', d.join_group ? PB.groupLink(d.join_group) : ''],
         ['Registers it', d.register ? 'yes, when this decision is applied' : ''],
