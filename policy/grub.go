@@ -222,10 +222,7 @@ func (g grubCtx) self(action string) string {
 func (g grubCtx) base() string {
 	host := "127.0.0.1"
 	if g.local.IsValid() {
-		host = g.local.Unmap().String()
-		if g.local.Unmap().Is6() {
-			host = "[" + host + "]"
-		}
+		host = g.local.Unmap().String() // hostPort brackets IPv6
 	}
 	return "http://" + hostPort(host, g.e.HTTPPort)
 }
