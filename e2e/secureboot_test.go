@@ -192,6 +192,9 @@ func TestSecureBoot(t *testing.T) {
 		t.Errorf("(a) iPXE ran under Secure Boot")
 	}
 	b := srv.showDevice(macB)
+	if b.Decision == nil || b.Decision.BootPath == nil || !b.Decision.BootPath.SecureBoot || b.Decision.BootPath.Program != bootfiles.ShimName {
+		t.Errorf("(b) device show: decision %+v, want the Secure Boot path", b.Decision)
+	}
 	for _, want := range []struct{ kind, substr string }{
 		{store.EventDHCP, "→ " + bootfiles.ShimName + " (Secure Boot path"},
 		{store.EventLocalBoot, "Secure Boot path"},
