@@ -397,3 +397,35 @@ func TestGRUBNeverAskedForConfig(t *testing.T) {
 		t.Fatal("still waiting for a configuration request that came")
 	}
 }
+
+// Hotkey mode: the menu stays hidden for the timeout (Esc opens it) and
+// its default continues with the decision; nothing starts before.
+func TestGRUBMenuHotkey(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "hotkey")
+	stageFakeSigned(t, e)
+	inv := mkBundle(t, e.Store, "inv", store.KindInventory, `{}`)
+	assign(t, e.Store, store.Assignment{BundleID: inv.ID, MAC: mac, Once: true})
+	cfg, err := grubFile(t, e, "grub/grub.cfg-"+mac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"set timeout_style=hidden\nset timeout=3\n", "echo 'Press Esc for the Preboot menu...'\n", "set default=1\n",
+		"menuentry 'Continue (device assignment (once): run bundle inv (inventory))' {\n  configfile /grub/grub.cfg-" + mac + "-default\n}",
+	} {
+		if !strings.Contains(cfg, want) {
+			t.Errorf("hotkey menu lacks %q:\n%s", want, cfg)
+		}
+	}
+	if js, _ := e.Store.Jobs(ctx, store.JobFilter{MAC: mac}); len(js) != 0 {
+		t.Fatalf("the hidden menu started a job: %+v", js)
+	}
+	if evs := events(t, e, store.EventBoot); len(evs) != 1 {
+		t.Fatalf("boot events %+v", evs)
+	}
+	def, err := grubFile(t, e, "grub/grub.cfg-"+mac+"-default")
+	if err != nil || !strings.Contains(def, "preboot.token=") {
+		t.Fatalf("default: %v\n%s", err, def)
+	}
+}
