@@ -45,6 +45,8 @@ type Config struct {
 
 	// DHCP is the embedded DHCP server, off by default (config/dhcp.go).
 	DHCP DHCPServer `yaml:"dhcp"`
+	// DHCP6 is the embedded DHCPv6 server, off by default (config/dhcp6.go).
+	DHCP6 DHCP6Server `yaml:"dhcp6"`
 }
 
 // Multicast configures multicast sessions (docs/multicast.md). With no
@@ -240,6 +242,7 @@ func Default() Config {
 			MaxEventStreams: 256, MaxEventStreamsPerClient: 16, Listen: ":8080", AdminSocket: "admin.sock", TLSListen: ":8443"},
 		ProxyDHCP: ProxyDHCP{Enabled: true, DHCPListen: ":67", PXEListen: ":4011"},
 		DHCP:      DHCPServer{LeaseTime: DefaultDHCPLeaseTime},
+		DHCP6:     DHCP6Server{LeaseTime: DefaultDHCPLeaseTime},
 		Boot: Boot{
 			BIOS: "undionly.kpxe", UEFI: "ipxe.efi", UEFIHTTP: "ipxe.efi", ARM64: "ipxe-arm64.efi",
 			PXELinux: "pxelinux.0", LocalBootBIOS: "sanboot", CopyDebianFiles: true,
@@ -354,6 +357,7 @@ func (c *Config) Finish() error {
 	}
 	errs = append(errs, c.checkLimits()...)
 	errs = append(errs, c.DHCP.check()...)
+	errs = append(errs, c.DHCP6.check()...)
 	return errors.Join(errs...)
 }
 

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -210,9 +211,12 @@ func (e *Engine) scriptURL(c proxydhcp.Client) string {
 
 func hostPort(host, port string) string {
 	if port == "" || port == "80" {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]" // an IPv6 address (DHCPv6 clients)
+		}
 		return host
 	}
-	return host + ":" + port
+	return net.JoinHostPort(host, port)
 }
 
 func (e *Engine) exists(name string) bool {

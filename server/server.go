@@ -156,7 +156,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			MaxTransfers:          cfg.TFTP.MaxTransfers,
 			MaxTransfersPerClient: cfg.TFTP.MaxTransfersPerClient,
 		}
-		conn, err := net.ListenPacket("udp4", cfg.TFTP.Listen)
+		// "udp": dual stack for ":69" (PXE over IPv6 downloads by TFTP too).
+		conn, err := net.ListenPacket("udp", cfg.TFTP.Listen)
 		if err != nil {
 			return fmt.Errorf("tftp: listen %s: %w", cfg.TFTP.Listen, err)
 		}
@@ -176,6 +177,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		g.Go(func() error {
 			defer status.down(serviceDHCPServer)
 			return ds.Serve(ctx, dsConn)
+		})
+	}
+	d6, d6Conn, err := newDHCP6Server(cfg, pol, log.With("component", "dhcp6"))
+	if err != nil {
+		return err
+	}
+	if d6 != nil {
+		status.up(serviceDHCP6, d6Conn.LocalAddr().String())
+		g.Go(func() error {
+			defer status.down(serviceDHCP6)
+			return d6.Serve(ctx, d6Conn)
 		})
 	}
 	if cfg.ProxyDHCP.Enabled {
@@ -477,6 +489,9 @@ func advertisedIP(cfg config.Config) (net.IP, error) {
 		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
 			return n.IP.To4(), nil
 		}
+	}
+	if cfg.DHCP6.Enabled() {
+		return nil, nil // an IPv6-only boot network
 	}
 	return nil, fmt.Errorf("interface %s has no IPv4 address", cfg.Interface)
 }

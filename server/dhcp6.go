@@ -1,0 +1,54 @@
+package server
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/preboot/preboot/config"
+	"github.com/preboot/preboot/dhcp6"
+	"github.com/preboot/preboot/proxydhcp"
+)
+
+// serviceDHCP6 is the DHCPv6 server's name in GET /api/v1/status (listed
+// only when it is on).
+const serviceDHCP6 = "dhcp6"
+
+// newDHCP6Server builds the embedded DHCPv6 server from the configuration
+// (nil when it is off) and opens its socket, so that Run fails at once
+// when port 547 is taken.
+func newDHCP6Server(cfg config.Config, booter proxydhcp.Booter, log *slog.Logger) (*dhcp6.Server, net.PacketConn, error) {
+	if !cfg.DHCP6.Enabled() {
+		return nil, nil, nil
+	}
+	s := &dhcp6.Server{
+		Booter:    booter,
+		LeaseTime: cfg.DHCP6.LeaseTime,
+		Interface: cfg.Interface,
+		Logger:    log,
+	}
+	for _, r := range cfg.DHCP6.Ranges {
+		start, end, err := config.ParseRange6(r)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.Ranges = append(s.Ranges, dhcp6.Range{Start: start, End: end})
+	}
+	for _, d := range cfg.DHCP6.DNS {
+		a, err := netip.ParseAddr(strings.TrimSpace(d))
+		if err != nil {
+			return nil, nil, fmt.Errorf("dhcp6.dns: %w", err)
+		}
+		s.DNS = append(s.DNS, a)
+	}
+	if err := s.Check(); err != nil {
+		return nil, nil, err
+	}
+	conn, err := s.Listen()
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, conn, nil
+}
