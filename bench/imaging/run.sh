@@ -216,7 +216,7 @@ native_used() { # one line describing the filesystem's own count of bytes in use
 		;;
 	btrfs)
 		btrfs inspect-internal dump-super "$PART" | awk '$1 == "bytes_used" {u = $2} $1 == "dev_item.bytes_used" {a = $2}
-			END {printf "dump-super: bytes_used %d (data + metadata in use, metadata counted once though it is stored DUP); chunks allocated on the device (dev_item.bytes_used) %d\n", u, a}'
+			END {printf "dump-super: bytes_used %s (data + metadata in use, metadata counted once though it is stored DUP); chunks allocated on the device (dev_item.bytes_used) %s\n", u, a}'
 		;;
 	ntfs) echo "ntfs: see partclone's count (from \$Bitmap)" ;;
 	esac
