@@ -5,8 +5,8 @@
 # NTFS) with the same seeded tree of random, text, zero-filled and many small files. Not part of
 # `go test`.
 #
-#   sudo bench/imaging/run.sh                        # ROUNDS=1, all four filesystems (about 15 minutes)
-#   ROUNDS=3 sudo bench/imaging/run.sh               # medians of 3 (about 35 minutes)
+#   sudo bench/imaging/run.sh                        # ROUNDS=1, all four filesystems (10.5 minutes here, loaded)
+#   ROUNDS=3 sudo bench/imaging/run.sh               # medians of 3 (about 25 minutes on a quiet machine)
 #   FILESYSTEMS="ext4 xfs" sudo bench/imaging/run.sh # a subset
 #
 # Env: ROUNDS (1), FILESYSTEMS ("ext4 xfs btrfs ntfs"), DISK_MIB (3072), DATA_SIZE (1500MiB of
