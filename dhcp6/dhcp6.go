@@ -374,22 +374,21 @@ func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answe
 		}
 	}
 	var reply *dhcpv6.Message
-	var rerr error
 	if msg.Type() == dhcpv6.MessageTypeSolicit && (msg.GetOneOption(dhcpv6.OptionRapidCommit) == nil || a.Result == ResultExhausted) {
-		reply, rerr = dhcpv6.NewAdvertiseFromSolicit(msg, mods...)
-	} else if msg.Type() == dhcpv6.MessageTypeInformationRequest && cid == nil {
-		reply = &dhcpv6.Message{MessageType: dhcpv6.MessageTypeReply, TransactionID: msg.TransactionID}
-		for _, m := range mods {
-			m(reply)
-		}
+		reply = &dhcpv6.Message{MessageType: dhcpv6.MessageTypeAdvertise, TransactionID: msg.TransactionID}
 	} else {
+		// Reply (dhcpv6.NewReplyFromMessage does not take a Decline).
+		reply = &dhcpv6.Message{MessageType: dhcpv6.MessageTypeReply, TransactionID: msg.TransactionID}
 		if msg.Type() == dhcpv6.MessageTypeSolicit {
 			a.Result = ResultReplied
+			dhcpv6.WithRapidCommit(reply)
 		}
-		reply, rerr = dhcpv6.NewReplyFromMessage(msg, mods...)
 	}
-	if rerr != nil {
-		return Answer{Result: ResultMalformed}, fmt.Errorf("%w: %w", ErrMalformed, rerr)
+	if cid != nil {
+		reply.AddOption(dhcpv6.OptClientID(cid))
+	}
+	for _, m := range mods {
+		m(reply)
 	}
 	a.Reply = reply
 	return a, err
