@@ -418,12 +418,15 @@ func BootURL(file string, server netip.Addr) string {
 	return "tftp://[" + server.String() + "]/" + strings.TrimPrefix(file, "/")
 }
 
-func vendorFor(c client, b proxydhcp.Boot) string {
-	switch {
-	case b.HTTPClient:
+// vendorFor is the vendor class of the reply: "HTTPClient" for UEFI HTTP
+// boot (EDK2's HTTP boot takes only offers that carry it), none for PXE:
+// EDK2's PXEv6 takes an offer with an address and vendor class
+// "PXEClient" for a BINL offer and asks the server again on port 4011 for
+// its boot file; an offer with an address and option 59 only is used as
+// it is.
+func vendorFor(_ client, b proxydhcp.Boot) string {
+	if b.HTTPClient {
 		return proxydhcp.VendorHTTPClient
-	case strings.HasPrefix(c.vendor, proxydhcp.VendorPXEClient):
-		return proxydhcp.VendorPXEClient
 	}
 	return ""
 }
