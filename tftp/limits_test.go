@@ -227,6 +227,9 @@ func TestDuplicateRequestOneTransfer(t *testing.T) {
 	for range 5 {
 		c.rrq("f")
 	}
+	// The four copies are refused while the first transfer waits for its
+	// first ACK (a loaded machine may read them late: wait, bounded).
+	waitFor(t, func() bool { return metricValue(t, m.refused.WithLabelValues(refusedDuplicate)) == 4 })
 	// Every packet must come from the one TID (recv checks it).
 	r := &windowReceiver{c: c, blksize: 512, window: 1}
 	if got := r.run(nil); !bytes.Equal(got, data) {
