@@ -21,7 +21,9 @@ const (
 	LeaseDeclined = "declined" // a client found it in use (DHCPDECLINE): quarantined until Expires
 )
 
-// Lease is the embedded DHCP server's record of one IPv4 address.
+// Lease is the embedded DHCP server's record of one IPv4 address, or the
+// DHCPv6 server's of one IPv6 address (its ClientID is then the client's
+// DUID and IAID, "duid-hex/iaid-hex").
 type Lease struct {
 	IP       netip.Addr `json:"ip"`
 	ClientID string     `json:"client_id,omitempty"` // "" once declined
@@ -40,14 +42,14 @@ func (l Lease) Free(now time.Time) bool {
 	return l.State == LeaseReleased || !l.Expires.After(now)
 }
 
-// LeaseRange is an inclusive range of IPv4 addresses.
+// LeaseRange is an inclusive range of IPv4 or of IPv6 addresses.
 type LeaseRange struct {
 	Start, End netip.Addr
 }
 
-// Contains reports whether a is inside the range.
+// Contains reports whether a is inside the range (and of its family).
 func (r LeaseRange) Contains(a netip.Addr) bool {
-	return a.Is4() && r.Start.Compare(a) <= 0 && a.Compare(r.End) <= 0
+	return a.IsValid() && !a.Is4In6() && a.BitLen() == r.Start.BitLen() && r.Start.Compare(a) <= 0 && a.Compare(r.End) <= 0
 }
 
 // LeaseRequest is who asks for an address, and when.
@@ -69,10 +71,14 @@ type LeaseRequest struct {
 type LeaseFilter struct {
 	Range    LeaseRange // only addresses in this range (when Start is valid)
 	ClientID string
+	// IPv6 lists the DHCPv6 leases instead of the DHCPv4 ones (so does
+	// a Range of IPv6 addresses).
+	IPv6 bool
 	Page
 }
 
-// Leases is the durable lease database of the embedded DHCP server. Every
+// Leases is the durable lease database of the embedded DHCP servers
+// (DHCPv4 and DHCPv6: a request's Range, an address, picks the family). Every
 // change is one committed transaction, and an address is claimed through
 // the database's unique constraint or a conditional update, never from
 // memory only: several servers sharing a database never hand out one
@@ -95,7 +101,8 @@ type Leases interface {
 	// DeclineLease quarantines ip until until and forgets its client.
 	// ErrNotFound when the client holds no lease on ip.
 	DeclineLease(ctx context.Context, ip netip.Addr, clientID string, now, until time.Time) error
-	// LeaseByClient returns the client's lease (ErrNotFound if none).
+	// LeaseByClient returns the client's lease, IPv4 else IPv6
+	// (ErrNotFound if none).
 	LeaseByClient(ctx context.Context, clientID string) (Lease, error)
 	// LeaseList returns leases by address.
 	LeaseList(ctx context.Context, f LeaseFilter) ([]Lease, error)

@@ -31,25 +31,84 @@ func numIP(v int64) netip.Addr {
 
 const leaseCols = `ip, client_id, mac, hostname, state, expires, updated, server`
 
-func scanLease(sc scanner) (store.Lease, error) {
+// leaseFamily is where the leases of one address family live: IPv4 in
+// dhcp_leases (the address as a number), IPv6 in dhcp6_leases (the
+// address's 16 bytes, which sort as the addresses do).
+type leaseFamily struct {
+	table string
+	v6    bool
+}
+
+var (
+	leases4 = leaseFamily{table: "dhcp_leases"}
+	leases6 = leaseFamily{table: "dhcp6_leases", v6: true}
+)
+
+// familyOf is the family of a.
+func familyOf(a netip.Addr) leaseFamily {
+	if a.Is6() && !a.Is4In6() {
+		return leases6
+	}
+	return leases4
+}
+
+// key is a as stored.
+func (f leaseFamily) key(a netip.Addr) any {
+	if f.v6 {
+		b := a.As16()
+		return b[:]
+	}
+	return ipNum(a)
+}
+
+// addrScan scans a stored address.
+type addrScan struct {
+	f   leaseFamily
+	n   int64
+	b   []byte
+	dst *netip.Addr
+}
+
+func (f leaseFamily) scanAddr(dst *netip.Addr) *addrScan { return &addrScan{f: f, dst: dst} }
+
+// Scan implements sql.Scanner.
+func (a *addrScan) Scan(v any) error {
+	if !a.f.v6 {
+		var n sql.NullInt64
+		if err := n.Scan(v); err != nil {
+			return err
+		}
+		*a.dst = numIP(n.Int64)
+		return nil
+	}
+	b, ok := v.([]byte)
+	if !ok || len(b) != 16 {
+		return fmt.Errorf("lease: stored IPv6 address %T of %d bytes", v, len(b))
+	}
+	*a.dst = netip.AddrFrom16([16]byte(b))
+	return nil
+}
+
+func (f leaseFamily) scanLease(sc scanner) (store.Lease, error) {
 	var (
-		l                store.Lease
-		ip, exp, updated int64
-		client           sql.NullString
+		l            store.Lease
+		exp, updated int64
+		client       sql.NullString
 	)
-	if err := sc.Scan(&ip, &client, &l.MAC, &l.Hostname, &l.State, &exp, &updated, &l.Server); err != nil {
+	if err := sc.Scan(f.scanAddr(&l.IP), &client, &l.MAC, &l.Hostname, &l.State, &exp, &updated, &l.Server); err != nil {
 		return store.Lease{}, err
 	}
-	l.IP, l.ClientID, l.Expires, l.Updated = numIP(ip), client.String, fromMicros(exp), fromMicros(updated)
+	l.ClientID, l.Expires, l.Updated = client.String, fromMicros(exp), fromMicros(updated)
 	return l, nil
 }
 
 func checkLeaseRequest(r store.LeaseRequest) error {
+	s, e := r.Range.Start, r.Range.End
 	switch {
 	case r.ClientID == "":
 		return fmt.Errorf("lease: empty client id: %w", store.ErrInvalid)
-	case !r.Range.Start.Is4() || !r.Range.End.Is4() || r.Range.End.Less(r.Range.Start):
-		return fmt.Errorf("lease: bad range %v-%v: %w", r.Range.Start, r.Range.End, store.ErrInvalid)
+	case !s.IsValid() || s.Is4In6() || e.Is4In6() || s.BitLen() != e.BitLen() || e.Less(s):
+		return fmt.Errorf("lease: bad range %v-%v: %w", s, e, store.ErrInvalid)
 	}
 	return nil
 }
@@ -156,7 +215,8 @@ func syncFile(path string) error {
 }
 
 func (r runner) leaseByIP(ctx context.Context, ip netip.Addr) (store.Lease, bool, error) {
-	l, err := scanLease(r.queryRow(ctx, `SELECT `+leaseCols+` FROM dhcp_leases WHERE ip = ?`+r.s.d.forUpdate, ipNum(ip)))
+	f := familyOf(ip)
+	l, err := f.scanLease(r.queryRow(ctx, `SELECT `+leaseCols+` FROM `+f.table+` WHERE ip = ?`+r.s.d.forUpdate, f.key(ip)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Lease{}, false, nil
 	}
@@ -166,8 +226,8 @@ func (r runner) leaseByIP(ctx context.Context, ip netip.Addr) (store.Lease, bool
 	return l, true, nil
 }
 
-func (r runner) leaseByClient(ctx context.Context, client string) (store.Lease, bool, error) {
-	l, err := scanLease(r.queryRow(ctx, `SELECT `+leaseCols+` FROM dhcp_leases WHERE client_id = ?`+r.s.d.forUpdate, client))
+func (r runner) leaseByClient(ctx context.Context, f leaseFamily, client string) (store.Lease, bool, error) {
+	l, err := f.scanLease(r.queryRow(ctx, `SELECT `+leaseCols+` FROM `+f.table+` WHERE client_id = ?`+r.s.d.forUpdate, client))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Lease{}, false, nil
 	}
@@ -182,22 +242,23 @@ func (r runner) leaseByClient(ctx context.Context, client string) (store.Lease, 
 // succeeds while the row is still free or already the client's.
 func (r runner) claim(ctx context.Context, ip netip.Addr, existed bool, req store.LeaseRequest, state string, now, until time.Time) (store.Lease, error) {
 	l := store.Lease{IP: ip, ClientID: req.ClientID, MAC: req.MAC, Hostname: req.Hostname, State: state, Expires: until, Updated: now, Server: req.Server}
+	f := familyOf(ip)
 	// The client moves: its previous address becomes free (no row).
-	if _, err := r.exec(ctx, `DELETE FROM dhcp_leases WHERE client_id = ? AND ip <> ?`, req.ClientID, ipNum(ip)); err != nil {
+	if _, err := r.exec(ctx, `DELETE FROM `+f.table+` WHERE client_id = ? AND ip <> ?`, req.ClientID, f.key(ip)); err != nil {
 		return store.Lease{}, fmt.Errorf("lease %s: %w", ip, err)
 	}
 	if !existed {
-		_, err := r.exec(ctx, `INSERT INTO dhcp_leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			ipNum(ip), req.ClientID, req.MAC, req.Hostname, state, micros(until), micros(now), req.Server)
+		_, err := r.exec(ctx, `INSERT INTO `+f.table+` (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			f.key(ip), req.ClientID, req.MAC, req.Hostname, state, micros(until), micros(now), req.Server)
 		if err != nil {
 			return store.Lease{}, fmt.Errorf("lease %s: %w", ip, err)
 		}
 		return l, nil
 	}
-	n, err := r.affected(ctx, `UPDATE dhcp_leases SET client_id = ?, mac = ?, hostname = ?, state = ?, expires = ?, updated = ?, server = ?
+	n, err := r.affected(ctx, `UPDATE `+f.table+` SET client_id = ?, mac = ?, hostname = ?, state = ?, expires = ?, updated = ?, server = ?
 		WHERE ip = ? AND (client_id = ? OR state = ? OR expires <= ?)`,
 		req.ClientID, req.MAC, req.Hostname, state, micros(until), micros(now), req.Server,
-		ipNum(ip), req.ClientID, store.LeaseReleased, micros(now))
+		f.key(ip), req.ClientID, store.LeaseReleased, micros(now))
 	if err != nil {
 		return store.Lease{}, fmt.Errorf("lease %s: %w", ip, err)
 	}
@@ -219,7 +280,8 @@ func (s *Store) OfferLease(ctx context.Context, req store.LeaseRequest, hold tim
 	// client's REQUEST still binds the address if it is free. It commits
 	// without its own fsync (SQLite synchronous=NORMAL).
 	err := s.leaseTx(ctx, false, func(r runner) error {
-		cur, ok, err := r.leaseByClient(ctx, req.ClientID)
+		f := familyOf(req.Range.Start)
+		cur, ok, err := r.leaseByClient(ctx, f, req.ClientID)
 		if err != nil {
 			return err
 		}
@@ -241,21 +303,55 @@ func (s *Store) OfferLease(ctx context.Context, req store.LeaseRequest, hold tim
 				return err
 			}
 		}
-		start, end := ipNum(req.Range.Start), ipNum(req.Range.End)
+		start, end := f.key(req.Range.Start), f.key(req.Range.End)
 		// Never used: above the highest address used (one index probe),
 		// else the lowest gap (a scan of the range's rows).
-		var top sql.NullInt64
-		if err := r.queryRow(ctx, `SELECT MAX(ip) FROM dhcp_leases WHERE ip >= ? AND ip <= ?`, start, end).Scan(&top); err != nil {
+		var top netip.Addr
+		err = r.queryRow(ctx, `SELECT ip FROM `+f.table+` WHERE ip >= ? AND ip <= ? ORDER BY ip DESC LIMIT 1`, start, end).Scan(f.scanAddr(&top))
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("lease: free address: %w", err)
 		}
-		if !top.Valid || top.Int64 < end {
-			next := start
-			if top.Valid {
-				next = top.Int64 + 1
+		if !top.IsValid() || top.Less(req.Range.End) {
+			next := req.Range.Start
+			if top.IsValid() {
+				next = top.Next()
 			}
-			out, err = r.claim(ctx, numIP(next), false, req, store.LeaseOffered, now, until)
+			out, err = r.claim(ctx, next, false, req, store.LeaseOffered, now, until)
 			return err
 		}
+		gap, err := r.leaseGap(ctx, f, req.Range)
+		if err != nil {
+			return fmt.Errorf("lease: free address: %w", err)
+		}
+		if gap.IsValid() {
+			out, err = r.claim(ctx, gap, false, req, store.LeaseOffered, now, until)
+			return err
+		}
+		var old netip.Addr
+		err = r.queryRow(ctx, `SELECT ip FROM `+f.table+` WHERE ip >= ? AND ip <= ? AND (state = ? OR expires <= ?)
+			ORDER BY expires, ip LIMIT 1`, start, end, store.LeaseReleased, micros(now)).Scan(f.scanAddr(&old))
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("lease: range %s-%s: %w", req.Range.Start, req.Range.End, store.ErrExhausted)
+		}
+		if err != nil {
+			return fmt.Errorf("lease: expired address: %w", err)
+		}
+		out, err = r.claim(ctx, old, true, req, store.LeaseOffered, now, until)
+		return err
+	})
+	if err != nil {
+		return store.Lease{}, err
+	}
+	return out, nil
+}
+
+// leaseGap returns the lowest address of rng without a row (the zero
+// Addr when there is none). IPv4 finds it in SQL; IPv6 addresses, stored
+// as bytes, have no "+ 1" in SQL: their rows in the range are read in
+// order.
+func (r runner) leaseGap(ctx context.Context, f leaseFamily, rng store.LeaseRange) (netip.Addr, error) {
+	if !f.v6 {
+		start, end := ipNum(rng.Start), ipNum(rng.End)
 		var gap sql.NullInt64
 		if err := r.queryRow(ctx, `SELECT MIN(c) FROM (
 			SELECT CAST(? AS BIGINT) AS c WHERE NOT EXISTS (SELECT 1 FROM dhcp_leases WHERE ip = ?)
@@ -263,28 +359,36 @@ func (s *Store) OfferLease(ctx context.Context, req store.LeaseRequest, hold tim
 			SELECT l.ip + 1 AS c FROM dhcp_leases l WHERE l.ip >= ? AND l.ip < ?
 				AND NOT EXISTS (SELECT 1 FROM dhcp_leases m WHERE m.ip = l.ip + 1)
 		) g`, start, start, start, end).Scan(&gap); err != nil {
-			return fmt.Errorf("lease: free address: %w", err)
+			return netip.Addr{}, err
 		}
-		if gap.Valid {
-			out, err = r.claim(ctx, numIP(gap.Int64), false, req, store.LeaseOffered, now, until)
-			return err
+		if !gap.Valid {
+			return netip.Addr{}, nil
 		}
-		var old int64
-		err = r.queryRow(ctx, `SELECT ip FROM dhcp_leases WHERE ip >= ? AND ip <= ? AND (state = ? OR expires <= ?)
-			ORDER BY expires, ip LIMIT 1`, start, end, store.LeaseReleased, micros(now)).Scan(&old)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("lease: range %s-%s: %w", req.Range.Start, req.Range.End, store.ErrExhausted)
-		}
-		if err != nil {
-			return fmt.Errorf("lease: expired address: %w", err)
-		}
-		out, err = r.claim(ctx, numIP(old), true, req, store.LeaseOffered, now, until)
-		return err
-	})
-	if err != nil {
-		return store.Lease{}, err
+		return numIP(gap.Int64), nil
 	}
-	return out, nil
+	rows, err := r.query(ctx, `SELECT ip FROM dhcp6_leases WHERE ip >= ? AND ip <= ? ORDER BY ip`, f.key(rng.Start), f.key(rng.End))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer rows.Close()
+	want := rng.Start
+	for rows.Next() {
+		var a netip.Addr
+		if err := rows.Scan(f.scanAddr(&a)); err != nil {
+			return netip.Addr{}, err
+		}
+		if a != want {
+			return want, nil
+		}
+		if a == rng.End {
+			return netip.Addr{}, rows.Err()
+		}
+		want = a.Next()
+	}
+	if err := rows.Err(); err != nil {
+		return netip.Addr{}, err
+	}
+	return want, nil
 }
 
 // BindLease implements store.Leases.
@@ -323,8 +427,9 @@ func (s *Store) ReleaseLease(ctx context.Context, ip netip.Addr, clientID string
 	now = normTime(now)
 	var n int64
 	err := s.leaseTx(ctx, true, func(r runner) (err error) {
-		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
-			store.LeaseReleased, micros(now), micros(now), ipNum(ip), clientID)
+		f := familyOf(ip)
+		n, err = r.affected(ctx, `UPDATE `+f.table+` SET state = ?, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
+			store.LeaseReleased, micros(now), micros(now), f.key(ip), clientID)
 		return err
 	})
 	if err != nil {
@@ -341,8 +446,9 @@ func (s *Store) DeclineLease(ctx context.Context, ip netip.Addr, clientID string
 	now = normTime(now)
 	var n int64
 	err := s.leaseTx(ctx, true, func(r runner) (err error) {
-		n, err = r.affected(ctx, `UPDATE dhcp_leases SET state = ?, client_id = NULL, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
-			store.LeaseDeclined, micros(normTime(until)), micros(now), ipNum(ip), clientID)
+		f := familyOf(ip)
+		n, err = r.affected(ctx, `UPDATE `+f.table+` SET state = ?, client_id = NULL, expires = ?, updated = ? WHERE ip = ? AND client_id = ?`,
+			store.LeaseDeclined, micros(normTime(until)), micros(now), f.key(ip), clientID)
 		return err
 	})
 	if err != nil {
@@ -354,9 +460,12 @@ func (s *Store) DeclineLease(ctx context.Context, ip netip.Addr, clientID string
 	return nil
 }
 
-// LeaseByClient implements store.Leases.
+// LeaseByClient implements store.Leases: an IPv4 lease, else an IPv6 one.
 func (s *Store) LeaseByClient(ctx context.Context, clientID string) (store.Lease, error) {
-	l, ok, err := s.r().leaseByClient(ctx, clientID)
+	l, ok, err := s.r().leaseByClient(ctx, leases4, clientID)
+	if err == nil && !ok {
+		l, ok, err = s.r().leaseByClient(ctx, leases6, clientID)
+	}
 	if err != nil {
 		return store.Lease{}, err
 	}
@@ -372,15 +481,19 @@ func (s *Store) LeaseList(ctx context.Context, f store.LeaseFilter) ([]store.Lea
 		where []string
 		args  []any
 	)
-	if f.Range.Start.Is4() && f.Range.End.Is4() {
+	fam := leases4
+	if f.IPv6 || f.Range.Start.Is6() && !f.Range.Start.Is4In6() {
+		fam = leases6
+	}
+	if f.Range.Start.IsValid() && familyOf(f.Range.Start) == fam && familyOf(f.Range.End) == fam {
 		where = append(where, `ip >= ? AND ip <= ?`)
-		args = append(args, ipNum(f.Range.Start), ipNum(f.Range.End))
+		args = append(args, fam.key(f.Range.Start), fam.key(f.Range.End))
 	}
 	if f.ClientID != "" {
 		where = append(where, `client_id = ?`)
 		args = append(args, f.ClientID)
 	}
-	q := `SELECT ` + leaseCols + ` FROM dhcp_leases`
+	q := `SELECT ` + leaseCols + ` FROM ` + fam.table
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, ` AND `)
 	}
@@ -394,7 +507,7 @@ func (s *Store) LeaseList(ctx context.Context, f store.LeaseFilter) ([]store.Lea
 	defer rows.Close()
 	var out []store.Lease
 	for rows.Next() {
-		l, err := scanLease(rows)
+		l, err := fam.scanLease(rows)
 		if err != nil {
 			return nil, fmt.Errorf("leases: %w", err)
 		}

@@ -200,3 +200,100 @@ func testConcurrentLeases(t *testing.T, st store.Store) {
 		t.Fatalf("%d addresses bound, %d clients refused; want 20 and 12", len(owner), exhausted)
 	}
 }
+
+// testLeases6: DHCPv6 leases (IPv6 ranges, clients keyed by DUID and
+// IAID) follow the same rules, in their own table: an IPv4 and an IPv6
+// lease of one client live side by side.
+func testLeases6(t *testing.T, st store.Store) {
+	ls := leases(t, st)
+	rng := store.LeaseRange{Start: netip.MustParseAddr("fd00:9::fffe"), End: netip.MustParseAddr("fd00:9::1:1")}
+	now, hold, life := leaseT0, time.Minute, time.Hour
+	req := func(c string, at time.Time) store.LeaseRequest {
+		return store.LeaseRequest{ClientID: c, MAC: "02:00:00:00:0b:01", Server: "six", Range: rng, Now: at}
+	}
+	// Addresses count across a 16-bit boundary: fffe, ffff, 1:0, 1:1.
+	wantIP(t, "fd00:9::fffe")(ls.OfferLease(ctx, req("0001/01", now), hold))
+	wantIP(t, "fd00:9::ffff")(ls.OfferLease(ctx, req("0002/01", now), hold))
+	wantIP(t, "fd00:9::1:0")(ls.OfferLease(ctx, req("0003/01", now), hold))
+	b := wantIP(t, "fd00:9::fffe")(ls.BindLease(ctx, netip.MustParseAddr("fd00:9::fffe"), req("0001/01", now), life))
+	if b.State != store.LeaseBound || b.Server != "six" {
+		t.Fatalf("bind %+v", b)
+	}
+	_, err := ls.BindLease(ctx, netip.MustParseAddr("fd00:9::fffe"), req("0002/01", now), life)
+	is(t, err, store.ErrConflict, "fd00:9::fffe")
+	_, err = ls.BindLease(ctx, netip.MustParseAddr("10.9.0.10"), req("0002/01", now), life)
+	is(t, err, store.ErrInvalid, "outside")
+	// A client moving leaves a gap, offered before the top is exceeded.
+	wantIP(t, "fd00:9::1:1")(ls.BindLease(ctx, netip.MustParseAddr("fd00:9::1:1"), req("0002/01", now), life))
+	wantIP(t, "fd00:9::ffff")(ls.OfferLease(ctx, req("0004/01", now), hold))
+	_, err = ls.OfferLease(ctx, req("0005/01", now), hold)
+	is(t, err, store.ErrExhausted, "fd00:9::fffe")
+	// Release, decline, expiry.
+	ok(t, ls.ReleaseLease(ctx, netip.MustParseAddr("fd00:9::1:1"), "0002/01", now))
+	is(t, ls.ReleaseLease(ctx, netip.MustParseAddr("fd00:9::1:1"), "0002/01x", now), store.ErrNotFound)
+	wantIP(t, "fd00:9::1:1")(ls.OfferLease(ctx, req("0005/01", now), hold))
+	ok(t, ls.DeclineLease(ctx, netip.MustParseAddr("fd00:9::1:0"), "0003/01", now, now.Add(time.Hour)))
+	t2 := now.Add(2 * time.Minute) // offers to 0004 and 0005 expired, the quarantine holds
+	got := map[string]bool{}
+	for _, c := range []string{"00a1/01", "00a2/01"} {
+		got[must[store.Lease](t)(ls.OfferLease(ctx, req(c, t2), hold)).IP.String()] = true
+	}
+	if !got["fd00:9::ffff"] || !got["fd00:9::1:1"] {
+		t.Fatalf("offers after expiry %v", got)
+	}
+	_, err = ls.OfferLease(ctx, req("00a3/01", t2), hold)
+	is(t, err, store.ErrExhausted)
+
+	// One client id, one lease per family.
+	wantIP(t, "10.9.3.1")(ls.OfferLease(ctx, store.LeaseRequest{ClientID: "0001/01", Range: store.LeaseRange{
+		Start: netip.MustParseAddr("10.9.3.1"), End: netip.MustParseAddr("10.9.3.2")}, Now: now}, hold))
+	if l := must[[]store.Lease](t)(ls.LeaseList(ctx, store.LeaseFilter{IPv6: true, ClientID: "0001/01"})); len(l) != 1 || l[0].IP.String() != "fd00:9::fffe" {
+		t.Fatalf("IPv6 lease list of 0001/01 %+v", l)
+	}
+	list := must[[]store.Lease](t)(ls.LeaseList(ctx, store.LeaseFilter{Range: rng}))
+	if len(list) != 4 || list[0].IP.String() != "fd00:9::fffe" || list[3].IP.String() != "fd00:9::1:1" || list[2].State != store.LeaseDeclined {
+		t.Fatalf("IPv6 lease list %+v", list)
+	}
+	for _, l := range must[[]store.Lease](t)(ls.LeaseList(ctx, store.LeaseFilter{})) {
+		if !l.IP.Is4() {
+			t.Fatalf("IPv4 lease list holds %s", l.IP)
+		}
+	}
+	_, err = ls.OfferLease(ctx, store.LeaseRequest{ClientID: "x", Range: store.LeaseRange{Start: rng.Start, End: netip.MustParseAddr("10.0.0.1")}}, hold)
+	is(t, err, store.ErrInvalid, "range")
+}
+
+// testConcurrentLeases6 races many DHCPv6 clients for a small range.
+func testConcurrentLeases6(t *testing.T, st store.Store) {
+	ls := leases(t, st)
+	rng := store.LeaseRange{Start: netip.MustParseAddr("fd00:9:1::1"), End: netip.MustParseAddr("fd00:9:1::a")}
+	var mu sync.Mutex
+	owner := map[netip.Addr]string{}
+	exhausted := 0
+	noErrors(t, parallel(16, func(i int) error {
+		req := store.LeaseRequest{ClientID: fmt.Sprintf("%04x/00000001", i), Range: rng}
+		l, err := ls.OfferLease(ctx, req, time.Hour)
+		if errors.Is(err, store.ErrExhausted) {
+			mu.Lock()
+			exhausted++
+			mu.Unlock()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := ls.BindLease(ctx, l.IP, req, time.Hour); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if o, dup := owner[l.IP]; dup {
+			return fmt.Errorf("%s bound to %s and %s", l.IP, o, req.ClientID)
+		}
+		owner[l.IP] = req.ClientID
+		return nil
+	}))
+	if len(owner) != 10 || exhausted != 6 {
+		t.Fatalf("%d addresses bound, %d clients refused; want 10 and 6", len(owner), exhausted)
+	}
+}

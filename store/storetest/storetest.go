@@ -57,6 +57,8 @@ func Run(t *testing.T, open Opener) {
 		{"Leases", testLeases},
 		{"LeaseGaps", testLeaseGaps},
 		{"ConcurrentLeases", testConcurrentLeases},
+		{"Leases6", testLeases6},
+		{"ConcurrentLeases6", testConcurrentLeases6},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
