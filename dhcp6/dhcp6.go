@@ -7,7 +7,9 @@
 //
 // A range is served on the interface that has a global address whose
 // prefix holds it; boot URLs name that address. Relayed messages are not
-// answered. Leases are kept in memory (docs/ipv6.md).
+// answered. Leases are kept in the store (store.Leases, table
+// dhcp6_leases), as the DHCPv4 server's are: they survive a restart, and
+// servers sharing a PostgreSQL database never hand out one address twice.
 package dhcp6
 
 import (
@@ -27,6 +29,7 @@ import (
 	"github.com/insomniacslk/dhcp/iana"
 
 	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/store"
 )
 
 // Defaults.
@@ -60,9 +63,13 @@ var (
 	ErrIgnored   = errors.New("DHCPv6 message not answered")
 )
 
-// Server is the DHCPv6 server.
+// Server is the DHCPv6 server. Leases and Ranges are required.
 type Server struct {
+	// Leases is the lease database (IPv6 requests go to its DHCPv6 table).
+	Leases store.Leases
 	Ranges []Range
+	// Name is written into every lease as the server that wrote it.
+	Name string
 	// Booter decides what PXE/iPXE clients boot (nil: no boot file).
 	Booter proxydhcp.Booter
 	// DNS servers (option 23) handed out.
@@ -85,7 +92,6 @@ type Server struct {
 	interfaces func(name string) (Iface, bool)
 
 	initOnce sync.Once
-	leases   *leaseTable
 	sid      dhcpv6.DUID
 }
 
@@ -98,6 +104,9 @@ type Iface struct {
 
 // Check validates the configuration.
 func (s *Server) Check() error {
+	if s.Leases == nil {
+		return errors.New("dhcp6: no lease store")
+	}
 	if len(s.Ranges) == 0 {
 		return errors.New("dhcp6: no address range")
 	}
@@ -111,7 +120,6 @@ func (s *Server) Check() error {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		s.leases = newLeaseTable()
 		s.sid = s.ServerID
 		if s.sid == nil {
 			s.sid = defaultDUID(s.Interface)
@@ -131,12 +139,6 @@ func defaultDUID(ifname string) dhcpv6.DUID {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	return &dhcpv6.DUIDUUID{UUID: u}
-}
-
-// Leases returns a copy of the lease table.
-func (s *Server) Leases() []Lease {
-	s.init()
-	return s.leases.list()
 }
 
 func (s *Server) logger() *slog.Logger {
@@ -182,12 +184,14 @@ type client struct {
 	arch iana.Arch
 	hasArch,
 	boot bool // PXE, HTTP boot or iPXE client
-	vendor string // "PXEClient..." / "HTTPClient..." (enterprise 343)
-	user   string // first user class, "iPXE"
+	vendor   string // "PXEClient..." / "HTTPClient..." (enterprise 343)
+	user     string // first user class, "iPXE"
+	hostname string // the client FQDN option's name, if any
 }
 
 // Handle answers one message. It does no I/O besides the Booter and the
-// in-memory lease table, and is fuzzed.
+// lease store, and is fuzzed. A message the store fails on (not one it
+// refuses) is not answered: the client retransmits.
 func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answer, error) {
 	s.init()
 	if m.IsRelay() {
@@ -248,26 +252,30 @@ func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answe
 		ia := msg.Options.OneIANA()
 		rapid := msg.GetOneOption(dhcpv6.OptionRapidCommit) != nil
 		if ia != nil {
-			key := c.duid + "/" + hex.EncodeToString(ia.IaId[:])
+			key := leaseKey(c.duid, ia.IaId)
 			var hint netip.Addr
 			if ad := ia.Options.OneAddress(); ad != nil {
 				hint, _ = netip.AddrFromSlice(ad.IPv6Addr)
 			}
-			var l Lease
+			req := s.request(rng, key, c, hint, now)
+			var l store.Lease
 			if rapid {
-				if l, err = s.leases.offer(rng, key, c.mac.String(), hint, now, lt); err == nil {
-					l, err = s.leases.bind(rng, l.Addr, key, c.mac.String(), now, lt)
+				if l, err = s.Leases.OfferLease(ctx, req, lt); err == nil {
+					l, err = s.Leases.BindLease(ctx, l.IP, req, lt)
 				}
 			} else {
-				l, err = s.leases.offer(rng, key, c.mac.String(), hint, now, orDefault(s.OfferHold, DefaultOfferHold))
+				l, err = s.Leases.OfferLease(ctx, req, orDefault(s.OfferHold, DefaultOfferHold))
+			}
+			if err != nil && !refused(err) {
+				return Answer{}, fmt.Errorf("dhcp6: lease for %s: %w", key, err)
 			}
 			if err != nil {
 				a.Result = ResultExhausted
 				mods = append(mods, dhcpv6.WithOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusNoAddrsAvail, StatusMessage: "no free address"}))
 				s.logger().WarnContext(ctx, "dhcp6: address range exhausted", "range", rng.String(), "mac", a.MAC)
 			} else {
-				a.Addr = l.Addr
-				mods = append(mods, withIANA(ia.IaId, l.Addr, lt, lt))
+				a.Addr = l.IP
+				mods = append(mods, withIANA(ia.IaId, l.IP, lt, lt))
 			}
 		}
 		if a.Result == "" {
@@ -275,23 +283,31 @@ func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answe
 		}
 	case dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind:
 		for _, ia := range msg.Options.IANA() {
-			key := c.duid + "/" + hex.EncodeToString(ia.IaId[:])
+			key := leaseKey(c.duid, ia.IaId)
 			var want netip.Addr
 			if ad := ia.Options.OneAddress(); ad != nil {
 				want, _ = netip.AddrFromSlice(ad.IPv6Addr)
 			}
-			if l, ok := s.leases.byClient(key); ok && rng.Contains(l.Addr) && (msg.Type() == dhcpv6.MessageTypeRequest || !want.IsValid()) {
-				want = l.Addr
+			cur, ok, lerr := s.leaseOf(ctx, key)
+			if lerr != nil {
+				return Answer{}, lerr
+			}
+			if ok && cur.State != store.LeaseDeclined && rng.Contains(cur.IP) && (msg.Type() == dhcpv6.MessageTypeRequest || !want.IsValid()) {
+				want = cur.IP
 			}
 			switch {
 			case !want.IsValid() && msg.Type() == dhcpv6.MessageTypeRequest:
-				var l Lease
-				if l, err = s.leases.offer(rng, key, c.mac.String(), netip.Addr{}, now, lt); err != nil {
+				l, oerr := s.Leases.OfferLease(ctx, s.request(rng, key, c, netip.Addr{}, now), lt)
+				if oerr != nil && !refused(oerr) {
+					return Answer{}, fmt.Errorf("dhcp6: lease for %s: %w", key, oerr)
+				}
+				if oerr != nil {
+					err = oerr
 					mods = append(mods, withIANAStatus(ia.IaId, iana.StatusNoAddrsAvail, "no free address"))
 					a.Result = ResultExhausted
 					continue
 				}
-				want = l.Addr
+				want = l.IP
 			case !want.IsValid():
 				mods = append(mods, withIANAStatus(ia.IaId, iana.StatusNoBinding, "no address in IA_NA"))
 				continue
@@ -300,7 +316,10 @@ func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answe
 				mods = append(mods, withIANA(ia.IaId, want, 0, 0))
 				continue
 			}
-			l, berr := s.leases.bind(rng, want, key, c.mac.String(), now, lt)
+			l, berr := s.Leases.BindLease(ctx, want, s.request(rng, key, c, netip.Addr{}, now), lt)
+			if berr != nil && !refused(berr) {
+				return Answer{}, fmt.Errorf("dhcp6: lease for %s: %w", key, berr)
+			}
 			if berr != nil {
 				err = berr
 				if msg.Type() == dhcpv6.MessageTypeRequest {
@@ -310,25 +329,30 @@ func (s *Server) Handle(ctx context.Context, m dhcpv6.DHCPv6, in Inbound) (Answe
 				}
 				continue
 			}
-			a.Addr = l.Addr
-			mods = append(mods, withIANA(ia.IaId, l.Addr, lt, lt))
+			a.Addr = l.IP
+			mods = append(mods, withIANA(ia.IaId, l.IP, lt, lt))
 		}
 		if a.Result == "" {
 			a.Result = ResultReplied
 		}
 	case dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
 		for _, ia := range msg.Options.IANA() {
-			key := c.duid + "/" + hex.EncodeToString(ia.IaId[:])
+			key := leaseKey(c.duid, ia.IaId)
 			for _, ad := range ia.Options.Addresses() {
 				ip, _ := netip.AddrFromSlice(ad.IPv6Addr)
 				var e error
-				if msg.Type() == dhcpv6.MessageTypeRelease {
-					e = s.leases.release(ip, key, now)
+				if !ip.Is6() || ip.Is4In6() {
+					e = fmt.Errorf("dhcp6: %s is no IPv6 address: %w", ip, store.ErrNotFound)
+				} else if msg.Type() == dhcpv6.MessageTypeRelease {
+					e = s.Leases.ReleaseLease(ctx, ip, key, now)
 				} else {
-					e = s.leases.decline(ip, key, now.Add(orDefault(s.DeclineHold, DefaultDeclineHold)))
+					e = s.Leases.DeclineLease(ctx, ip, key, now, now.Add(orDefault(s.DeclineHold, DefaultDeclineHold)))
 					if e == nil {
 						s.logger().WarnContext(ctx, "dhcp6: client declined its address (in use on the link)", "mac", a.MAC, "ip", ip.String())
 					}
+				}
+				if e != nil && !refused(e) {
+					return Answer{}, fmt.Errorf("dhcp6: lease for %s: %w", key, e)
 				}
 				if e != nil {
 					mods = append(mods, withIANAStatus(ia.IaId, iana.StatusNoBinding, "no binding"))
@@ -458,6 +482,11 @@ func readClient(msg *dhcpv6.Message, cid dhcpv6.DUID, peer netip.Addr) client {
 	}
 	if uc := msg.Options.UserClasses(); len(uc) > 0 {
 		c.user = string(uc[0])
+	}
+	if f := msg.Options.FQDN(); f != nil && f.DomainName != nil {
+		if names := f.DomainName.Labels; len(names) > 0 {
+			c.hostname = names[0]
+		}
 	}
 	c.boot = c.hasArch || strings.HasPrefix(c.vendor, proxydhcp.VendorPXEClient) ||
 		strings.HasPrefix(c.vendor, proxydhcp.VendorHTTPClient) || c.user == "iPXE"

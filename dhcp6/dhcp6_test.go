@@ -13,6 +13,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv6"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/store/sqlstore"
 )
 
 var (
@@ -23,8 +26,25 @@ var (
 	testPeer = netip.MustParseAddr("fe80::5054:ff:fe00:1")
 )
 
-func newTestServer(now *time.Time) *Server {
+// openSQLite opens a lease store at path, closed when t ends.
+func openSQLite(t testing.TB, path string) *sqlstore.Store {
+	t.Helper()
+	st, err := sqlstore.OpenSQLite(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// newTestServer is a server with its leases in a new SQLite database.
+func newTestServer(t testing.TB, now *time.Time) *Server {
+	return newTestServerOn(openSQLite(t, filepath.Join(t.TempDir(), "leases.db")), now)
+}
+
+func newTestServerOn(leases store.Leases, now *time.Time) *Server {
 	return &Server{
+		Leases: leases, Name: "test",
 		Ranges: []Range{testRange}, Booter: testBooter{},
 		ServerID: &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}},
 		Now:      func() time.Time { return *now },
@@ -116,7 +136,7 @@ func replyAddr(t *testing.T, a Answer) (netip.Addr, time.Duration) {
 
 func TestSolicitRequestRenewRelease(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s := newTestServer(&now)
+	s := newTestServer(t, &now)
 	sid := dhcpv6.WithServerID(s.ServerID)
 
 	a := handle(t, s, msg(t, dhcpv6.MessageTypeSolicit, pxe, 1, withIA("")))
@@ -193,7 +213,7 @@ func TestSolicitRequestRenewRelease(t *testing.T) {
 
 func TestDecline(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s := newTestServer(&now)
+	s := newTestServer(t, &now)
 	sid := dhcpv6.WithServerID(s.ServerID)
 	handle(t, s, msg(t, dhcpv6.MessageTypeRequest, plain, 1, withIA(testRange.Start.String()), sid))
 	a := handle(t, s, msg(t, dhcpv6.MessageTypeDecline, plain, 1, withIA(testRange.Start.String()), sid))
@@ -215,7 +235,7 @@ func TestDecline(t *testing.T) {
 
 func TestBootURLs(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s := newTestServer(&now)
+	s := newTestServer(t, &now)
 	for _, tc := range []struct {
 		k           kind
 		url, vendor string
@@ -240,7 +260,7 @@ func TestBootURLs(t *testing.T) {
 
 func TestNotServed(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s := newTestServer(&now)
+	s := newTestServer(t, &now)
 	ctx := context.Background()
 	// No range on the receiving interface.
 	a, err := s.Handle(ctx, msg(t, dhcpv6.MessageTypeSolicit, pxe, 1, withIA("")), Inbound{Peer: testPeer, Iface: Iface{Name: "eth1", Nets: []netip.Prefix{netip.MustParsePrefix("fd01::1/64")}}})
@@ -330,7 +350,7 @@ func FuzzDHCPv6(f *testing.F) {
 		f.Add(b)
 	}
 	now := time.Unix(1_800_000_000, 0)
-	s := newTestServer(&now)
+	s := newTestServer(f, &now)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := dhcpv6.FromBytes(b)
 		if err != nil {

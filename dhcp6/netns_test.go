@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/store/sqlstore"
 )
 
 // These tests run the real server on the real port 547 inside a network
@@ -55,7 +56,14 @@ func TestHelperDHCP6Server(t *testing.T) {
 	defer stop()
 	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	start, end, _ := strings.Cut(os.Getenv("PREBOOT_DHCP6_RANGE"), "-")
+	st, err := sqlstore.OpenSQLite(ctx, os.Getenv("PREBOOT_DHCP6_DB"))
+	if err != nil {
+		log.Error("helper server: lease store", "err", err)
+		os.Exit(1)
+	}
+	defer st.Close()
 	s := &Server{
+		Leases: st, Name: "helper",
 		Booter: testBooter{}, Logger: log, Interface: os.Getenv("PREBOOT_DHCP6_IFACE"),
 		Ranges: []Range{{Start: netip.MustParseAddr(start), End: netip.MustParseAddr(end)}},
 		DNS:    []netip.Addr{netip.MustParseAddr(start).Prev()},
@@ -153,7 +161,8 @@ func waitLinkLocal(t *testing.T, ns, dev string) {
 func (l *lab) startServer(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", l.srvNS, os.Args[0], "-test.run=^TestHelperDHCP6Server$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=1", "PREBOOT_DHCP6_RANGE="+l.prefix+"100-"+l.prefix+"101", "PREBOOT_DHCP6_IFACE="+l.srvIf)
+	cmd.Env = append(os.Environ(), helperEnv+"=1", "PREBOOT_DHCP6_RANGE="+l.prefix+"100-"+l.prefix+"101", "PREBOOT_DHCP6_IFACE="+l.srvIf,
+		"PREBOOT_DHCP6_DB="+filepath.Join(l.dir, "leases.db"))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/dhcp6"
 	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/store"
 )
 
 // serviceDHCP6 is the DHCPv6 server's name in GET /api/v1/status (listed
@@ -18,12 +20,19 @@ const serviceDHCP6 = "dhcp6"
 
 // newDHCP6Server builds the embedded DHCPv6 server from the configuration
 // (nil when it is off) and opens its socket, so that Run fails at once
-// when port 547 is taken.
-func newDHCP6Server(cfg config.Config, booter proxydhcp.Booter, log *slog.Logger) (*dhcp6.Server, net.PacketConn, error) {
+// when port 547 is taken. Its leases live in db.
+func newDHCP6Server(cfg config.Config, db store.Store, booter proxydhcp.Booter, log *slog.Logger) (*dhcp6.Server, net.PacketConn, error) {
 	if !cfg.DHCP6.Enabled() {
 		return nil, nil, nil
 	}
+	leases, ok := db.(store.Leases)
+	if !ok {
+		return nil, nil, fmt.Errorf("dhcp6: the store (%T) keeps no leases", db)
+	}
+	name, _ := os.Hostname()
 	s := &dhcp6.Server{
+		Leases:    leases,
+		Name:      name,
 		Booter:    booter,
 		LeaseTime: cfg.DHCP6.LeaseTime,
 		Interface: cfg.Interface,

@@ -179,7 +179,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return ds.Serve(ctx, dsConn)
 		})
 	}
-	d6, d6Conn, err := newDHCP6Server(cfg, pol, log.With("component", "dhcp6"))
+	d6, d6Conn, err := newDHCP6Server(cfg, db, pol, log.With("component", "dhcp6"))
 	if err != nil {
 		return err
 	}
