@@ -108,15 +108,78 @@ func secureBootVM(t *testing.T, l *lab, name, mac string, extra ...string) *vm {
 	return startVM(t, vmConfig{Name: name, Dir: l.Dir, Netns: l.NetNS, SecureBoot: true, Args: args})
 }
 
-// TestSecureBoot boots OVMF with Secure Boot enforced through Preboot,
-// next to a site DHCP server whose next-server is Preboot for the Secure
-// Boot machines (Debian's signed GRUB ignores proxyDHCP):
+// waitJobFinished waits until the device's newest job succeeded or failed
+// and returns it. It fails early when QEMU exited before any job started.
+func waitJobFinished(ctx context.Context, v *vm, srv *prebootServer, mac string) (*store.Job, error) {
+	for {
+		exited := v.exited()
+		js, err := srv.jobs(ctx, mac)
+		if err != nil {
+			return nil, err
+		}
+		if len(js) > 0 && (js[0].State == store.JobSucceeded || js[0].State == store.JobFailed) {
+			return &js[0], nil
+		}
+		if exited && len(js) == 0 {
+			return nil, fmt.Errorf("vm %s: qemu exited (%v) before its job started", v.cfg.Name, v.err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("vm %s: no finished job: %w", v.cfg.Name, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// checkSignedKernelJob asserts that a finished job succeeded in the imaging
+// environment on Debian's signed kernel, locked down by Secure Boot, and
+// that the server recorded the Secure Boot path and state.
+func checkSignedKernelJob(t *testing.T, srv *prebootServer, v *vm, mac string, job *store.Job) {
+	t.Helper()
+	if job.State != store.JobSucceeded {
+		srv.logJobs(t, mac)
+		t.Fatalf("job %d (%s): %s %q", job.ID, job.Kind, job.State, job.Error)
+	}
+	out := v.serial()
+	for _, want := range []string{"Kernel is locked down from EFI Secure Boot", `msg="firmware Secure Boot" job=` + fmt.Sprint(job.ID) + " enabled=true lockdown=integrity"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("console lacks %q", want)
+		}
+	}
+	d := srv.showDevice(mac)
+	if !d.eventMatching(store.EventWork, "on the signed kernel") {
+		t.Errorf("no work event for the Secure Boot path: %s", d.eventSummary())
+	}
+	if !d.eventMatching(store.EventSecureBoot, store.SecureBootStateOn+" (imaging environment") {
+		t.Errorf("the imaging environment's Secure Boot state was not recorded: %s", d.eventSummary())
+	}
+}
+
+// labSBImage is the image the Secure Boot capture stores and its restore
+// writes back.
+const labSBImage = "lab-sb-uefi"
+
+// TestSecureBoot boots OVMF with Secure Boot enforced through Preboot.
+// Its main lab has a site DHCP server whose next-server is Preboot for the
+// Secure Boot machines (Debian's signed GRUB ignores proxyDHCP):
 //
 //	(a) unsigned ipxe.efi is refused: the lab enforces Secure Boot;
 //	(b) with nothing assigned, shim → GRUB → its generated config chains
 //	    the disk's own shim → GRUB (local boot);
 //	(c) an inventory job runs in the imaging environment on Debian's
-//	    signed kernel and succeeds.
+//	    signed kernel and succeeds;
+//	(d) a capture job on that path stores the GPT source disk of
+//	    uefidisk_test.go (ESP, ext4 root);
+//	(e) a restore job on that path, on a second Secure Boot VM, writes it
+//	    onto a blank disk, checked on the host (checkUEFIDisk) and in the
+//	    VM's NVRAM (the boot entry the agent wrote through efivarfs). The
+//	    restored OS is not booted: the lab disk's GRUB is unsigned.
+//
+// A second lab has no site DHCP server at all:
+//
+//	(f) Preboot is the DHCP server (--dhcp-range): the same Secure Boot
+//	    VM gets its address, siaddr and shim from Preboot's ACK and boots
+//	    its disk through shim → GRUB → generated config (local boot).
 func TestSecureBoot(t *testing.T) {
 	for _, f := range []string{ovmfCodeSecure, ovmfVarsMS} {
 		if _, err := os.Stat(f); err != nil {
@@ -132,12 +195,19 @@ func TestSecureBoot(t *testing.T) {
 	if _, err := signedPrograms(); err != nil {
 		t.Fatalf("Debian's signed shim and GRUB: %v", err)
 	}
-	macA, macB, macC := randomMAC(), randomMAC(), randomMAC()
+	src, err := uefiDiskOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	macA, macB, macC, macD, macE := randomMAC(), randomMAC(), randomMAC(), randomMAC(), randomMAC()
 	// Only the Secure Boot machines get next-server = Preboot (and the
 	// shim's name) from the site's DHCP server; macA gets plain DHCP and
 	// Preboot's proxyDHCP answer.
-	l.startSiteDHCP("--dhcp-host="+macB+",set:sb", "--dhcp-host="+macC+",set:sb",
-		"--dhcp-boot=tag:sb,"+bootfiles.ShimName+",preboot,"+labServerIP)
+	var siteArgs []string
+	for _, m := range []string{macB, macC, macD, macE} {
+		siteArgs = append(siteArgs, "--dhcp-host="+m+",set:sb")
+	}
+	l.startSiteDHCP(append(siteArgs, "--dhcp-boot=tag:sb,"+bootfiles.ShimName+",preboot,"+labServerIP)...)
 	srv := l.startPreboot(serverOptions{Extra: []string{"--imaging-cmdline", "console=ttyS0,115200"}}, art)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	if err := srv.proc.waitLog(ctx, "Secure Boot path ready"); err != nil {
@@ -147,10 +217,18 @@ func TestSecureBoot(t *testing.T) {
 	cancel()
 	buildImagingEnv(t, srv, art.Kernel)
 	srv.mustCLI("settings", "set", "--secure-boot-device", macA+"=off",
-		"--secure-boot-device", macB+"=on", "--secure-boot-device", macC+"=on")
+		"--secure-boot-device", macB+"=on", "--secure-boot-device", macC+"=on",
+		"--secure-boot-device", macD+"=on", "--secure-boot-device", macE+"=on")
 	srv.mustCLI("bundle", "create", "inv", "--kind", "inventory")
 	srv.mustCLI("device", "add", macC)
 	srv.mustCLI("assign", "inv", "--device", macC, "--once")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, mac := range []string{macC, macD, macE} {
+				srv.logJobs(t, mac)
+			}
+		}
+	})
 
 	disk := filepath.Join(l.Dir, "sb-esp.img")
 	dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -158,96 +236,176 @@ func TestSecureBoot(t *testing.T) {
 	dcancel()
 
 	deadline := imagingDeadlineFor()
-	ctx, cancel = context.WithTimeout(context.Background(), deadline)
-	defer cancel()
 
 	// (a) and (b) together: both are short.
-	vmA := secureBootVM(t, l, "sb-refuse", macA)
-	vmB := secureBootVM(t, l, "sb-local", macB,
-		"-drive", "file="+disk+",if=none,format=raw,id=d0,snapshot=on", "-device", "virtio-blk-pci,drive=d0,bootindex=2")
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		errs[0] = vmA.waitFor(ctx, "Access Denied")
-		vmA.stop()
-	}()
-	go func() {
-		defer wg.Done()
-		errs[1] = vmB.waitFor(ctx, "Preboot: chaining", sbLocalMarker)
-	}()
-	wg.Wait()
-	if errs[0] != nil {
-		t.Errorf("(a) unsigned iPXE was not refused: %v", errs[0])
-	}
-	if errs[1] != nil {
-		t.Errorf("(b) local boot through shim → GRUB: %v", errs[1])
-	}
-	a := srv.showDevice(macA)
-	if !a.eventMatching(store.EventDHCP, "PXEClient → ipxe.efi") {
-		t.Errorf("(a) no DHCP event handing out ipxe.efi: %s", a.eventSummary())
-	}
-	if strings.Contains(vmA.serial(), "Preboot:") {
-		t.Errorf("(a) iPXE ran under Secure Boot")
-	}
-	b := srv.showDevice(macB)
-	if b.Decision == nil || b.Decision.BootPath == nil || !b.Decision.BootPath.SecureBoot || b.Decision.BootPath.Program != bootfiles.ShimName {
-		t.Errorf("(b) device show: decision %+v, want the Secure Boot path", b.Decision)
+	t.Run("refused-and-local", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		vmA := secureBootVM(t, l, "sb-refuse", macA)
+		vmB := secureBootVM(t, l, "sb-local", macB,
+			"-drive", "file="+disk+",if=none,format=raw,id=d0,snapshot=on", "-device", "virtio-blk-pci,drive=d0,bootindex=2")
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			errs[0] = vmA.waitFor(ctx, "Access Denied")
+			vmA.stop()
+		}()
+		go func() {
+			defer wg.Done()
+			errs[1] = vmB.waitFor(ctx, "Preboot: chaining", sbLocalMarker)
+		}()
+		wg.Wait()
+		if errs[0] != nil {
+			t.Errorf("(a) unsigned iPXE was not refused: %v", errs[0])
+		}
+		if errs[1] != nil {
+			t.Errorf("(b) local boot through shim → GRUB: %v", errs[1])
+		}
+		a := srv.showDevice(macA)
+		if !a.eventMatching(store.EventDHCP, "PXEClient → ipxe.efi") {
+			t.Errorf("(a) no DHCP event handing out ipxe.efi: %s", a.eventSummary())
+		}
+		if strings.Contains(vmA.serial(), "Preboot:") {
+			t.Errorf("(a) iPXE ran under Secure Boot")
+		}
+		checkSBLocalBoot(t, srv, macB)
+	})
+
+	// (f) Preboot as the lab's DHCP server, in a lab of its own.
+	t.Run("dhcp-server", func(t *testing.T) {
+		l2 := newLab(t, separateDHCP) // its dnsmasq namespace stays empty: no site DHCP
+		srv2 := l2.startPreboot(serverOptions{Extra: []string{"--dhcp-range", labPoolStart + "-" + labPoolEnd}}, art)
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		if err := srv2.proc.waitLog(ctx, "Secure Boot path ready"); err != nil {
+			t.Fatal(err)
+		}
+		mac := randomMAC()
+		srv2.mustCLI("settings", "set", "--secure-boot-device", mac+"=on")
+		v := secureBootVM(t, l2, "sb-dhcpserver", mac,
+			"-drive", "file="+disk+",if=none,format=raw,id=d0,snapshot=on", "-device", "virtio-blk-pci,drive=d0,bootindex=2")
+		if err := v.waitFor(ctx, "Preboot: chaining", sbLocalMarker); err != nil {
+			t.Errorf("local boot through shim → GRUB with Preboot as the DHCP server: %v", err)
+		}
+		v.stop()
+		acked := false
+		for _, r := range srv2.logRecords("dhcpserver answer") {
+			ip, _ := r["ip"].(string)
+			if r["mac"] == mac && r["type"] == "ACK" && r["filename"] == bootfiles.ShimName && strings.HasPrefix(ip, "10.123.0.") {
+				acked = true
+				t.Logf("Preboot's DHCP server: %v", r)
+			}
+		}
+		if !acked {
+			t.Errorf("no ACK from Preboot's DHCP server with an address of the range and %s for %s", bootfiles.ShimName, mac)
+		}
+		checkSBLocalBoot(t, srv2, mac)
+	})
+
+	// (c) the inventory job on the signed kernel.
+	t.Run("inventory", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		v := secureBootVM(t, l, "sb-inventory", macC)
+		job, err := waitJobFinished(ctx, v, srv, macC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.stop()
+		checkSignedKernelJob(t, srv, v, macC, job)
+		if c := srv.showDevice(macC); len(c.Info) == 0 {
+			t.Errorf("no inventory reported")
+		}
+	})
+
+	// (d) capture of the GPT source disk on the Secure Boot path.
+	captured := t.Run("capture", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		srv.mustCLI("device", "capture", macD, "--image", labSBImage)
+		v := secureBootVM(t, l, "sb-capture", macD,
+			"-drive", "file="+src.Path+",if=none,format=raw,id=d0,snapshot=on", "-device", "virtio-blk-pci,drive=d0")
+		job, err := waitJobFinished(ctx, v, srv, macD)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.stop()
+		checkSignedKernelJob(t, srv, v, macD, job)
+		j := checkOneJob(t, srv, macD, store.KindImageCapture, "capture-"+labSBImage)
+		if j != nil && (j.Image != labSBImage || j.BytesTotal <= 0 || j.BytesDone != j.BytesTotal) {
+			t.Errorf("job %d: image %q, progress %d/%d bytes, want %q and done == total > 0", j.ID, j.Image, j.BytesDone, j.BytesTotal, labSBImage)
+		}
+		found := false
+		for _, im := range srv.images().Images {
+			if im.Name != labSBImage {
+				continue
+			}
+			found = true
+			if im.Logical != uefiDiskSize || len(im.Partitions) != 2 {
+				t.Errorf("image %s: logical size %d, partitions %+v; want %d bytes, 2 partitions (ESP, root)", im.Name, im.Logical, im.Partitions, uefiDiskSize)
+			}
+		}
+		if !found {
+			t.Fatalf("image list does not show %s", labSBImage)
+		}
+	})
+
+	// (e) restore onto a blank disk of a second Secure Boot VM.
+	t.Run("restore", func(t *testing.T) {
+		if !captured {
+			t.Skip("no captured image")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), deadline)
+		defer cancel()
+		target := filepath.Join(l.Dir, "sb-restore.img")
+		if err := createSparse(target, uefiDiskSize); err != nil {
+			t.Fatal(err)
+		}
+		srv.mustCLI("device", "restore", macE, "--image", labSBImage)
+		v := secureBootVM(t, l, "sb-restore", macE,
+			"-drive", "file="+target+",if=none,format=raw,id=d0", "-device", "virtio-blk-pci,drive=d0")
+		job, err := waitJobFinished(ctx, v, srv, macE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The agent reboots after the job; QEMU exits (-no-reboot). The
+		// disk is checked only once QEMU is gone.
+		if err := v.waitExit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		checkSignedKernelJob(t, srv, v, macE, job)
+		j := checkOneJob(t, srv, macE, store.KindImageRestore, "restore-"+labSBImage)
+		if j != nil && (j.Image != labSBImage+"@1" || j.BytesTotal <= 0 || j.BytesDone != j.BytesTotal) {
+			t.Errorf("job %d: image %q, progress %d/%d bytes, want %s@1 and done == total > 0", j.ID, j.Image, j.BytesDone, j.BytesTotal, labSBImage)
+		}
+		loader := `\` + strings.ReplaceAll(uefiLoader, "/", `\`)
+		has, err := nvramHasLoader(filepath.Join(l.Dir, "sb-restore-OVMF_VARS_4M.ms.fd"), loader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !has {
+			t.Errorf("the VM's NVRAM holds no boot option naming %s", loader)
+		}
+		checkUEFIDisk(t, target, src)
+	})
+}
+
+// checkSBLocalBoot asserts that the device took the Secure Boot path and
+// was sent to its local disk.
+func checkSBLocalBoot(t *testing.T, srv *prebootServer, mac string) {
+	t.Helper()
+	d := srv.showDevice(mac)
+	if d.Decision == nil || d.Decision.BootPath == nil || !d.Decision.BootPath.SecureBoot || d.Decision.BootPath.Program != bootfiles.ShimName {
+		t.Errorf("device show: decision %+v, want the Secure Boot path", d.Decision)
 	}
 	for _, want := range []struct{ kind, substr string }{
 		{store.EventDHCP, "→ " + bootfiles.ShimName + " (Secure Boot path"},
 		{store.EventLocalBoot, "Secure Boot path"},
 	} {
-		if !b.eventMatching(want.kind, want.substr) {
-			t.Errorf("(b) no %s event with %q: %s", want.kind, want.substr, b.eventSummary())
+		if !d.eventMatching(want.kind, want.substr) {
+			t.Errorf("no %s event with %q: %s", want.kind, want.substr, d.eventSummary())
 		}
-	}
-
-	// (c) the inventory job on the signed kernel.
-	cancel()
-	ctx, cancel = context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	vmC := secureBootVM(t, l, "sb-inventory", macC)
-	var job *store.Job
-	for job == nil {
-		js, err := srv.jobs(ctx, macC)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(js) > 0 && (js[0].State == store.JobSucceeded || js[0].State == store.JobFailed) {
-			job = &js[0]
-			break
-		}
-		if vmC.exited() && len(js) == 0 {
-			t.Fatalf("(c) VM exited before its job started")
-		}
-		select {
-		case <-ctx.Done():
-			srv.logJobs(t, macC)
-			t.Fatalf("(c) no finished inventory job: %v", ctx.Err())
-		case <-time.After(time.Second):
-		}
-	}
-	if job.State != store.JobSucceeded {
-		srv.logJobs(t, macC)
-		t.Fatalf("(c) inventory job %d: %s %q", job.ID, job.State, job.Error)
-	}
-	vmC.stop()
-	out := vmC.serial()
-	for _, want := range []string{"Kernel is locked down from EFI Secure Boot", `msg="firmware Secure Boot" job=` + fmt.Sprint(job.ID) + " enabled=true lockdown=integrity"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("(c) console lacks %q", want)
-		}
-	}
-	c := srv.showDevice(macC)
-	if len(c.Info) == 0 {
-		t.Errorf("(c) no inventory reported")
-	}
-	if !c.eventMatching(store.EventWork, "on the signed kernel") {
-		t.Errorf("(c) no work event for the Secure Boot path: %s", c.eventSummary())
-	}
-	if !c.eventMatching(store.EventSecureBoot, store.SecureBootStateOn+" (imaging environment") {
-		t.Errorf("(c) the imaging environment's Secure Boot state was not recorded: %s", c.eventSummary())
 	}
 }
