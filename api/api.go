@@ -50,6 +50,9 @@ type Options struct {
 	Version string
 	// Status fills GET /api/v1/status (the server sets it).
 	Status StatusFunc
+	// Leases is the DHCP lease database GET /api/v1/dhcp/leases lists
+	// (nil: Store's, when it keeps leases).
+	Leases store.Leases
 	// Sessions is the multicast session manager (nil: multicast is not
 	// configured, the session routes answer 503).
 	Sessions Sessions
@@ -148,6 +151,8 @@ func (h *Handler) routes() []route {
 		{"PATCH /api/v1/settings", h.patchSettings},
 		{"GET /api/v1/menu", h.getDefaultMenu},
 		{"PUT /api/v1/menu", h.putDefaultMenu},
+
+		{"GET /api/v1/dhcp/leases", h.listLeases},
 
 		{"GET /api/v1/tokens", h.listTokens},
 		{"POST /api/v1/tokens", h.createToken},

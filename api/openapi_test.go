@@ -83,6 +83,8 @@ var contractRoutes = []string{
 
 	"GET /tokens", "POST /tokens", "DELETE /tokens/{id}",
 
+	"GET /dhcp/leases",
+
 	"GET /openapi.json", "GET /version", "GET /status",
 }
 
@@ -1186,6 +1188,8 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.do("GET", "/status", nil, 200, nil)
 	l.do("GET", "/tokens", nil, 200, nil)
 	l.bad("POST", "/tokens", map[string]any{"name": "walkthrough"}, 409)
+	l.do("GET", "/dhcp/leases?family=4&active=true&limit=10", nil, 200, nil)
+	l.bad("GET", "/dhcp/leases?family=7", nil, 400)
 
 	// Bundles: one of every example, and what is refused.
 	_, tree := readDoc(t)
