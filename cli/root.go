@@ -53,7 +53,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	root.AddCommand(newAdmin(g)) // web console users, directly in the server's database
 	// The admin commands, over the REST API.
 	root.AddCommand(newDevice(g), newGroup(g), newBundle(g), newAssign(g), newRule(g), newJob(g), newEvent(g),
-		newImage(g), newSession(g), newMenu(g), newSettings(g), newToken(g), newLogin(g))
+		newImage(g), newSession(g), newMenu(g), newSettings(g), newToken(g), newLogin(g), newDHCP(g))
 	return root
 }
 
