@@ -69,6 +69,7 @@ var nav = []NavItem{
 	{"rules", "Rules", "/console/rules"},
 	{"menu", "Menu", "/console/menu"},
 	{"images", "Images", "/console/images"},
+	{"leases", "Leases", "/console/leases"},
 	{"settings", "Settings", "/console/settings"},
 }
 
@@ -86,6 +87,7 @@ var pages = []page{
 	{"rules", "Rules", "rules"},
 	{"menu", "Menu", "menu"},
 	{"images", "Images", "images"},
+	{"leases", "DHCP leases", "leases"},
 	{"settings", "Settings", "settings"},
 	{"notfound", "Not found", ""},
 }
@@ -188,6 +190,7 @@ func (h *Handler) routes() {
 	protect("GET /console/rules", simple("rules"))
 	protect("GET /console/menu", simple("menu"))
 	protect("GET /console/images", simple("images"))
+	protect("GET /console/leases", simple("leases"))
 	protect("GET /console/settings", simple("settings"))
 	protect("/console/", func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

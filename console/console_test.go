@@ -35,6 +35,7 @@ var pagePaths = []struct{ path, page, nav string }{
 	{"/console/rules", "rules", "rules"},
 	{"/console/menu", "menu", "menu"},
 	{"/console/images", "images", "images"},
+	{"/console/leases", "leases", "leases"},
 	{"/console/settings", "settings", "settings"},
 }
 
