@@ -148,7 +148,9 @@ type LocalBoot struct {
 	// exit with --local-boot-bios exit; exit on UEFI), "exit" (back to the
 	// firmware's boot order, every firmware) or "sanboot" (BIOS: boot
 	// drive 0x80's MBR; falls back to exit when that fails and on UEFI,
-	// where iPXE cannot sanboot a local drive).
+	// where iPXE cannot sanboot a local drive) or "grub" (UEFI: iPXE
+	// chains Debian's network GRUB, which chains the boot loader it finds
+	// on the disk's ESP; sanboot on BIOS).
 	Method string `json:"method,omitempty"`
 }
 
@@ -156,6 +158,7 @@ type LocalBoot struct {
 const (
 	LocalBootExit    = "exit"
 	LocalBootSanboot = "sanboot"
+	LocalBootGRUB    = "grub"
 )
 
 // Wipe modes.
@@ -278,9 +281,9 @@ func Normalize(kind string, raw json.RawMessage) (json.RawMessage, error) {
 		errs = append(errs, after(&v.After))
 	case *LocalBoot:
 		switch v.Method {
-		case "", LocalBootExit, LocalBootSanboot:
+		case "", LocalBootExit, LocalBootSanboot, LocalBootGRUB:
 		default:
-			errs = append(errs, fmt.Errorf("method %q: want exit or sanboot (or none: the server's default)", v.Method))
+			errs = append(errs, fmt.Errorf("method %q: want exit, sanboot or grub (or none: the server's default)", v.Method))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -46,6 +46,7 @@ func TestNormalize(t *testing.T) {
 		{store.KindLocalBoot, `{"x":1}`, []string{"unknown field"}, true},
 		{store.KindLocalBoot, `{"method":"exit"}`, []string{`{"method":"exit"}`}, false},
 		{store.KindLocalBoot, `{"method":"sanboot"}`, []string{`{"method":"sanboot"}`}, false},
+		{store.KindLocalBoot, `{"method":"grub"}`, []string{`{"method":"grub"}`}, false},
 		{store.KindLocalBoot, `{"method":""}`, []string{`{}`}, false},
 		{store.KindLocalBoot, `{"method":"reboot"}`, []string{"method \"reboot\""}, true},
 		{"teleport", `{}`, []string{"kind \"teleport\""}, true},

@@ -87,7 +87,7 @@ func (p *paramFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&p.mode, "mode", "", "zero or discard (wipe)")
 	fs.StringSliceVar(&p.disks, "disk", nil, "disk to wipe (repeatable; none = every fixed disk) (wipe)")
 	fs.BoolVar(&p.confirm, "confirm", false, "confirm that the wipe destroys the disks' data (wipe)")
-	fs.StringVar(&p.method, "method", "", "exit or sanboot: how the device leaves iPXE for its disk (local-boot; none = the server's default)")
+	fs.StringVar(&p.method, "method", "", "exit, sanboot or grub: how the device leaves iPXE for its disk (local-boot; none = the server's default)")
 	fs.StringVar(&p.paramsFile, "params-file", "", "JSON file of the parameters (- for stdin); flags override its fields")
 }
 
@@ -349,7 +349,7 @@ func newBundle(g *globals) *cobra.Command {
 			"                 --secret-file NAME=PATH... --secrets-in-boot-script ({{secret:NAME}} in --cmdline/--chain)\n" +
 			"  wipe           --confirm (required) --mode zero|discard --disk D... --after\n" +
 			"  inventory      --after\n" +
-			"  local-boot     --method exit|sanboot (none: the server's default)\n" +
+			"  local-boot     --method exit|sanboot|grub (none: the server's default)\n" +
 			"--params-file gives them as JSON ({\"image\":\"x\",...}); flags override its fields.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -47,6 +47,10 @@ var grubLoaders = []string{
 	"/EFI/almalinux/shimx64.efi",
 	"/EFI/opensuse/shim.efi",
 	"/EFI/sles/shim.efi",
+	// Without shim (Secure Boot off, or a distribution's signed GRUB):
+	// the local-boot method "grub" chains these from iPXE.
+	"/EFI/debian/grubx64.efi",
+	"/EFI/ubuntu/grubx64.efi",
 	"/EFI/BOOT/BOOTX64.EFI",
 }
 

@@ -453,6 +453,8 @@ func (e *Engine) localBootBy(method string) string {
 		return "exit\n"
 	case bundle.LocalBootSanboot:
 		return sanbootLocal
+	case bundle.LocalBootGRUB:
+		return grubChainLocal
 	}
 	return e.localBoot()
 }
