@@ -190,6 +190,7 @@ const uefiExit = "iseq ${platform} pcbios || exit 1\nexit\n"
 // bundle is the menu entry an operator picked (action "bundle").
 func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, seen store.Sighting) (string, error) {
 	ctx = withClient(ctx, seen.IP)
+	ctx = withScriptServer(ctx, hostOnly(base))
 	var dev store.Device
 	var err error
 	if action == actionAuto {
@@ -425,6 +426,9 @@ func (e *Engine) localScriptWith(ctx context.Context, mac, why string, b *store.
 	if err := e.event(ctx, mac, store.EventLocalBoot, why); err != nil {
 		return "", err
 	}
+	if method == bundle.LocalBootGRUB {
+		return "#!ipxe\necho Preboot: " + menuText(why) + ", booting the local disk\n" + grubChain(scriptServer(ctx)), nil
+	}
 	return "#!ipxe\necho Preboot: " + menuText(why) + ", booting the local disk\n" + e.localBootBy(method), nil
 }
 
@@ -454,7 +458,7 @@ func (e *Engine) localBootBy(method string) string {
 	case bundle.LocalBootSanboot:
 		return sanbootLocal
 	case bundle.LocalBootGRUB:
-		return grubChainLocal
+		return grubChain("")
 	}
 	return e.localBoot()
 }

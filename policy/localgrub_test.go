@@ -21,7 +21,7 @@ func TestLocalBootGRUB(t *testing.T) {
 	// The serial is the client's text: it must not reach either config.
 	req := strings.Replace(efiFirst, "serial=SN%201", "serial=%27%3Bexit%3Becho%20X", 1)
 	body := get(t, e, req)
-	mustContain(t, body, "bundle local-grub boots the local disk (method grub)", grubChainLocal)
+	mustContain(t, body, "bundle local-grub boots the local disk (method grub)", grubChain("10.0.0.1"), "set netX/next-server 10.0.0.1\n")
 	if strings.Contains(body, ";exit;echo X") {
 		t.Errorf("script holds client text:\n%s", body)
 	}
@@ -29,12 +29,12 @@ func TestLocalBootGRUB(t *testing.T) {
 		t.Errorf("script does not end with the BIOS fallback (sanboot):\n%s", body)
 	}
 	// Every UEFI step is skipped on BIOS.
-	for _, line := range strings.Split(strings.TrimSuffix(grubChainLocal, sanbootLocal), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(grubChain(""), sanbootLocal), "\n") {
 		if line != "" && !strings.HasPrefix(line, "iseq ${platform} pcbios || ") {
 			t.Errorf("line %q runs on BIOS too", line)
 		}
 	}
-	mustContain(t, grubChainLocal, "chain --autofree /files/grubx64.efi ||\n", "|| exit 1\n")
+	mustContain(t, grubChain(""), "set netX/next-server ${next-server}\n", "imgfetch --name preboot-grub /files/grubx64.efi ||\n", "imgexec --autofree preboot-grub ||\n", "|| exit 1\n")
 
 	cfg, err := grubFile(t, e, "grub/grub.cfg-"+mac)
 	if err != nil {
