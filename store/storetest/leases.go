@@ -168,13 +168,21 @@ func testLeaseGaps(t *testing.T, st store.Store) {
 // is bound to at most one client, and the losers are told the range is
 // exhausted.
 func testConcurrentLeases(t *testing.T, st store.Store) {
-	ls := leases(t, st)
 	rng := store.LeaseRange{Start: netip.MustParseAddr("10.9.1.1"), End: netip.MustParseAddr("10.9.1.20")}
+	raceLeases(t, leases(t, st), rng, 32, 20, func(i int) string { return fmt.Sprint("client-", i) })
+}
+
+// raceLeases has clients clients (named by id) offer and bind in parallel
+// in rng, which holds size addresses: each address goes to one client at
+// most, every address is bound, and the others are told the range is
+// exhausted.
+func raceLeases(t *testing.T, ls store.Leases, rng store.LeaseRange, clients, size int, id func(int) string) {
+	t.Helper()
 	var mu sync.Mutex
 	owner := map[netip.Addr]string{}
 	exhausted := 0
-	noErrors(t, parallel(32, func(i int) error {
-		req := store.LeaseRequest{ClientID: fmt.Sprint("client-", i), Range: rng}
+	noErrors(t, parallel(clients, func(i int) error {
+		req := store.LeaseRequest{ClientID: id(i), Range: rng}
 		l, err := ls.OfferLease(ctx, req, time.Hour)
 		if errors.Is(err, store.ErrExhausted) {
 			mu.Lock()
@@ -196,8 +204,8 @@ func testConcurrentLeases(t *testing.T, st store.Store) {
 		owner[l.IP] = req.ClientID
 		return nil
 	}))
-	if len(owner) != 20 || exhausted != 12 {
-		t.Fatalf("%d addresses bound, %d clients refused; want 20 and 12", len(owner), exhausted)
+	if len(owner) != size || exhausted != clients-size {
+		t.Fatalf("%d addresses bound, %d clients refused; want %d and %d", len(owner), exhausted, size, clients-size)
 	}
 }
 
@@ -265,35 +273,6 @@ func testLeases6(t *testing.T, st store.Store) {
 
 // testConcurrentLeases6 races many DHCPv6 clients for a small range.
 func testConcurrentLeases6(t *testing.T, st store.Store) {
-	ls := leases(t, st)
 	rng := store.LeaseRange{Start: netip.MustParseAddr("fd00:9:1::1"), End: netip.MustParseAddr("fd00:9:1::a")}
-	var mu sync.Mutex
-	owner := map[netip.Addr]string{}
-	exhausted := 0
-	noErrors(t, parallel(16, func(i int) error {
-		req := store.LeaseRequest{ClientID: fmt.Sprintf("%04x/00000001", i), Range: rng}
-		l, err := ls.OfferLease(ctx, req, time.Hour)
-		if errors.Is(err, store.ErrExhausted) {
-			mu.Lock()
-			exhausted++
-			mu.Unlock()
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if _, err := ls.BindLease(ctx, l.IP, req, time.Hour); err != nil {
-			return err
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		if o, dup := owner[l.IP]; dup {
-			return fmt.Errorf("%s bound to %s and %s", l.IP, o, req.ClientID)
-		}
-		owner[l.IP] = req.ClientID
-		return nil
-	}))
-	if len(owner) != 10 || exhausted != 6 {
-		t.Fatalf("%d addresses bound, %d clients refused; want 10 and 6", len(owner), exhausted)
-	}
+	raceLeases(t, leases(t, st), rng, 16, 10, func(i int) string { return fmt.Sprintf("%04x/00000001", i) })
 }
