@@ -29,6 +29,7 @@ type Device struct {
 	Arch         string    `json:"arch,omitempty"`     // firmware architecture, e.g. "bios", "efi-x64"
 	Platform     string    `json:"platform,omitempty"` // iPXE's ${platform}: pcbios, efi
 	IP           string    `json:"ip,omitempty"`
+	Interface    string    `json:"interface,omitempty"` // server interface that last saw its DHCP requests (Wake-on-LAN goes there)
 	FirstSeen    time.Time `json:"first_seen"`
 	LastSeen     time.Time `json:"last_seen"`
 	LastEvent    *Event    `json:"last_event,omitempty"`
@@ -60,6 +61,7 @@ type Sighting struct {
 	Arch         string
 	Platform     string
 	IP           string
+	Interface    string // server interface the request came in on (proxyDHCP, DHCP); "" keeps the stored one
 	Time         time.Time
 	// FillOnly sets a value only where none is stored yet: the DHCP stage
 	// knows less, and less reliably, than the iPXE stage.
@@ -219,6 +221,19 @@ type Assignment struct {
 	Once       bool      `json:"once"`
 	Force      bool      `json:"force"`
 	CreatedAt  time.Time `json:"created_at"`
+	// At schedules the assignment: the policy does not hand it out
+	// before this time (zero: at once). Wake: at that time the server
+	// sends its devices a Wake-on-LAN magic packet; WokenAt is when a
+	// server claimed that wake (zero: not yet), so that servers sharing
+	// the database wake the devices once.
+	At      time.Time `json:"at,omitzero"`
+	Wake    bool      `json:"wake,omitempty"`
+	WokenAt time.Time `json:"woken_at,omitzero"`
+}
+
+// Due reports whether the assignment may be handed out at now.
+func (a Assignment) Due(now time.Time) bool {
+	return a.At.IsZero() || !now.Before(a.At)
 }
 
 // AssignmentFilter selects assignments; zero values mean "any".
@@ -226,6 +241,8 @@ type AssignmentFilter struct {
 	MAC    string
 	Group  string
 	Bundle string // name
+	// Scheduled: only assignments with a time (At set).
+	Scheduled bool
 	Page
 }
 
@@ -454,6 +471,11 @@ type Store interface {
 	Assignment(ctx context.Context, id int64) (Assignment, error)
 	Assignments(ctx context.Context, f AssignmentFilter) ([]Assignment, error)
 	DeleteAssignment(ctx context.Context, id int64) error
+	// ClaimDueWakes marks every assignment with Wake set, At not after
+	// now and not yet woken as woken at now, and returns them: each is
+	// returned by one call only, even with several servers sharing the
+	// database.
+	ClaimDueWakes(ctx context.Context, now time.Time) ([]Assignment, error)
 
 	// CreateRule inserts at r.Position (0 = last), shifting later rules.
 	CreateRule(ctx context.Context, r Rule) (Rule, error)

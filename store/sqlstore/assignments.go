@@ -5,20 +5,22 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/preboot/preboot/store"
 )
 
-const assignmentSelect = `SELECT a.id, a.bundle_id, b.name, b.kind, COALESCE(a.mac, ''), COALESCE(g.name, ''), a.once, a.force, a.created_at
+const assignmentSelect = `SELECT a.id, a.bundle_id, b.name, b.kind, COALESCE(a.mac, ''), COALESCE(g.name, ''), a.once, a.force, a.created_at, a.not_before, a.wake, a.woken_at
 	FROM assignments a JOIN bundles b ON b.id = a.bundle_id LEFT JOIN device_groups g ON g.id = a.group_id`
 
 func scanAssignment(r scanner) (store.Assignment, error) {
 	var a store.Assignment
-	var created int64
-	if err := r.Scan(&a.ID, &a.BundleID, &a.Bundle, &a.BundleKind, &a.MAC, &a.Group, &a.Once, &a.Force, &created); err != nil {
+	var created, at, woken int64
+	if err := r.Scan(&a.ID, &a.BundleID, &a.Bundle, &a.BundleKind, &a.MAC, &a.Group, &a.Once, &a.Force, &created, &at, &a.Wake, &woken); err != nil {
 		return store.Assignment{}, err
 	}
-	a.CreatedAt = fromMicros(created)
+	a.CreatedAt, a.At, a.WokenAt = fromMicros(created), optTime(at), optTime(woken)
 	return a, nil
 }
 
@@ -59,6 +61,9 @@ func (s *Store) createAssignment(ctx context.Context, a store.Assignment, replac
 	}
 	if a.BundleID == 0 && a.Bundle == "" {
 		return store.Assignment{}, fmt.Errorf("assign to %s: a bundle is required: %w", target, store.ErrInvalid)
+	}
+	if a.Wake && a.At.IsZero() {
+		return store.Assignment{}, fmt.Errorf("assign to %s: wake needs a time (at): %w", target, store.ErrInvalid)
 	}
 	var created store.Assignment
 	err := s.inTx(ctx, func(r runner) error {
@@ -105,8 +110,8 @@ func (s *Store) createAssignment(ctx context.Context, a store.Assignment, replac
 			return err
 		}
 		var id int64
-		err = r.queryRow(ctx, `INSERT INTO assignments (bundle_id, mac, group_id, once, force, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			b.ID, mac, group, a.Once, a.Force, micros(now())).Scan(&id)
+		err = r.queryRow(ctx, `INSERT INTO assignments (bundle_id, mac, group_id, once, force, created_at, not_before, wake) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+			b.ID, mac, group, a.Once, a.Force, micros(now()), optMicros(a.At), a.Wake).Scan(&id)
 		if s.d.unique(err) {
 			return fmt.Errorf("%s already has an assignment: %w", target, store.ErrConflict)
 		}
@@ -147,6 +152,9 @@ func (s *Store) Assignments(ctx context.Context, f store.AssignmentFilter) ([]st
 		q += ` AND b.name = ?`
 		args = append(args, f.Bundle)
 	}
+	if f.Scheduled {
+		q += ` AND a.not_before <> 0`
+	}
 	limit, offset := page(f.Page)
 	rows, err := s.r().query(ctx, q+` ORDER BY a.id LIMIT ? OFFSET ?`, append(args, limit, offset)...)
 	if err != nil {
@@ -183,4 +191,44 @@ func (s *Store) DeleteAssignment(ctx context.Context, id int64) error {
 		return fmt.Errorf("delete assignment %d: %w", id, err)
 	}
 	return nil
+}
+
+// ClaimDueWakes implements store.Store in one UPDATE: on PostgreSQL a
+// concurrent claim of the same row waits for the first one's commit and
+// then no longer matches woken_at = 0, so each row is claimed once.
+func (s *Store) ClaimDueWakes(ctx context.Context, at time.Time) ([]store.Assignment, error) {
+	t := micros(normTime(at))
+	var ids []int64
+	err := s.inTx(ctx, func(r runner) error {
+		ids = ids[:0]
+		rows, err := r.query(ctx, `UPDATE assignments SET woken_at = ? WHERE wake AND woken_at = 0 AND not_before <> 0 AND not_before <= ? RETURNING id`, t, t)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim due wakes: %w", err)
+	}
+	slices.Sort(ids)
+	out := make([]store.Assignment, 0, len(ids))
+	for _, id := range ids {
+		a, err := s.r().assignment(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // deleted since
+		}
+		if err != nil {
+			return nil, fmt.Errorf("claim due wakes: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
 }

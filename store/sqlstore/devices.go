@@ -16,7 +16,7 @@ import (
 // deviceFields are the device columns, in scanDevice's order.
 var deviceFields = []string{"id", "mac", "name", "uuid", "serial", "manufacturer", "product", "arch", "platform", "ip",
 	"first_seen", "last_seen", "info", "asset_tag", "notes", "registered", "ram_bytes", "disk_bytes",
-	"applied_bundle_id", "applied_bundle", "applied_version", "applied_job", "applied_at", "applied_assignment_id"}
+	"applied_bundle_id", "applied_bundle", "applied_version", "applied_job", "applied_at", "applied_assignment_id", "iface"}
 
 // deviceCols lists the device columns, qualified by alias unless it is
 // empty (RETURNING clauses take bare names).
@@ -43,7 +43,7 @@ func scanDevice(r scanner, lastEvent bool) (store.Device, error) {
 	var ap store.Applied
 	dest := []any{&d.ID, &d.MAC, &d.Name, &d.UUID, &d.Serial, &d.Manufacturer, &d.Product, &d.Arch, &d.Platform, &d.IP,
 		&first, &last, &info, &d.AssetTag, &d.Notes, &d.Registered, &d.RAMBytes, &d.DiskBytes,
-		&ap.BundleID, &ap.Bundle, &ap.BundleVersion, &ap.Job, &appliedAt, &ap.AssignmentID}
+		&ap.BundleID, &ap.Bundle, &ap.BundleVersion, &ap.Job, &appliedAt, &ap.AssignmentID, &d.Interface}
 	var eid, etime, ejob sql.NullInt64
 	var ekind, emsg, eactor sql.NullString
 	if lastEvent {
@@ -85,12 +85,16 @@ var seeDevice = func() [2]string {
 			set = append(set, c+" = "+fmt.Sprintf(format, c))
 			diff = append(diff, fmt.Sprintf(changed[i], c))
 		}
+		// The interface is where the device was seen last, even at
+		// the DHCP stage: a sighting that names one replaces it.
+		set = append(set, "iface = "+fmt.Sprintf("CASE WHEN excluded.%[1]s = '' THEN d.%[1]s ELSE excluded.%[1]s END", "iface"))
+		diff = append(diff, fmt.Sprintf(changed[0], "iface"))
 		// Nothing new and seen less than lastSeenGrain ago: no write
 		// (one boot sights a device three or four times in seconds:
 		// PXE DHCP, iPXE DHCP, the policy request); RETURNING then
 		// gives no row and SeeDevice reads the device instead.
-		out[i] = `INSERT INTO devices AS d (mac, uuid, serial, manufacturer, product, asset_tag, arch, platform, ip, first_seen, last_seen, revisits)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+		out[i] = `INSERT INTO devices AS d (mac, uuid, serial, manufacturer, product, asset_tag, arch, platform, ip, iface, first_seen, last_seen, revisits)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
 			ON CONFLICT (mac) DO UPDATE SET ` + strings.Join(set, ", ") + `,
 			last_seen = CASE WHEN excluded.last_seen > d.last_seen THEN excluded.last_seen ELSE d.last_seen END,
 			revisits = d.revisits + 1
@@ -112,7 +116,7 @@ func (s *Store) SeeDevice(ctx context.Context, in store.Sighting) (store.Device,
 		q = seeDevice[1]
 	}
 	var revisits int64
-	row := s.r().queryRow(ctx, q, mac, in.UUID, in.Serial, in.Manufacturer, in.Product, in.AssetTag, in.Arch, in.Platform, in.IP, t, t)
+	row := s.r().queryRow(ctx, q, mac, in.UUID, in.Serial, in.Manufacturer, in.Product, in.AssetTag, in.Arch, in.Platform, in.IP, in.Interface, t, t)
 	d, err := scanDevice(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &revisits)...) }), false)
 	if errors.Is(err, sql.ErrNoRows) {
 		// Known, nothing changed, seen moments ago: nothing written.

@@ -59,6 +59,8 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentLeases", testConcurrentLeases},
 		{"Leases6", testLeases6},
 		{"ConcurrentLeases6", testConcurrentLeases6},
+		{"Schedules", testSchedules},
+		{"ConcurrentWakeClaims", testConcurrentWakeClaims},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
