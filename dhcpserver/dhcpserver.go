@@ -634,6 +634,9 @@ func (s *Server) addBoot(ctx context.Context, in inbound, req Request, nw networ
 	}
 	bootIP := s.bootIP(nw)
 	client.ServerIP, client.Port = bootIP, serverPort
+	if info, ok := s.lookupIface(in.ifIndex); ok && !nw.relay.IsValid() {
+		client.Interface = info.name
+	}
 	boot, err := s.Booter.BootFor(ctx, client)
 	if err != nil {
 		if !errors.Is(err, proxydhcp.ErrIgnore) {
@@ -720,7 +723,7 @@ func (s *Server) proxyAnswer(ctx context.Context, in inbound, req Request, info 
 		return nil, ResultNoRange, fmt.Errorf("dhcpserver: no range on interface %s: %w", info.name, err)
 	}
 	bootIP := s.bootIP(network{serverID: sid})
-	client.ServerIP, client.Port = bootIP, serverPort
+	client.ServerIP, client.Port, client.Interface = bootIP, serverPort, info.name
 	boot, err := s.Booter.BootFor(ctx, client)
 	if errors.Is(err, proxydhcp.ErrIgnore) {
 		return nil, ResultIgnored, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/preboot/preboot/rules"
 	"github.com/preboot/preboot/store"
@@ -243,11 +244,11 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 	}
 
 	if a, ok := s.devAssign[dev.MAC]; ok {
-		return s.fromAssignment(d, dev, a, "device"), nil
+		return s.fromAssignment(d, dev, a, "device", e.now()), nil
 	}
 	for _, ge := range groups {
 		if a, ok := s.groupAssign[ge.g.Name]; ok {
-			return s.fromAssignment(d, dev, a, "group:"+ge.g.Name), nil
+			return s.fromAssignment(d, dev, a, "group:"+ge.g.Name, e.now()), nil
 		}
 	}
 	if dev.Registered {
@@ -274,7 +275,7 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 		// A rule without a bundle registers the device into its group:
 		// the group's assignment (if any) decides.
 		if a, ok := s.groupAssign[re.r.Group]; ok {
-			d2 := s.fromAssignment(d, dev, a, d.Source)
+			d2 := s.fromAssignment(d, dev, a, d.Source, e.now())
 			d2.Reason = fmt.Sprintf("unregistered device matched rule %s: joins group %s, whose assignment applies: %s", re.r.Name, re.r.Group, d2.Reason)
 			return d2, nil
 		}
@@ -301,7 +302,7 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 	return d, nil
 }
 
-func (s *snapshot) fromAssignment(d Decision, dev store.Device, a store.Assignment, source string) Decision {
+func (s *snapshot) fromAssignment(d Decision, dev store.Device, a store.Assignment, source string, now time.Time) Decision {
 	d.Source = source
 	b, ok := s.bundles[a.BundleID]
 	if !ok {
@@ -309,6 +310,12 @@ func (s *snapshot) fromAssignment(d Decision, dev store.Device, a store.Assignme
 		return d
 	}
 	d.Assignment, d.Bundle = &a, &b
+	if !a.Due(now) {
+		// Scheduled: not handed out before its time (the snapshot
+		// holds the assignment; only the clock decides).
+		d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment of %s is scheduled for %s", source, b.Name, a.At.Format(time.RFC3339))
+		return d
+	}
 	if b.Kind == store.KindLocalBoot {
 		d.Action, d.Reason = ActionLocal, fmt.Sprintf("%s assignment: bundle %s boots the local disk", source, b.Name)
 		return d

@@ -115,7 +115,7 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 	arch := ArchName(c.Arch)
 	// The DHCP stage knows little, but enough to register the device the
 	// first time it is seen.
-	dev, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: archIfFirmware(c), UUID: uuidString(c.UUID), Time: e.now(), FillOnly: true})
+	dev, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: archIfFirmware(c), UUID: uuidString(c.UUID), Interface: c.Interface, Time: e.now(), FillOnly: true})
 	if err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)
 	}

@@ -95,6 +95,7 @@ type Client struct {
 	ServerIP    net.IP    // our IPv4 address on the interface the request came in on
 	Port        int       // 67 or 4011: where the request arrived
 	RelayIP     net.IP    // giaddr if relayed, else nil
+	Interface   string    // the receiving interface's name when the client is on its segment (not relayed), else ""
 }
 
 // IsHTTPClient reports whether the client is a UEFI HTTP boot client.

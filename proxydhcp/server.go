@@ -362,6 +362,9 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 		return nil, ResultNoServerIP, fmt.Errorf("proxydhcp: no IPv4 address on interface index %d", in.ifIndex)
 	}
 	client.ServerIP = serverIP
+	if in.ifIndex != 0 && (client.RelayIP == nil || client.RelayIP.IsUnspecified()) {
+		client.Interface = s.ifaddrs.entry(in.ifIndex).name
+	}
 
 	boot, err := s.Booter.BootFor(ctx, client)
 	if errors.Is(err, ErrIgnore) {

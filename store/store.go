@@ -88,6 +88,9 @@ const (
 	// EventSecureBoot: what the server knows of a device's Secure Boot
 	// state and which boot path (iPXE, or shim → GRUB) it takes.
 	EventSecureBoot = "secureboot"
+	// EventWake: a Wake-on-LAN magic packet was sent to the device (or
+	// could not be), with the interface and broadcast address.
+	EventWake = "wake"
 )
 
 // Event is one thing that happened: to a device (MAC set), in a job (Job

@@ -1,0 +1,54 @@
+package wake
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics counts wakes. A nil *Metrics counts nothing.
+type Metrics struct {
+	packets *prometheus.CounterVec
+	devices *prometheus.CounterVec
+}
+
+// NewMetrics registers the wake counters with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "preboot_wake_packets_total",
+			Help: "Wake-on-LAN magic packets, by how the destination was chosen (interface, address, routed, fallback) and result (sent, failed).",
+		}, []string{"how", "result"}),
+		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "preboot_wake_devices_total",
+			Help: "Devices woken, by cause (admin: the API or CLI; schedule: a scheduled assignment) and result (sent, failed).",
+		}, []string{"cause", "result"}),
+	}
+	for _, how := range []string{HowInterface, HowAddress, HowRouted, HowFallback} {
+		for _, r := range []string{"sent", "failed"} {
+			m.packets.WithLabelValues(how, r)
+		}
+	}
+	for _, c := range []string{CauseAdmin, CauseSchedule} {
+		for _, r := range []string{"sent", "failed"} {
+			m.devices.WithLabelValues(c, r)
+		}
+	}
+	reg.MustRegister(m.packets, m.devices)
+	return m
+}
+
+func result(ok bool) string {
+	if ok {
+		return "sent"
+	}
+	return "failed"
+}
+
+func (m *Metrics) packet(how string, ok bool) {
+	if m != nil {
+		m.packets.WithLabelValues(how, result(ok)).Inc()
+	}
+}
+
+func (m *Metrics) device(cause string, ok bool) {
+	if m != nil {
+		m.devices.WithLabelValues(cause, result(ok)).Inc()
+	}
+}
