@@ -4,7 +4,8 @@
 // command line, load the drivers for the hardware it finds (modalias →
 // modules.alias → modules.dep, finit_module) and the ones imaging needs
 // (ImagingModules; efivarfs mounted on UEFI machines; /tmp a tmpfs of up
-// to 75 % of RAM), get an address by DHCPv4,
+// to 75 % of RAM), get an address by DHCPv4 (or, for a machine that
+// booted over IPv6, by DHCPv6 or SLAAC as the router advertisement says),
 // apply the optional updateDrivers.tgz overlay from the server, and hand
 // over to the agent. When the agent returns, it syncs and reboots (or
 // powers off); on a fatal error it prints the reason on the console and
@@ -12,11 +13,12 @@
 //
 // Kernel command line parameters:
 //
-//	preboot.server=http://IP:PORT  the Preboot server (HTTP API and /files/)
+//	preboot.server=http://IP:PORT  the Preboot server (HTTP API and /files/); IPv6: https://[ADDR]:PORT
 //	preboot.token=TOKEN            per-job bearer token for the agent API
 //	preboot.tls=sha256:HEX         pin of the server's TLS certificate (https servers)
 //	preboot.job=ID                 the job this boot is for
-//	preboot.ip=A.B.C.D             the address the machine booted with: asked for again by DHCP (the token works only from it)
+//	preboot.ip=A.B.C.D             the address the machine booted with: asked for again by DHCP (the token works only from it);
+//	                               an IPv6 address: the environment comes up on IPv6 (router advertisement, DHCPv6 as iPXE's client, or SLAAC)
 //	preboot.mac=MAC                the interface the machine booted from: tried first for DHCP
 //	preboot.debug=1                debug logs; a shell instead of a reboot on errors
 //	preboot.shell=1                maintenance: a shell on the console instead of the agent
@@ -119,8 +121,10 @@ func ParseCmdline(cmdline string) Env {
 	env.Token = env.Params["preboot.token"]
 	env.TLS = env.Params["preboot.tls"]
 	env.Job = env.Params["preboot.job"]
-	if a, err := netip.ParseAddr(env.Params["preboot.ip"]); err == nil && a.Is4() {
-		env.WantIP = a
+	if a, err := netip.ParseAddr(env.Params["preboot.ip"]); err == nil && !a.IsUnspecified() {
+		// IPv4 or IPv6 (without the server's zone: it names the
+		// server's interface, not this machine's).
+		env.WantIP = a.Unmap().WithZone("")
 	}
 	if m, err := net.ParseMAC(env.Params["preboot.mac"]); err == nil {
 		env.BootMAC = m
@@ -274,6 +278,7 @@ func boot(ctx context.Context, logger *slog.Logger, handoff Handoff, env *Env, o
 	if _, err := bringUpNetwork(ctx, logger, loader, env, opts); err != nil {
 		return err
 	}
+	env.Server = serverOnLink(env.Server, env.Interface)
 
 	if env.Server != "" {
 		extra, err := ApplyUpdateDriversTLS(ctx, logger, env.Server, env.TLS, "/", loader)

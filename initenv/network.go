@@ -76,7 +76,9 @@ func bootInterfaceFirst(sysDir string, ifaces []string, mac net.HardwareAddr) []
 // bringUpNetwork waits for an Ethernet interface (loading drivers for
 // devices that show up late), brings every one up and runs DHCPv4 on each
 // in turn until one gets a lease, which it configures (address, default
-// route, /etc/resolv.conf).
+// route, /etc/resolv.conf). A machine that booted over IPv6 (preboot.ip=
+// or the server URL an IPv6 address) comes up on IPv6 instead
+// (bringUpIPv6: router advertisement, then DHCPv6 or SLAAC).
 func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, env *Env, opts Options) (string, error) {
 	rt, err := rtnl.Dial(nil)
 	if err != nil {
@@ -119,6 +121,11 @@ func bringUpNetwork(ctx context.Context, logger *slog.Logger, loader *Loader, en
 	logger.Info("network interfaces", "interfaces", strings.Join(ifaces, ","))
 
 	waitEntropy(ctx, logger)
+	if env.wantsIPv6() {
+		// The machine booted over IPv6: the job's token works only
+		// from that address, and the link may have no DHCPv4 at all.
+		return bringUpIPv6(ctx, logger, rt, ifaces, env, opts)
+	}
 	deadline := time.Now().Add(opts.DHCPTimeout)
 	for round := 1; time.Now().Before(deadline); round++ {
 		for _, name := range ifaces {

@@ -12,7 +12,10 @@ import (
 func TestParseCmdlineWantIP(t *testing.T) {
 	for _, c := range []struct{ cmdline, want string }{
 		{"preboot.server=http://10.0.0.2:8080 preboot.ip=10.0.0.150", "10.0.0.150"},
-		{"preboot.ip=fd00::1", "invalid IP"}, // DHCPv4 only
+		{"preboot.ip=fd00::1", "fd00::1"},      // booted over IPv6
+		{"preboot.ip=fe80::1%eth0", "fe80::1"}, // the server's zone means nothing here
+		{"preboot.ip=::ffff:10.0.0.7", "10.0.0.7"},
+		{"preboot.ip=::", "invalid IP"},
 		{"preboot.ip=nonsense", "invalid IP"},
 		{"quiet", "invalid IP"},
 	} {
