@@ -3,7 +3,9 @@
 // ranges and, to PXE, UEFI HTTP boot and iPXE clients, the boot file URL
 // (option 59, RFC 5970) the policy picks — tftp://[addr]/file for PXE
 // firmware (brackets: EDK2, shim and GRUB parse them), the HTTP URL for
-// HTTP boot and iPXE clients. It is off by default.
+// HTTP boot and iPXE clients. It is off by default. Proxy (proxy.go) is
+// the other mode: the site's DHCPv6 server hands out addresses and Preboot
+// only adds the boot file for UEFI PXE firmware, on UDP 547 and 4011.
 //
 // A range is served on the interface that has a global address whose
 // prefix holds it; boot URLs name that address. Relayed messages are not
@@ -83,8 +85,11 @@ type Server struct {
 	// Interface, when set, is the only interface served.
 	Interface string
 	// Addr is the listen address (default "[::]:547").
-	Addr   string
-	Logger *slog.Logger
+	Addr string
+	// Workers is the number of goroutines reading the socket, each
+	// answering one message at a time (default max(4, 2×GOMAXPROCS)).
+	Workers int
+	Logger  *slog.Logger
 	// Now returns the current time (tests); default time.Now.
 	Now func() time.Time
 
@@ -164,8 +169,14 @@ func orDefault(d, def time.Duration) time.Duration {
 
 // Inbound is where a message came from.
 type Inbound struct {
-	Peer  netip.Addr // the client's (link-local) source address
+	Peer  netip.Addr // the client's source address (link-local on the link)
 	Iface Iface
+	// Port is where the message arrived: 547, or 4011 (the proxy's boot
+	// service); 0 counts as 547.
+	Port int
+	// Local is the address the message was sent to when it was unicast
+	// (the proxy's boot service), else invalid.
+	Local netip.Addr
 }
 
 // Answer is Handle's result.
@@ -424,13 +435,23 @@ func (s *Server) bootFor(ctx context.Context, c client, serverAddr netip.Addr) (
 	if s.Booter == nil || len(c.mac) == 0 {
 		return "", "", nil
 	}
-	pc := proxydhcp.Client{MAC: c.mac, Arch: c.arch, HasArch: c.hasArch, VendorClass: c.vendor, UserClass: c.user,
-		ServerIP: serverAddr.AsSlice(), Port: dhcpv6.DefaultServerPort}
-	b, err := s.Booter.BootFor(ctx, pc)
+	b, err := policyBoot(ctx, s.Booter, c, serverAddr, dhcpv6.DefaultServerPort, "")
 	if err != nil {
-		return "", "", fmt.Errorf("dhcp6 policy: %w", err)
+		return "", "", err
 	}
 	return BootURL(b.Filename, serverAddr), vendorFor(c, b), nil
+}
+
+// policyBoot asks the policy what client c boots; port is where its
+// message arrived (547 or 4011), iface the receiving interface.
+func policyBoot(ctx context.Context, booter proxydhcp.Booter, c client, serverAddr netip.Addr, port int, iface string) (proxydhcp.Boot, error) {
+	pc := proxydhcp.Client{MAC: c.mac, Arch: c.arch, HasArch: c.hasArch, VendorClass: c.vendor, UserClass: c.user,
+		ServerIP: serverAddr.AsSlice(), Port: port, Interface: iface}
+	b, err := booter.BootFor(ctx, pc)
+	if err != nil {
+		return proxydhcp.Boot{}, fmt.Errorf("dhcp6 policy: %w", err)
+	}
+	return b, nil
 }
 
 // BootURL is option 59 for a boot program: URLs as they are, a TFTP file
