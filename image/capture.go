@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/preboot/preboot/disk"
+	"github.com/preboot/preboot/timing"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -73,7 +74,9 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 	}
 	defer enc.Close()
 
-	cnt := &counters{phase: "capture", total: m.Sizes.Used, chunksTotal: int64(len(jobs)), start: time.Now()}
+	tm := timing.NewRecorder()
+	tt := newCaptureTimes(tm, w)
+	cnt := &counters{phase: "capture", total: m.Sizes.Used, chunksTotal: int64(len(jobs)), start: time.Now(), tm: tm}
 	stop := cnt.report(opts.Progress, opts.ProgressInterval)
 	log.InfoContext(ctx, "capture start", "image", m.Name, "used", m.Sizes.Used, "chunks", len(jobs), "workers", w)
 
@@ -98,6 +101,7 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 				return err
 			}
 			b := buf[:j.area.Chunks[j.chunk].Length]
+			t := time.Now()
 			var pos int64
 			for _, e := range j.used {
 				clear(b[pos:e.Offset])
@@ -108,6 +112,7 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 				pos = e.End()
 			}
 			clear(b[pos:])
+			tt.read.Since(t)
 			select {
 			case readCh <- capItem{j: j, buf: b}:
 			case <-gctx.Done():
@@ -125,7 +130,9 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 			defer hwg.Done()
 			for it := range readCh {
 				c := &it.j.area.Chunks[it.j.chunk]
+				t := time.Now()
 				if usedZero(it.buf, it.j.used, zeros) {
+					tt.hash.Since(t)
 					c.Zero = true
 					pool.put(it.buf)
 					cnt.skipped.Add(1)
@@ -133,6 +140,7 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 					continue
 				}
 				it.hash = Sum(it.buf)
+				tt.hash.Since(t)
 				c.Hash = it.hash
 				select {
 				case hashCh <- it:
@@ -167,7 +175,9 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 			var missing map[Hash]struct{}
 			if len(ask) > 0 {
 				var err error
+				t := time.Now()
 				missing, err = store.Missing(gctx, slices.Collect(maps.Keys(ask)))
+				tt.lookup.Since(t)
 				if err != nil {
 					return fmt.Errorf("capture: ask store for missing chunks: %w", err)
 				}
@@ -223,9 +233,13 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 		g.Go(func() error {
 			var dst []byte
 			for it := range compCh {
+				t := time.Now()
 				dst = enc.EncodeAll(it.buf, dst[:0])
+				t = tt.compress.Since(t)
 				pool.put(it.buf)
-				if err := store.Put(gctx, it.hash, dst); err != nil {
+				err := store.Put(gctx, it.hash, dst)
+				tt.upload.Since(t)
+				if err != nil {
 					j := it.j
 					return &ChunkError{Hash: it.hash, Area: j.area.Label(), Offset: j.abs - j.area.Start,
 						Err: fmt.Errorf("store: %w", err)}
@@ -242,6 +256,7 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 	}
 
 	err = g.Wait()
+	tm.Stop()
 	stop()
 	if err != nil {
 		log.ErrorContext(ctx, "capture failed", "image", m.Name, "err", err)
@@ -252,7 +267,8 @@ func Capture(ctx context.Context, src io.ReaderAt, layout Layout, store ChunkSto
 	}
 	p := cnt.snapshot()
 	log.InfoContext(ctx, "capture done", "image", m.Name, "used", m.Sizes.Used, "uploaded_chunks", p.Transferred,
-		"uploaded_bytes", p.TransferredBytes, "skipped", p.Skipped, "elapsed", p.Elapsed, "rate", p.Rate)
+		"uploaded_bytes", p.TransferredBytes, "skipped", p.Skipped, "elapsed", p.Elapsed, "rate", p.Rate,
+		"time", p.Timing.Summary())
 	return m, nil
 }
 

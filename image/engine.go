@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/preboot/preboot/disk"
+	"github.com/preboot/preboot/timing"
 )
 
 // Layout is what Capture reads: the disk's geometry and, per partition and
@@ -90,6 +91,9 @@ type Progress struct {
 	Elapsed time.Duration `json:"elapsed"`
 	// Rate is Done per second since the start.
 	Rate float64 `json:"rate"`
+	// Timing is where the time went so far: busy time per stage
+	// (network, CPU, disk) and the bottleneck (package timing).
+	Timing *timing.Breakdown `json:"timing,omitempty"`
 }
 
 // counters are the atomics behind Progress.
@@ -99,6 +103,7 @@ type counters struct {
 	start                                  time.Time
 	done, chunks, xfer, xferBytes, skipped atomic.Int64
 	written                                atomic.Int64
+	tm                                     *timing.Recorder // nil: no breakdown
 }
 
 func (c *counters) snapshot() Progress {
@@ -107,7 +112,7 @@ func (c *counters) snapshot() Progress {
 		Chunks: c.chunks.Load(), ChunksTotal: c.chunksTotal,
 		Transferred: c.xfer.Load(), TransferredBytes: c.xferBytes.Load(),
 		Skipped: c.skipped.Load(), Written: c.written.Load(),
-		Elapsed: time.Since(c.start),
+		Elapsed: time.Since(c.start), Timing: c.tm.Snapshot(),
 	}
 	if s := p.Elapsed.Seconds(); s > 0 {
 		p.Rate = float64(p.Done) / s

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/preboot/preboot/disk"
+	"github.com/preboot/preboot/timing"
 )
 
 // RestoreOptions tune Restore.
@@ -94,9 +95,12 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 		return fmt.Errorf("restore %s: %w: image needs %d bytes (%s), target has %d (%s)",
 			m.Name, ErrTargetTooSmall, need, humanBytes(need), opts.TargetSize, humanBytes(opts.TargetSize))
 	}
+	tm := timing.NewRecorder()
+	t0 := time.Now()
 	if err := checkPresent(ctx, m, store, selected, opts.Done); err != nil {
 		return fmt.Errorf("restore %s: %w", m.Name, err)
 	}
+	tm.Stage("lookup", timing.Network, poolSetup, 1).Since(t0)
 	jobs := jobsFor(m, false)
 	var total, nwin int64
 	for i := range jobs {
@@ -118,7 +122,8 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 	}
 	defer dec.Close()
 
-	cnt := &counters{phase: "restore", total: total, chunksTotal: nwin, start: time.Now()}
+	tt := newRestoreTimes(tm, w)
+	cnt := &counters{phase: "restore", total: total, chunksTotal: nwin, start: time.Now(), tm: tm}
 	stop := cnt.report(opts.Progress, opts.ProgressInterval)
 	log.InfoContext(ctx, "restore start", "image", m.Name, "used", total, "chunks", nwin, "workers", w,
 		"delta", opts.Current != nil, "target_size", opts.TargetSize, "partitions", opts.Partitions)
@@ -161,7 +166,7 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 			defer wwg.Done()
 			var cbuf []byte
 			for wk := range workCh {
-				r := restoreOne(gctx, &jobs[wk.idx], wk.buf, &cbuf, opts, store, dec, zeros, cnt)
+				r := restoreOne(gctx, &jobs[wk.idx], wk.buf, &cbuf, opts, store, dec, zeros, cnt, tt)
 				r.idx = wk.idx
 				select {
 				case resCh <- r:
@@ -205,12 +210,14 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 					src = r.buf
 				}
 				if r.data || r.zero {
+					t := time.Now()
 					for _, e := range j.used {
 						if _, err := dst.WriteAt(src[e.Offset:e.End()], j.abs+e.Offset); err != nil {
 							return fmt.Errorf("write %s at offset %d: %w", j.area.Label(), j.abs-j.area.Start+e.Offset, err)
 						}
 						cnt.written.Add(e.Length)
 					}
+					tt.write.Since(t)
 				}
 				pool.put(r.buf)
 				cnt.done.Add(j.nused)
@@ -227,17 +234,22 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 
 	err = g.Wait()
 	if err == nil && opts.WriteTable != nil {
+		t := time.Now()
 		if terr := opts.WriteTable(ctx, dst); terr != nil {
 			err = fmt.Errorf("write partition table: %w", terr)
 		}
+		tt.write.Since(t)
 	}
 	if err == nil {
 		if s, ok := dst.(interface{ Sync() error }); ok {
+			t := time.Now()
 			if serr := s.Sync(); serr != nil {
 				err = fmt.Errorf("sync target: %w", serr)
 			}
+			tt.sync.Since(t)
 		}
 	}
+	tm.Stop()
 	stop()
 	if err != nil {
 		log.ErrorContext(ctx, "restore failed", "image", m.Name, "err", err)
@@ -245,13 +257,14 @@ func Restore(ctx context.Context, dst io.WriterAt, m *Manifest, store ChunkStore
 	}
 	p := cnt.snapshot()
 	log.InfoContext(ctx, "restore done", "image", m.Name, "written", p.Written, "fetched_chunks", p.Transferred,
-		"fetched_bytes", p.TransferredBytes, "skipped", p.Skipped, "elapsed", p.Elapsed, "rate", p.Rate)
+		"fetched_bytes", p.TransferredBytes, "skipped", p.Skipped, "elapsed", p.Elapsed, "rate", p.Rate,
+		"time", p.Timing.Summary())
 	return nil
 }
 
 // restoreOne prepares one window: delta check, fetch, verify.
 func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts RestoreOptions, store ChunkStore,
-	dec *zstd.Decoder, zeros []byte, cnt *counters) resResult {
+	dec *zstd.Decoder, zeros []byte, cnt *counters, tt restoreTimes) resResult {
 	c := j.area.Chunks[j.chunk]
 	if opts.Done != nil && opts.Done(j.abs) {
 		cnt.skipped.Add(1)
@@ -262,7 +275,9 @@ func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts Rest
 	}
 	if opts.Current != nil {
 		w := Window{Area: j.area, Chunk: c, Abs: j.abs, Used: j.used}
+		t := time.Now()
 		held, err := w.inPlace(opts.Current, buf, zeros)
+		tt.check.Since(t)
 		if err != nil {
 			return resResult{buf: buf, err: fmt.Errorf("delta: %w", err)}
 		}
@@ -278,12 +293,15 @@ func restoreOne(ctx context.Context, j *job, buf []byte, cbuf *[]byte, opts Rest
 		}
 		return resResult{buf: buf, zero: true}
 	}
+	t := time.Now()
 	data, err := store.Get(ctx, c.Hash, (*cbuf)[:0])
+	t = tt.fetch.Since(t)
 	if err != nil {
 		return cerr(fmt.Errorf("fetch: %w", err))
 	}
 	*cbuf = data
 	out, err := decodeVerify(dec, c.Hash, data, c.Length, buf[:0])
+	tt.verify.Since(t)
 	if err != nil {
 		return cerr(err)
 	}
