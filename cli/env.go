@@ -72,6 +72,6 @@ func newEnv(g *globals) *cobra.Command {
 	build.Flags().StringSliceVar(&extra, "extra-module", nil, "additional kernel module (name or alias), repeatable")
 	build.Flags().StringVar(&busybox, "busybox", "/bin/busybox", "busybox-static binary for the maintenance shell")
 	_ = build.MarkFlagRequired("out")
-	cmd.AddCommand(build)
+	cmd.AddCommand(build, newEnvMedia(g, "iso"), newEnvMedia(g, "usb"))
 	return cmd
 }

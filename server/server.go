@@ -330,6 +330,10 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	mux := http.NewServeMux()
 	mux.Handle("GET /boot.ipxe", pol)
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
+	// The manual preboot medium (docs/manual-boot.md) and where a machine
+	// booted from it asks for its work.
+	mux.Handle("GET /files/"+MediaFile, newMediaISO(pol, cfg.TFTP.Root, cfg.Imaging.Kernel, cfg.Imaging.Initrd, cfg.DataDir, log.With("component", "media")))
+	mux.Handle("POST "+policy.MediaPath, pol.MediaHandler())
 	// The web console's sessions: a third way into the admin API (after
 	// tokens; before loopback trust when the request carries a session).
 	hosts := hostcheck.New(cfg.HTTP.Hosts, true)
