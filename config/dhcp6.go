@@ -19,10 +19,18 @@ type DHCP6Server struct {
 	DNS []string `yaml:"dns"`
 	// LeaseTime is the addresses' valid lifetime (1h).
 	LeaseTime time.Duration `yaml:"lease_time"`
+	// Proxy runs the DHCPv6 proxy instead (UDP 547 and 4011): the site's
+	// DHCPv6 server hands out the addresses, Preboot adds the boot file
+	// for UEFI PXE firmware. It excludes Ranges.
+	Proxy bool `yaml:"proxy"`
 }
 
 // Enabled reports whether the DHCPv6 server runs.
 func (d DHCP6Server) Enabled() bool { return len(d.Ranges) > 0 }
+
+// IPv6Boot reports whether Preboot answers DHCPv6 at all (server or
+// proxy).
+func (d DHCP6Server) IPv6Boot() bool { return d.Enabled() || d.Proxy }
 
 // ParseRange6 parses "START-END" or "PREFIX/BITS" into an inclusive range.
 func ParseRange6(s string) (start, end netip.Addr, err error) {
@@ -67,6 +75,9 @@ func (d DHCP6Server) check() []error {
 		if a, err := netip.ParseAddr(strings.TrimSpace(s)); err != nil || !a.Is6() || a.Is4In6() {
 			errs = append(errs, fmt.Errorf("dhcp6.dns: %q: want an IPv6 address", s))
 		}
+	}
+	if d.Proxy && d.Enabled() {
+		errs = append(errs, fmt.Errorf("dhcp6.proxy and dhcp6.ranges exclude each other (both answer on UDP 547): a proxy leaves the addresses to the site's DHCPv6 server"))
 	}
 	if d.Enabled() && (d.LeaseTime < time.Minute || d.LeaseTime > 365*24*time.Hour) {
 		errs = append(errs, fmt.Errorf("dhcp6.lease_time %s: want between 1m and 8760h", d.LeaseTime))

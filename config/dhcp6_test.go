@@ -27,3 +27,16 @@ func TestParseRange6(t *testing.T) {
 		t.Errorf("IPv4 DNS server: %v", errs)
 	}
 }
+
+// TestDHCP6Proxy: the proxy runs without ranges and excludes them.
+func TestDHCP6Proxy(t *testing.T) {
+	c := Default()
+	c.DHCP6.Proxy = true
+	if errs := c.DHCP6.check(); len(errs) != 0 || !c.DHCP6.IPv6Boot() || c.DHCP6.Enabled() {
+		t.Errorf("proxy alone: %v", errs)
+	}
+	c.DHCP6.Ranges = []string{"fd00::/64"}
+	if errs := c.DHCP6.check(); len(errs) != 1 {
+		t.Errorf("proxy and ranges: %v", errs)
+	}
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,11 +13,16 @@ import (
 	"github.com/preboot/preboot/dhcp6"
 	"github.com/preboot/preboot/proxydhcp"
 	"github.com/preboot/preboot/store"
+	"golang.org/x/sync/errgroup"
 )
 
 // serviceDHCP6 is the DHCPv6 server's name in GET /api/v1/status (listed
 // only when it is on).
 const serviceDHCP6 = "dhcp6"
+
+// serviceDHCP6Proxy is the DHCPv6 proxy's name in GET /api/v1/status
+// (listed only when it is on).
+const serviceDHCP6Proxy = "dhcp6-proxy"
 
 // newDHCP6Server builds the embedded DHCPv6 server from the configuration
 // (nil when it is off) and opens its socket, so that Run fails at once
@@ -60,4 +66,24 @@ func newDHCP6Server(cfg config.Config, db store.Store, booter proxydhcp.Booter, 
 		return nil, nil, err
 	}
 	return s, conn, nil
+}
+
+// startDHCP6Proxy opens the DHCPv6 proxy's sockets (UDP 547 and 4011),
+// so that Run fails at once when a port is taken, and serves them in g
+// until ctx ends. It does nothing when the proxy is off.
+func startDHCP6Proxy(ctx context.Context, g *errgroup.Group, cfg config.Config, booter proxydhcp.Booter, status *serverStatus, log *slog.Logger) error {
+	if !cfg.DHCP6.Proxy {
+		return nil
+	}
+	p := &dhcp6.Proxy{Booter: booter, Interface: cfg.Interface, Logger: log}
+	dhcpConn, binlConn, err := p.Listen()
+	if err != nil {
+		return err
+	}
+	status.up(serviceDHCP6Proxy, dhcpConn.LocalAddr().String(), binlConn.LocalAddr().String())
+	g.Go(func() error {
+		defer status.down(serviceDHCP6Proxy)
+		return p.Serve(ctx, dhcpConn, binlConn)
+	})
+	return nil
 }
