@@ -190,6 +190,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return d6.Serve(ctx, d6Conn)
 		})
 	}
+	if err := startDHCP6Proxy(ctx, g, cfg, pol, status, log.With("component", "dhcp6")); err != nil {
+		return err
+	}
 	if cfg.ProxyDHCP.Enabled {
 		ps := &proxydhcp.Server{
 			Booter:    pol,
@@ -494,7 +497,7 @@ func advertisedIP(cfg config.Config) (net.IP, error) {
 			return n.IP.To4(), nil
 		}
 	}
-	if cfg.DHCP6.Enabled() {
+	if cfg.DHCP6.IPv6Boot() {
 		return nil, nil // an IPv6-only boot network
 	}
 	return nil, fmt.Errorf("interface %s has no IPv4 address", cfg.Interface)
