@@ -54,6 +54,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringSliceVar(&c.DHCP6.Ranges, "dhcp6-range", d.DHCP6.Ranges, "run the embedded DHCPv6 server (UDP 547) on the network holding this IPv6 range START-END or prefix /64../120 (repeatable; off by default)")
 	fs.StringSliceVar(&c.DHCP6.DNS, "dhcp6-dns", d.DHCP6.DNS, "IPv6 DNS server(s) the DHCPv6 server hands out (option 23)")
 	fs.DurationVar(&c.DHCP6.LeaseTime, "dhcp6-lease-time", d.DHCP6.LeaseTime, "DHCPv6 address valid lifetime")
+	fs.BoolVar(&c.DHCP6.Proxy, "dhcp6-proxy", d.DHCP6.Proxy, "DHCPv6 proxy (UDP 547 and 4011): the site's DHCPv6 server hands out addresses, Preboot adds the boot file for UEFI PXE firmware (docs/ipv6.md); excludes --dhcp6-range")
 	fs.StringVar(&c.Boot.BIOS, "bios-boot-file", d.Boot.BIOS, "boot program for BIOS PXE clients")
 	fs.StringVar(&c.Boot.UEFI, "uefi-boot-file", d.Boot.UEFI, "boot program for UEFI x64 PXE clients (ipxe.efi or snponly.efi)")
 	fs.StringVar(&c.Boot.UEFIHTTP, "uefi-http-boot-file", d.Boot.UEFIHTTP, "boot program for UEFI HTTP boot clients")
