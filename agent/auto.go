@@ -272,7 +272,10 @@ func (r *jobRun) imagingOptions(img, dev string, compression int) Options {
 	st := &httpstore.Client{BaseURL: r.env.Server, Token: r.env.Token, HTTP: r.o.HTTP, TLSFingerprint: r.env.TLS, Image: img,
 		Replace: true, Logger: r.log}
 	onProgress := func(p image.Progress) {
-		r.prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate)})
+		if p.Timing != nil {
+			p.Timing.Disk = dev
+		}
+		r.prog.set(JobProgress{State: "running", Phase: p.Phase, BytesDone: p.Done, BytesTotal: p.Total, Rate: int64(p.Rate), Timing: p.Timing})
 		if r.o.Progress != nil {
 			r.o.Progress(p)
 		}

@@ -52,6 +52,7 @@ type NIC struct {
 	MAC    string `json:"mac"`
 	State  string `json:"state,omitempty"`
 	Speed  int    `json:"speed_mbps,omitempty"`
+	Duplex string `json:"duplex,omitempty"` // full, half (sysfs duplex, when the link is up)
 	Driver string `json:"driver,omitempty"`
 }
 
@@ -190,6 +191,9 @@ func nics(sys string) []NIC {
 		n := NIC{Name: e.Name(), MAC: readSys(filepath.Join(dir, "address")), State: readSys(filepath.Join(dir, "operstate"))}
 		if s, err := strconv.Atoi(readSys(filepath.Join(dir, "speed"))); err == nil && s > 0 {
 			n.Speed = s
+		}
+		if d := readSys(filepath.Join(dir, "duplex")); d == "full" || d == "half" {
+			n.Duplex = d
 		}
 		if l, err := os.Readlink(filepath.Join(dir, "device/driver")); err == nil {
 			n.Driver = filepath.Base(l)

@@ -34,8 +34,9 @@ func TestInfo(t *testing.T) {
 		"class/dmi/id/product_serial": "SN123", "class/dmi/id/product_uuid": "ABCD-EF",
 		"class/net/eth0/address": "52:54:00:12:34:56", "class/net/eth0/operstate": "up",
 		"class/net/eth0/device/vendor": "0x8086",
-		"class/net/lo/address":         "00:00:00:00:00:00",
-		"block/sda/size":               "131072", "block/sda/removable": "0",
+		"class/net/eth0/speed":         "100", "class/net/eth0/duplex": "half",
+		"class/net/lo/address": "00:00:00:00:00:00",
+		"block/sda/size":       "131072", "block/sda/removable": "0",
 		"block/sdb/size": "2048", "block/sdb/removable": "1",
 		"block/loop0/size": "2048", "block/sr0/size": "2048", "block/vdz/size": "0",
 	})
@@ -48,7 +49,8 @@ func TestInfo(t *testing.T) {
 	}
 	h := in.Hardware
 	if h.Vendor != "QEMU" || h.Serial != "SN123" || h.UUID != "abcd-ef" || h.CPUModel != "Test CPU @ 1GHz" ||
-		h.MemoryBytes != 2048000*1024 || len(h.NICs) != 1 || h.NICs[0].MAC != "52:54:00:12:34:56" {
+		h.MemoryBytes != 2048000*1024 || len(h.NICs) != 1 || h.NICs[0].MAC != "52:54:00:12:34:56" ||
+		h.NICs[0].Speed != 100 || h.NICs[0].Duplex != "half" {
 		t.Errorf("hardware %+v", h)
 	}
 	if len(in.Disks) != 1 || in.Disks[0].Table != "gpt" || len(in.Disks[0].Partitions) != 2 ||

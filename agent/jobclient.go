@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/preboot/preboot/timing"
 	"github.com/preboot/preboot/tlspin"
 )
 
@@ -44,6 +45,9 @@ type JobProgress struct {
 	BytesTotal int64  `json:"bytes_total"`
 	Rate       int64  `json:"rate"` // bytes per second
 	Message    string `json:"message,omitempty"`
+	// Timing is where a capture's or restore's time went so far (servers
+	// that predate it ignore it).
+	Timing *timing.Breakdown `json:"timing,omitempty"`
 }
 
 // JobResult is POSTed to /api/v1/agent/job/result.

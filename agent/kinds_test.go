@@ -97,9 +97,13 @@ func TestAutoImagingParams(t *testing.T) {
 	if string(readAt(t, dst, d.fat[0], int(d.fat[1]))) != string(p1) {
 		t.Error("a restore of partition 2 changed partition 1")
 	}
-	_, logs, _, _ := l.reports()
+	_, logs, progress, _ := l.reports()
 	if !strings.Contains(strings.Join(logs, "\n"), "partition restore done") {
 		t.Errorf("log lacks the partition restore: %q", logs)
+	}
+	// The progress carries where the time went, naming the disk.
+	if last := progress[len(progress)-1]; last.Timing == nil || last.Timing.Disk != dst || len(last.Timing.Stages) == 0 || last.Timing.ElapsedUS <= 0 {
+		t.Errorf("the restore's last progress has no time breakdown of %s: %+v", dst, last.Timing)
 	}
 
 	// multicast, against a server without multicast sessions (this test

@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/preboot/preboot/bundle"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/timing"
 )
 
 // Service manages jobs over a store.
@@ -476,12 +478,26 @@ type Progress struct {
 	BytesTotal int64  `json:"bytes_total"`
 	Rate       int64  `json:"rate"`
 	Message    string `json:"message"`
+	// Timing is where a capture's or restore's time went so far (a
+	// timing.Breakdown; agents that predate it send none and the job
+	// keeps the one it has).
+	Timing json.RawMessage `json:"timing,omitempty"`
 }
 
 // Report records progress.
 func (s *Service) Report(ctx context.Context, id int64, p Progress) (store.Job, error) {
 	if p.BytesDone < 0 || p.BytesTotal < 0 || p.Rate < 0 || (p.BytesTotal > 0 && p.BytesDone > p.BytesTotal) {
 		return store.Job{}, fmt.Errorf("progress: bytes_done %d, bytes_total %d, rate %d: %w", p.BytesDone, p.BytesTotal, p.Rate, ErrInvalid)
+	}
+	tm, err := timing.Parse(p.Timing)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("progress: timing: %w: %w", err, ErrInvalid)
+	}
+	var tmJSON json.RawMessage
+	if tm != nil {
+		if tmJSON, err = json.Marshal(tm); err != nil {
+			return store.Job{}, fmt.Errorf("progress: timing: %w", err)
+		}
 	}
 	started := false
 	j, err := s.Store.UpdateJob(ctx, id, func(j *store.Job) error {
@@ -493,6 +509,9 @@ func (s *Service) Report(ctx context.Context, id int64, p Progress) (store.Job, 
 			}
 		}
 		j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message = clip(p.Phase, 64), p.BytesDone, p.BytesTotal, p.Rate, clip(p.Message, 512)
+		if tmJSON != nil {
+			j.Timing = tmJSON
+		}
 		return nil
 	})
 	if err == nil && started {

@@ -661,7 +661,10 @@ type Job struct {
 	Rate          int64           `json:"rate"` // bytes per second
 	Message       string          `json:"message,omitempty"`
 	Error         string          `json:"error,omitempty"`
-	TokenHash     string          `json:"-"`
+	// Timing is where a capture's or restore's time went, as the agent
+	// last reported it (JSON of a timing.Breakdown; empty when none).
+	Timing    json.RawMessage `json:"timing,omitempty"`
+	TokenHash string          `json:"-"`
 	// ClientIP is the address the job's boot (and token) was handed to:
 	// the agent must call from it. Boots counts the hand-outs (a pending
 	// job booted again from the same address gets a fresh token);

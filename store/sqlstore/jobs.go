@@ -14,19 +14,22 @@ import (
 
 const jobCols = `id, mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after, compression,
 	state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
-	client_ip, boots, token_issued_at`
+	client_ip, boots, token_issued_at, timing`
 
 func scanJob(r scanner) (store.Job, error) {
 	var j store.Job
-	var params string
+	var params, timing string
 	var created, started, updated, finished, issued int64
 	if err := r.Scan(&j.ID, &j.MAC, &j.Kind, &j.BundleID, &j.Bundle, &j.BundleVersion, &j.AssignmentID, &params, &j.Image, &j.Device,
 		&j.After, &j.Compression, &j.State, &j.Phase, &j.BytesDone, &j.BytesTotal, &j.Rate, &j.Message, &j.Error, &j.TokenHash,
-		&created, &started, &updated, &finished, &j.ClientIP, &j.Boots, &issued); err != nil {
+		&created, &started, &updated, &finished, &j.ClientIP, &j.Boots, &issued, &timing); err != nil {
 		return store.Job{}, err
 	}
 	if params != "" {
 		j.Params = json.RawMessage(params)
+	}
+	if timing != "" {
+		j.Timing = json.RawMessage(timing)
 	}
 	j.CreatedAt, j.UpdatedAt = fromMicros(created), fromMicros(updated)
 	j.StartedAt, j.FinishedAt = optTime(started), optTime(finished)
@@ -48,6 +51,9 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 	if len(j.Params) > 0 && !json.Valid(j.Params) {
 		return store.Job{}, fmt.Errorf("create job for %s: params are not valid JSON: %w", mac, store.ErrInvalid)
 	}
+	if len(j.Timing) > 0 && !json.Valid(j.Timing) {
+		return store.Job{}, fmt.Errorf("create job for %s: timing is not valid JSON: %w", mac, store.ErrInvalid)
+	}
 	j.CreatedAt = normTime(j.CreatedAt)
 	j.UpdatedAt = j.CreatedAt
 	if j.State == "" {
@@ -64,12 +70,12 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 	}
 	err = s.r().queryRow(ctx, `INSERT INTO jobs (mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
 		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
-		client_ip, boots, token_issued_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
+		client_ip, boots, token_issued_at, timing)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
 		j.MAC, j.Kind, j.BundleID, j.Bundle, j.BundleVersion, j.AssignmentID, string(j.Params), j.Image, j.Device, j.After,
 		j.Compression, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error, j.TokenHash,
 		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt),
-		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt)).Scan(&j.ID)
+		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), string(j.Timing)).Scan(&j.ID)
 	if err != nil {
 		return store.Job{}, fmt.Errorf("create job for %s: %w", mac, s.dbErr(err))
 	}
@@ -210,10 +216,14 @@ func (s *Store) UpdateJob(ctx context.Context, id int64, fn func(*store.Job) err
 		if j.TokenHash == "" {
 			return fmt.Errorf("a job keeps a token hash: %w", store.ErrInvalid)
 		}
+		if len(j.Timing) > 0 && !json.Valid(j.Timing) {
+			return fmt.Errorf("timing is not valid JSON: %w", store.ErrInvalid)
+		}
 		_, err = r.exec(ctx, `UPDATE jobs SET state = ?, phase = ?, bytes_done = ?, bytes_total = ?, rate = ?, message = ?, error = ?,
-			started_at = ?, updated_at = ?, finished_at = ?, token_hash = ?, client_ip = ?, boots = ?, token_issued_at = ? WHERE id = ?`,
+			started_at = ?, updated_at = ?, finished_at = ?, token_hash = ?, client_ip = ?, boots = ?, token_issued_at = ?, timing = ? WHERE id = ?`,
 			j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error,
-			optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt), j.TokenHash, j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), id)
+			optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt), j.TokenHash, j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt),
+			string(j.Timing), id)
 		return err
 	})
 	if err != nil {

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 		{"Tokens", testTokens},
 		{"Jobs", testJobs},
 		{"JobLog", testJobLog},
+		{"JobTiming", testJobTiming},
 		{"Users", testUsers},
 		{"Sessions", testSessions},
 		{"Counts", testCounts},
