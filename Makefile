@@ -8,7 +8,7 @@ GO = $(shell scripts/go.sh)
 
 # Debian packages: what the server hands out, and what the tests drive.
 RUN_DEBS  := ipxe pxelinux syslinux-common ca-certificates curl unzip busybox-static kmod \
-	e2fsprogs ntfs-3g fatresize
+	e2fsprogs ntfs-3g fatresize xorriso isolinux grub-efi-amd64-bin grub-common mtools
 TEST_DEBS := $(RUN_DEBS) qemu-system-x86 qemu-utils ipxe-qemu busybox-static ovmf kmod cpio postgresql chromium \
 	dnsmasq-base atftp tftp-hpa isc-dhcp-client udhcpc nftables iproute2 kea-admin dpkg-dev \
 	e2fsprogs dosfstools mtools ntfs-3g fdisk gdisk extlinux tar udpcast zstd \
