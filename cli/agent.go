@@ -131,7 +131,7 @@ func newAgent(g *globals) *cobra.Command {
 		Use:   "agent",
 		Short: "Imaging engine: capture, restore, info, auto (inside the imaging environment), shell",
 	}
-	cmd.AddCommand(newAgentCapture(g), newAgentRestore(g), newAgentInfo(g), newAgentAuto(g), newAgentShell(g))
+	cmd.AddCommand(newAgentCapture(g), newAgentRestore(g), newAgentInfo(g), newAgentAuto(g), newAgentShell(g), newAgentMedia(g))
 	return cmd
 }
 

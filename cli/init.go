@@ -18,6 +18,11 @@ func RunInit() int {
 	ctx := context.Background()
 	err := initenv.Run(ctx, nil, func(ctx context.Context, env *initenv.Env) error {
 		log := initenv.ConsoleLogger(env.Debug)
+		if env.Params["preboot.media"] == "1" {
+			// Booted from the manual preboot medium: no job on the
+			// command line; ask the server (docs/manual-boot.md).
+			return runMediaInit(ctx, env, log)
+		}
 		job, _ := strconv.ParseInt(env.Job, 10, 64)
 		out, err := agent.Auto(ctx, agent.Env{Server: env.Server, Token: env.Token, Job: job, Debug: env.Debug, TLS: env.TLS},
 			agent.AutoOptions{Logger: log, Progress: agentProgressPrinter(os.Stderr)})
