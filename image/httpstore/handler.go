@@ -153,6 +153,11 @@ func (h *Handler) init() {
 	m.HandleFunc("GET "+APIPrefix+"/images/{name}/export", h.export)
 	m.HandleFunc("POST "+APIPrefix+"/images/import", h.importImage)
 	m.HandleFunc("POST "+APIPrefix+"/images/gc", h.gc)
+	// The image explorer (explore.go).
+	m.HandleFunc("GET "+APIPrefix+"/images/{name}/partitions", h.partitions)
+	m.HandleFunc("GET "+APIPrefix+"/images/{name}/partitions/{n}/files", h.files)
+	m.HandleFunc("GET "+APIPrefix+"/images/{name}/partitions/{n}/content", h.content)
+	m.HandleFunc("GET "+APIPrefix+"/images/{name}/diff/{other}", h.diff)
 	notFound := func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, CodeNotFound, "no such image API endpoint: "+r.Method+" "+r.URL.Path)
 	}
