@@ -286,7 +286,9 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 	if err != nil {
 		return imagingBootSpec{}, err
 	}
-	server := u.Scheme + "://" + u.Host
+	// Rebuilt, not concatenated: url.Parse leaves an IPv6 zone
+	// unescaped in u.Host ("[fe80::1%eth0]"), String escapes it again.
+	server := (&url.URL{Scheme: u.Scheme, Host: u.Host}).String()
 	if e.AgentServer != nil {
 		if s := e.AgentServer(u.Host); s != "" {
 			server = s

@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -231,6 +232,11 @@ func agentServer(tlsPort string) func(host string) string {
 		if host == "" {
 			return ""
 		}
-		return "https://" + net.JoinHostPort(host, tlsPort)
+		// An IPv6 zone ("fe80::1%eth0") is escaped as a URL wants it
+		// ("%25eth0").
+		if h, err := url.PathUnescape(host); err == nil {
+			host = h
+		}
+		return (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, tlsPort)}).String()
 	}
 }
