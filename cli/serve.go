@@ -85,6 +85,10 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Multicast.Range, "multicast-range", d.Multicast.Range, "IPv4 multicast range session groups come from")
 	fs.IntVar(&c.Multicast.TTL, "multicast-ttl", d.Multicast.TTL, "TTL of multicast packets (1: this network only)")
 	fs.DurationVar(&c.Jobs.StaleAfter, "job-stale-after", d.Jobs.StaleAfter, "a started job expires after this long without word from its agent")
+	fs.IntVar(&c.Wake.Port, "wake-port", d.Wake.Port, "UDP port of Wake-on-LAN magic packets (0: 9)")
+	fs.StringSliceVar(&c.Wake.Interfaces, "wake-interfaces", d.Wake.Interfaces, "when nothing is known of where a device is, send its magic packet out of these interfaces only (default: every interface up with IPv4)")
+	fs.StringSliceVar(&c.Wake.Subnets, "wake-subnets", d.Wake.Subnets, "routed client subnets (CIDR) woken by their directed broadcast (routers must forward it); --proxydhcp-subnets count too")
+	fs.DurationVar(&c.Wake.Interval, "wake-interval", d.Wake.Interval, "how often the scheduler looks for scheduled wakes that came due (0: 10s)")
 }
 
 func newServe(g *globals) *cobra.Command {

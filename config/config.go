@@ -47,6 +47,8 @@ type Config struct {
 	DHCP DHCPServer `yaml:"dhcp"`
 	// DHCP6 is the embedded DHCPv6 server, off by default (config/dhcp6.go).
 	DHCP6 DHCP6Server `yaml:"dhcp6"`
+	// Wake is Wake-on-LAN (config/wake.go).
+	Wake Wake `yaml:"wake"`
 }
 
 // Multicast configures multicast sessions (docs/multicast.md). With no
@@ -358,6 +360,7 @@ func (c *Config) Finish() error {
 	errs = append(errs, c.checkLimits()...)
 	errs = append(errs, c.DHCP.check()...)
 	errs = append(errs, c.DHCP6.check()...)
+	errs = append(errs, c.Wake.check()...)
 	return errors.Join(errs...)
 }
 

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMagicPacket(t *testing.T) {
@@ -65,4 +67,30 @@ func FuzzParseMagicPacket(f *testing.F) {
 			t.Fatalf("round trip: %x != %x", p, b[:PacketLen])
 		}
 	})
+}
+
+func TestMetricsShareARegistry(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, b := NewMetrics(reg), NewMetrics(reg)
+	a.packet(HowInterface, true)
+	b.packet(HowInterface, true)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "preboot_wake_packets_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ls := m.GetLabel()
+			if ls[0].GetValue() == HowInterface && ls[1].GetValue() == "sent" {
+				if v := m.GetCounter().GetValue(); v != 2 {
+					t.Fatalf("shared counter = %v, want 2", v)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("preboot_wake_packets_total{how=interface,result=sent} not gathered")
 }

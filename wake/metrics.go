@@ -8,7 +8,8 @@ type Metrics struct {
 	devices *prometheus.CounterVec
 }
 
-// NewMetrics registers the wake counters with reg.
+// NewMetrics registers the wake counters with reg (or returns those
+// already registered there).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -30,8 +31,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.devices.WithLabelValues(c, r)
 		}
 	}
-	reg.MustRegister(m.packets, m.devices)
+	// Several parts of a server (the API, the scheduler) may ask for
+	// the counters of one registry: they share them.
+	m.packets = register(reg, m.packets)
+	m.devices = register(reg, m.devices)
 	return m
+}
+
+func register(reg prometheus.Registerer, c *prometheus.CounterVec) *prometheus.CounterVec {
+	if err := reg.Register(c); err != nil {
+		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			if old, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
+				return old
+			}
+		}
+		panic(err)
+	}
+	return c
 }
 
 func result(ok bool) string {

@@ -59,7 +59,8 @@ type Sender struct {
 	Port int
 	// Interfaces limit the fallback (nothing known of the device) to
 	// these interfaces (empty: every interface that is up, is not a
-	// loopback and has an IPv4 address).
+	// loopback and has an IPv4 address; a loopback interface counts
+	// only when listed).
 	Interfaces []string
 	// Subnets are routed subnets (e.g. proxyDHCP's subnets behind DHCP
 	// relays): a device whose address is in one and on no subnet of
@@ -182,7 +183,10 @@ func (s *Sender) Targets(d Device) ([]Target, error) {
 	}
 	var out []Target
 	for _, li := range ifs {
-		if !usable(li) || (len(s.Interfaces) > 0 && !contains(s.Interfaces, li.name)) {
+		listed := contains(s.Interfaces, li.name)
+		// A loopback interface only when configured by name (tests).
+		ok := li.up && len(li.nets) > 0 && (!li.loopback || listed)
+		if !ok || (len(s.Interfaces) > 0 && !listed) {
 			continue
 		}
 		for _, n := range li.nets {
