@@ -54,6 +54,7 @@ func TestOpenAPIMatchesLiveExplorerAnswers(t *testing.T) {
 	l.bad("GET", "/images/lab/partitions/9/files", nil, 404)
 	l.do("GET", "/images/lab/partitions/1/content?path=/etc/hostname", nil, 200, nil)
 	l.bad("GET", "/images/lab/partitions/1/content?path=/etc", nil, 400)
+	l.do("GET", "/images/lab/partitions/1/content?path=/big.bin&check=true", nil, 204, nil)
 	l.do("GET", "/images/lab@1/diff/lab@2", nil, 200, nil)
 	l.bad("GET", "/images/lab/diff/nope", nil, 404)
 

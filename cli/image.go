@@ -27,7 +27,7 @@ func newImage(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "image",
 		Aliases: []string{"images"},
-		Short:   "List, show, verify, remove, export and import disk images",
+		Short:   "List, show, verify, remove, export, import, browse (ls, cat, cp) and compare disk images",
 	}
 	af.register(cmd)
 	store := func() (*httpstore.Client, error) {
@@ -290,6 +290,7 @@ func newImage(g *globals) *cobra.Command {
 	}
 	imp.Flags().StringVar(&rename, "name", "", "import under this image name")
 	cmd.AddCommand(imp)
+	addImageExplorer(cmd, g, &af, store) // ls, cat, cp, diff: imagefiles.go
 	return cmd
 }
 

@@ -166,6 +166,7 @@ type call struct {
 	contentType  string
 	noTimeout    bool // no per-attempt timeout (long server work, streams)
 	noRetry      bool
+	header       http.Header // added to the request
 	// handle reads a 2xx answer inside the attempt. An error it wraps in
 	// retryable is retried like a network error.
 	handle func(resp *http.Response) error
@@ -272,6 +273,9 @@ func (c *Client) attempt(ctx context.Context, cl call, u string) (retry bool, er
 	req, err := http.NewRequestWithContext(actx, cl.method, u, body)
 	if err != nil {
 		return false, fmt.Errorf("%s %s: %w", cl.method, u, err)
+	}
+	for k, v := range cl.header {
+		req.Header[k] = v
 	}
 	if guard != nil {
 		req.ContentLength = int64(len(cl.body))

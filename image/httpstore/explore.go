@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"path"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/preboot/preboot/image"
@@ -20,7 +21,8 @@ import (
 //
 //	GET /api/v1/images/{name}/partitions                   → PartitionList
 //	GET /api/v1/images/{name}/partitions/{n}/files?path=P  → FileList (a directory's entries, or the file itself)
-//	GET /api/v1/images/{name}/partitions/{n}/content?path=P → the file's bytes (Range, Content-Disposition)
+//	GET /api/v1/images/{name}/partitions/{n}/content?path=P → the file's bytes (Range, Content-Disposition);
+//	                                                         &check=true: read it all, send nothing (204 or the error)
 //	GET /api/v1/images/{name}/diff/{other}                 → image.DiffResult
 
 // Error codes of the explorer.
@@ -254,6 +256,27 @@ func (h *Handler) content(w http.ResponseWriter, r *http.Request) {
 		h.explorerFail(w, r, err)
 		return
 	}
+	// Read where the answer starts before sending anything: a corrupt
+	// chunk there is a clear error (what a client that lost a download
+	// halfway asks with a Range from where it broke off).
+	start := rangeStart(r.Header.Get("Range"), f.Size)
+	probe := int64(1)
+	if r.URL.Query().Get("check") == "true" {
+		// Read everything from start, send nothing: 204 or the error.
+		probe = f.Size - start
+	}
+	buf := make([]byte, min(probe, 1<<20))
+	for off := start; off < start+probe && off < f.Size; off += int64(len(buf)) {
+		n := min(int64(len(buf)), f.Size-off)
+		if _, err := f.ReadAt(buf[:n], off); err != nil {
+			h.explorerFail(w, r, fmt.Errorf("%s at byte %d: %w", p, off, err))
+			return
+		}
+	}
+	if probe != 1 {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	// Bytes from an image are never rendered by the browser: a download,
 	// no sniffing.
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -262,6 +285,29 @@ func (h *Handler) content(w http.ResponseWriter, r *http.Request) {
 	// A chunk found corrupt halfway cuts the answer short of its
 	// Content-Length: the client sees a truncated body, never wrong bytes.
 	http.ServeContent(w, r, "", f.ModTime, &loggingReader{r: io.NewSectionReader(f, 0, f.Size), h: h, req: r})
+}
+
+// rangeStart is the first byte a Range header asks for (0 without one or
+// when it does not parse: http.ServeContent judges it).
+func rangeStart(h string, size int64) int64 {
+	spec, ok := strings.CutPrefix(h, "bytes=")
+	if !ok {
+		return 0
+	}
+	first, _, _ := strings.Cut(spec, ",")
+	from, to, _ := strings.Cut(strings.TrimSpace(first), "-")
+	if from == "" {
+		n, err := strconv.ParseInt(to, 10, 64)
+		if err != nil || n <= 0 {
+			return 0
+		}
+		return max(size-n, 0)
+	}
+	n, err := strconv.ParseInt(from, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // loggingReader logs the first read error of a download (the client only

@@ -50,15 +50,30 @@ func (c *Client) Content(ctx context.Context, ref string, n int, p string, w io.
 		handle: func(resp *http.Response) error {
 			m, err := io.Copy(w, resp.Body)
 			total += m
-			if err != nil {
-				return fmt.Errorf("%s: after %d bytes: %w", p, total, err)
+			if err == nil && resp.ContentLength >= 0 && total != resp.ContentLength {
+				err = fmt.Errorf("got %d of %d bytes", total, resp.ContentLength)
 			}
-			if resp.ContentLength >= 0 && total != resp.ContentLength {
-				return fmt.Errorf("%s: got %d of %d bytes", p, total, resp.ContentLength)
+			if err != nil {
+				// The server ends a download short when a chunk fails
+				// to verify; asking for the rest tells why.
+				if why := c.contentError(ctx, ref, n, p, total); why != nil {
+					err = why
+				}
+				return fmt.Errorf("%s: after %d bytes: %w", p, total, err)
 			}
 			return nil
 		}})
 	return total, err
+}
+
+// contentError has the server read file p from offset off without
+// sending it (?check=true) and returns the error that stops the read, nil
+// if there is none.
+func (c *Client) contentError(ctx context.Context, ref string, n int, p string, off int64) error {
+	_, err := c.do(ctx, call{method: http.MethodGet, path: "/images/" + ref + "/partitions/" + strconv.Itoa(n) + "/content",
+		query: url.Values{"path": {p}, "check": {"true"}}, noRetry: true, noTimeout: true, header: http.Header{"Range": {fmt.Sprintf("bytes=%d-", off)}},
+		handle: func(resp *http.Response) error { return nil }})
+	return err
 }
 
 // Diff compares image refs a and b partition by partition.

@@ -35,7 +35,9 @@ func TestExplorer(t *testing.T) {
 	}
 	imagefstest.Capture(t.Context(), t, d, repo, "lab", 256<<10)
 	admin := true
-	h := &httpstore.Handler{Repo: repo, Access: func(*http.Request) httpstore.Access { return httpstore.Access{Admin: admin, Job: 7, Image: "lab", Read: true} }}
+	h := &httpstore.Handler{Repo: repo, Access: func(*http.Request) httpstore.Access {
+		return httpstore.Access{Admin: admin, Job: 7, Image: "lab", Read: true}
+	}}
 	mux := http.NewServeMux()
 	for _, p := range h.Prefixes() {
 		mux.Handle(p, h)
