@@ -21,6 +21,7 @@ import (
 	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/policy"
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/wake"
 )
 
 // Handler serves the API.
@@ -56,6 +57,8 @@ type Options struct {
 	// Sessions is the multicast session manager (nil: multicast is not
 	// configured, the session routes answer 503).
 	Sessions Sessions
+	// Waker sends Wake-on-LAN packets (nil: the wake routes answer 503).
+	Waker *wake.Service
 }
 
 // New returns a ready Handler.
@@ -101,6 +104,8 @@ func (h *Handler) routes() []route {
 		{"PATCH /api/v1/devices/{mac}", h.patchDevice},
 		{"DELETE /api/v1/devices/{mac}", h.deleteDevice},
 		{"GET /api/v1/devices/{mac}/decision", h.deviceDecision},
+		{"POST /api/v1/devices/{mac}/wake", h.wakeDevice},
+		{"POST /api/v1/wake", h.wakeDevices},
 		{"GET /api/v1/devices/{mac}/menu", h.getMenu(store.ScopeDevice)},
 		{"PUT /api/v1/devices/{mac}/menu", h.putMenu(store.ScopeDevice)},
 		{"DELETE /api/v1/devices/{mac}/menu", h.deleteMenu(store.ScopeDevice)},
@@ -116,6 +121,7 @@ func (h *Handler) routes() []route {
 		{"GET /api/v1/groups/{name}/menu", h.getMenu(store.ScopeGroup)},
 		{"PUT /api/v1/groups/{name}/menu", h.putMenu(store.ScopeGroup)},
 		{"DELETE /api/v1/groups/{name}/menu", h.deleteMenu(store.ScopeGroup)},
+		{"POST /api/v1/groups/{name}/wake", h.wakeGroup},
 
 		{"GET /api/v1/bundles", h.listBundles},
 		{"POST /api/v1/bundles", h.createBundle},

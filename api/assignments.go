@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/preboot/preboot/store"
 )
@@ -16,6 +17,11 @@ type AssignmentRequest struct {
 	Once    bool   `json:"once"`
 	Force   bool   `json:"force"`
 	Replace bool   `json:"replace"`
+	// At schedules the assignment (RFC 3339; it must be in the
+	// future): it is not handed out before then. Wake: at that time the
+	// server wakes the target's devices (Wake-on-LAN).
+	At   *time.Time `json:"at,omitempty"`
+	Wake bool       `json:"wake,omitempty"`
 }
 
 func (h *Handler) listAssignments(w http.ResponseWriter, r *http.Request) {
@@ -28,7 +34,7 @@ func (h *Handler) listAssignments(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	as, err := h.Store.Assignments(r.Context(), store.AssignmentFilter{MAC: mac, Group: q.Get("group"), Bundle: q.Get("bundle"), Page: p})
+	as, err := h.Store.Assignments(r.Context(), store.AssignmentFilter{MAC: mac, Group: q.Get("group"), Bundle: q.Get("bundle"), Scheduled: q.Get("scheduled") == "true", Page: p})
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -49,6 +55,12 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 	case (req.Device == "") == (req.Group == ""):
 		h.fail(w, r, invalid("device, group: give exactly one target"))
 		return
+	case req.Wake && req.At == nil:
+		h.fail(w, r, invalid("wake: needs a time (at); to wake devices now, POST /api/v1/wake"))
+		return
+	case req.At != nil && !req.At.After(time.Now()):
+		h.fail(w, r, invalid("at: %s is in the past (the server's time is %s)", req.At.Format(time.RFC3339), time.Now().Format(time.RFC3339)))
+		return
 	}
 	b, err := h.Store.Bundle(ctx, req.Bundle)
 	if errors.Is(err, store.ErrNotFound) {
@@ -58,7 +70,10 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	a := store.Assignment{BundleID: b.ID, Group: req.Group, Once: req.Once, Force: req.Force}
+	a := store.Assignment{BundleID: b.ID, Group: req.Group, Once: req.Once, Force: req.Force, Wake: req.Wake}
+	if req.At != nil {
+		a.At = *req.At
+	}
 	target := "group " + req.Group
 	if req.Device != "" {
 		if a.MAC, err = store.NormalizeMAC(req.Device); err != nil {
@@ -98,7 +113,11 @@ func (h *Handler) createAssignment(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	h.audit(r, a.MAC, fmt.Sprintf("bundle %s assigned to %s (once %t, force %t)", b.Name, target, a.Once, a.Force))
+	msg := fmt.Sprintf("bundle %s assigned to %s (once %t, force %t)", b.Name, target, a.Once, a.Force)
+	if !a.At.IsZero() {
+		msg += fmt.Sprintf(", scheduled for %s (wake %t)", a.At.Format(time.RFC3339), a.Wake)
+	}
+	h.audit(r, a.MAC, msg)
 	writeJSON(w, http.StatusCreated, a)
 }
 

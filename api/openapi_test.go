@@ -43,6 +43,7 @@ import (
 	"github.com/preboot/preboot/rules"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlstore"
+	"github.com/preboot/preboot/wake"
 )
 
 // contractRoutes is every route of the admin API contract (and of the
@@ -51,7 +52,7 @@ import (
 var contractRoutes = []string{
 	"GET /devices", "POST /devices",
 	"GET /devices/{mac}", "PATCH /devices/{mac}", "DELETE /devices/{mac}",
-	"GET /devices/{mac}/decision",
+	"GET /devices/{mac}/decision", "POST /devices/{mac}/wake", "POST /wake",
 	"GET /devices/{mac}/menu", "PUT /devices/{mac}/menu", "DELETE /devices/{mac}/menu",
 
 	"GET /groups", "POST /groups",
@@ -59,6 +60,7 @@ var contractRoutes = []string{
 	"GET /groups/{name}/members",
 	"PUT /groups/{name}/members/{mac}", "DELETE /groups/{name}/members/{mac}",
 	"GET /groups/{name}/menu", "PUT /groups/{name}/menu", "DELETE /groups/{name}/menu",
+	"POST /groups/{name}/wake",
 
 	"GET /bundles", "POST /bundles",
 	"GET /bundles/{name}", "PATCH /bundles/{name}", "DELETE /bundles/{name}",
@@ -1018,7 +1020,9 @@ func newLiveAPI(t *testing.T, images map[string]bool) *liveAPI {
 	h := api.New(api.Options{Store: ns, Policy: pol, Jobs: js, Auth: &api.Auth{Store: ns}, Events: n, Version: "test",
 		ImageExists: func(name string) bool { return images[name] },
 		Status:      func(context.Context) (api.StatusInfo, error) { return exampleStatus(time.Now()), nil },
-		Sessions:    sessionstest.New(sessionstest.Running("s2", time.Now()), sessionstest.Done("s1", time.Now()))})
+		Sessions:    sessionstest.New(sessionstest.Running("s2", time.Now()), sessionstest.Done("s1", time.Now())),
+		// Devices nobody knows where to find are woken on loopback only.
+		Waker: &wake.Service{Store: ns, Sender: &wake.Sender{Interfaces: []string{"lo"}}}})
 	l := newLive(t, asLocal(h))
 	l.st, l.js = ns, js
 	return l
@@ -1243,6 +1247,22 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.do("GET", "/devices/52:54:00:12:34:56", nil, 200, nil) // registered by the assignment, no groups
 	l.do("DELETE", fmt.Sprintf("/assignments/%d", da.ID), nil, 204, nil)
 	l.bad("GET", fmt.Sprintf("/assignments/%d", da.ID), nil, 404)
+
+	// Wake-on-LAN (the live API's fallback is loopback) and schedules.
+	l.do("POST", "/devices/"+mac+"/wake", nil, 200, nil)
+	l.do("POST", "/wake", map[string]any{"devices": []string{mac, "52:54:00:12:34:56"}}, 200, nil)
+	l.bad("POST", "/wake", map[string]any{"devices": []string{mac, "52:54:00:ff:ff:fe"}}, 404)
+	l.bad("POST", "/wake", map[string]any{"devices": []string{}}, 422)
+	l.bad("POST", "/devices/52:54:00:ff:ff:fe/wake", nil, 404)
+	l.do("POST", "/groups/lab-a/wake", nil, 200, nil)
+	l.bad("POST", "/groups/nope/wake", nil, 404)
+	var sa store.Assignment
+	l.do("POST", "/assignments", map[string]any{"bundle": "inventory", "device": "52:54:00:12:34:56", "at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "wake": true}, 201, &sa)
+	l.do("GET", "/assignments?scheduled=true", nil, 200, nil)
+	l.bad("POST", "/assignments", map[string]any{"bundle": "inventory", "device": "52:54:00:12:34:57", "at": "2001-01-01T00:00:00Z"}, 422)
+	l.bad("POST", "/assignments", map[string]any{"bundle": "inventory", "device": "52:54:00:12:34:57", "wake": true}, 422)
+	l.bad("GET", "/devices/52:54:00:12:34:57", nil, 404) // nothing half-done
+	l.do("DELETE", fmt.Sprintf("/assignments/%d", sa.ID), nil, 204, nil)
 
 	// Rules for unregistered devices.
 	l.do("POST", "/rules", map[string]any{"name": "new-vms", "match": "mac ^= 52:54:00", "bundle": "inventory", "group": "lab-a"}, 201, nil)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -50,6 +51,9 @@ type assignRequest struct {
 	Once    bool   `json:"once"`
 	Force   bool   `json:"force"`
 	Replace bool   `json:"replace"`
+	// At and Wake schedule the assignment (assign --at TIME --wake).
+	At   *time.Time `json:"at,omitempty"`
+	Wake bool       `json:"wake,omitempty"`
 }
 
 func newDevice(g *globals) *cobra.Command {
@@ -429,6 +433,7 @@ func addQuickTasks(g *globals, af *adminFlags, cmd *cobra.Command) {
 	boot.Flags().BoolVar(&once, "once", false, "clear the assignment once done")
 	_ = boot.MarkFlagRequired("kernel")
 	cmd.AddCommand(boot)
+	cmd.AddCommand(newDeviceWake(g, af))
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "clear MAC",

@@ -24,6 +24,7 @@ func newGroup(g *globals) *cobra.Command {
 		Short:   "Groups of devices (by hand or by a match expression), their members and menu",
 	}
 	af.register(cmd)
+	cmd.AddCommand(newGroupWake(g, &af))
 
 	var limit, offset int
 	list := &cobra.Command{

@@ -63,6 +63,7 @@ var nav = []NavItem{
 	{"devices", "Devices", "/console/devices"},
 	{"jobs", "Jobs", "/console/jobs"},
 	{"sessions", "Sessions", "/console/sessions"},
+	{"schedule", "Schedule", "/console/schedule"},
 	{"events", "Events", "/console/events"},
 	{"bundles", "Bundles", "/console/bundles"},
 	{"groups", "Groups", "/console/groups"},
@@ -80,6 +81,7 @@ var pages = []page{
 	{"jobs", "Jobs", "jobs"},
 	{"job", "Job", "jobs"},
 	{"sessions", "Multicast sessions", "sessions"},
+	{"schedule", "Scheduled work", "schedule"},
 	{"events", "Events", "events"},
 	{"bundles", "Bundles", "bundles"},
 	{"groups", "Groups", "groups"},
@@ -87,6 +89,7 @@ var pages = []page{
 	{"rules", "Rules", "rules"},
 	{"menu", "Menu", "menu"},
 	{"images", "Images", "images"},
+	{"image", "Image", "images"},
 	{"leases", "DHCP leases", "leases"},
 	{"settings", "Settings", "settings"},
 	{"notfound", "Not found", ""},
@@ -183,6 +186,7 @@ func (h *Handler) routes() {
 	protect("GET /console/jobs", simple("jobs"))
 	protect("GET /console/jobs/{id}", h.job)
 	protect("GET /console/sessions", simple("sessions"))
+	protect("GET /console/schedule", simple("schedule"))
 	protect("GET /console/events", simple("events"))
 	protect("GET /console/bundles", simple("bundles"))
 	protect("GET /console/groups", simple("groups"))
@@ -190,6 +194,7 @@ func (h *Handler) routes() {
 	protect("GET /console/rules", simple("rules"))
 	protect("GET /console/menu", simple("menu"))
 	protect("GET /console/images", simple("images"))
+	protect("GET /console/images/{name}", h.imagePage)
 	protect("GET /console/leases", simple("leases"))
 	protect("GET /console/settings", simple("settings"))
 	protect("/console/", func(w http.ResponseWriter, r *http.Request) {

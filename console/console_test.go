@@ -28,6 +28,7 @@ var pagePaths = []struct{ path, page, nav string }{
 	{"/console/jobs", "jobs", "jobs"},
 	{"/console/jobs/42", "job", "jobs"},
 	{"/console/sessions", "sessions", "sessions"},
+	{"/console/schedule", "schedule", "schedule"},
 	{"/console/events", "events", "events"},
 	{"/console/bundles", "bundles", "bundles"},
 	{"/console/groups", "groups", "groups"},

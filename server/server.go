@@ -38,6 +38,7 @@ import (
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlstore"
 	"github.com/preboot/preboot/tftp"
+	"github.com/preboot/preboot/wake"
 )
 
 // Version is set by the build (-ldflags "-X ...server.Version=...").
@@ -138,6 +139,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		})
 	}
 	g.Go(func() error { return runRetention(ctx, st, cfg.Retention, log.With("component", "retention")) })
+	// Scheduled assignments that asked for it wake their devices when
+	// they come due (claimed in the store: once across servers).
+	waker, err := newWaker(cfg, st, reg, log.With("component", "wake"))
+	if err != nil {
+		return err
+	}
+	g.Go(func() error {
+		(&wake.Scheduler{Service: waker, Interval: cfg.Wake.Interval}).Run(ctx)
+		return nil
+	})
 	// Jobs whose device or agent went silent (or whose server died
 	// mid-job) expire as failed, and their tokens with them.
 	g.Go(func() error {
@@ -331,7 +342,7 @@ func Handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 
 func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.Repo, cfg config.Config, reg *prometheus.Registry, events *api.Notifier, status *serverStatus, mc *mcast.Manager, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /boot.ipxe", pol)
+	mux.Handle("GET /boot.ipxe", newBootMetrics(reg).handler(pol))
 	mux.Handle("GET /files/", http.StripPrefix("/files/", fileServer(cfg.TFTP.Root)))
 	// The manual preboot medium (docs/manual-boot.md) and where a machine
 	// booted from it asks for its work.
@@ -343,11 +354,18 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	sessions := session.New(st, log.With("component", "session"))
 	sessions.Hosts = hosts
 	auth := &api.Auth{Store: st, TrustLoopback: cfg.HTTP.TrustLoopback, Logger: log.With("component", "auth"), Sessions: sessions, Hosts: hosts}
+	waker, err := newWaker(cfg, st, reg, log.With("component", "wake"))
+	if err != nil {
+		// Finish checked the subnets: not reached with a loaded config.
+		log.Error("wake-on-lan off", "err", err)
+		waker = nil
+	}
 	admin := api.New(api.Options{
 		Store: st, Policy: pol, Jobs: js, Logger: log.With("component", "api"), Auth: auth, Events: events, Version: Version,
 		Status: status.Info, EventStreams: api.NewStreamLimiter(cfg.HTTP.MaxEventStreams, cfg.HTTP.MaxEventStreamsPerClient),
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
 		Sessions:    mc,
+		Waker:       waker,
 	})
 	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
 	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
@@ -371,6 +389,8 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("GET /readyz", status.ready) // docs/observability.md
+	registerStoreCollector(reg, st, log.With("component", "metrics"))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.Header.Get("Accept"), "text/html") {
 			http.Redirect(w, r, "/console/", http.StatusSeeOther) // a browser: the web console
@@ -383,7 +403,7 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	// (DNS rebinding); firmware's paths and the admin socket to anything.
 	checked := hosts.Middleware(mux, func(r *http.Request) bool {
 		_, local := api.PeerFrom(r.Context())
-		return local || r.URL.Path == "/boot.ipxe" || strings.HasPrefix(r.URL.Path, "/files/") || r.URL.Path == "/healthz"
+		return local || r.URL.Path == "/boot.ipxe" || strings.HasPrefix(r.URL.Path, "/files/") || r.URL.Path == "/healthz" || r.URL.Path == "/readyz"
 	})
 	return accessLog(firmwareSlashes(checked), log.With("component", "http"))
 }

@@ -279,7 +279,7 @@
 
   // ---- events ------------------------------------------------------------
 
-  PB.KINDS = ['dhcp', 'boot', 'localboot', 'work', 'menu', 'admin', 'job', 'policy', 'security', 'multicast'];
+  PB.KINDS = ['dhcp', 'boot', 'localboot', 'work', 'menu', 'admin', 'job', 'policy', 'security', 'multicast', 'wake'];
 
   /** A table row for an event (tr.event-row#event-ID with data-*). */
   PB.eventRow = function (ev, opts) {
