@@ -16,8 +16,8 @@ import (
 func newEnvMedia(g *globals, use string) *cobra.Command {
 	var (
 		out, envDir, kernel, initrd, server, pin, cmdline string
-		serial                                             bool
-		timeout                                            int
+		serial                                            bool
+		timeout                                           int
 	)
 	what := map[string]string{
 		"iso": "a bootable CD/DVD image (also a USB disk image: the file is a hybrid)",
