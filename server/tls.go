@@ -179,7 +179,7 @@ func (c serverCert) tlsConfig() *tls.Config {
 // TLS is on: what boot firmware (iPXE, UEFI HTTP boot) fetches, and the
 // health check. Nothing secret is there.
 func firmwarePath(p string) bool {
-	return p == "/boot.ipxe" || strings.HasPrefix(p, "/files/") || p == "/healthz" || p == "/metrics" || p == "/"
+	return p == "/boot.ipxe" || strings.HasPrefix(p, "/files/") || p == "/healthz" || p == "/readyz" || p == "/metrics" || p == "/"
 }
 
 // plainHTTPOnly restricts the plain HTTP port, when HTTPS is on, to the
