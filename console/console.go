@@ -89,6 +89,7 @@ var pages = []page{
 	{"rules", "Rules", "rules"},
 	{"menu", "Menu", "menu"},
 	{"images", "Images", "images"},
+	{"image", "Image", "images"},
 	{"leases", "DHCP leases", "leases"},
 	{"settings", "Settings", "settings"},
 	{"notfound", "Not found", ""},
@@ -193,6 +194,7 @@ func (h *Handler) routes() {
 	protect("GET /console/rules", simple("rules"))
 	protect("GET /console/menu", simple("menu"))
 	protect("GET /console/images", simple("images"))
+	protect("GET /console/images/{name}", h.imagePage)
 	protect("GET /console/leases", simple("leases"))
 	protect("GET /console/settings", simple("settings"))
 	protect("/console/", func(w http.ResponseWriter, r *http.Request) {

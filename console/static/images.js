@@ -50,7 +50,7 @@
           } finally { verify.disabled = false; }
         } }, 'Verify');
         body.append(h('tr', { id: 'image-' + im.name, class: 'image-row', dataset: { image: im.name, logical: im.logical, stored: im.stored, shared: im.shared, unique: im.unique } },
-          h('td', null, h('strong', null, im.name)),
+          h('td', null, h('a', { href: '/console/images/' + PB.enc(im.name), class: 'explore', title: 'Browse the files inside ' + im.name }, h('strong', null, im.name))),
           h('td', null, PB.timeEl(im.created)),
           h('td', null, source(im.source)),
           h('td', { class: 'num' }, PB.bytes(im.logical)),

@@ -96,7 +96,46 @@ func fileEntry(e imagefs.Entry) FileEntry {
 	case e.Mode&fs.ModeSymlink != 0:
 		t = "symlink"
 	}
-	return FileEntry{Name: e.Name, Type: t, Size: e.Size, Mode: e.Mode.String(), Perm: uint32(e.Mode.Perm()), MTime: e.ModTime, Target: e.Target}
+	return FileEntry{Name: e.Name, Type: t, Size: e.Size, Mode: lsMode(e.Mode), Perm: uint32(e.Mode.Perm()), MTime: e.ModTime, Target: e.Target}
+}
+
+// lsMode writes a mode as ls -l does: "drwxr-xr-x", "lrwxrwxrwx", "-rwsr-xr-x".
+func lsMode(m fs.FileMode) string {
+	b := []byte("----------")
+	switch {
+	case m.IsDir():
+		b[0] = 'd'
+	case m&fs.ModeSymlink != 0:
+		b[0] = 'l'
+	case m&fs.ModeCharDevice != 0:
+		b[0] = 'c'
+	case m&fs.ModeDevice != 0:
+		b[0] = 'b'
+	case m&fs.ModeNamedPipe != 0:
+		b[0] = 'p'
+	case m&fs.ModeSocket != 0:
+		b[0] = 's'
+	case !m.IsRegular():
+		b[0] = '?'
+	}
+	for i, c := range "rwxrwxrwx" {
+		if m&(1<<uint(8-i)) != 0 {
+			b[1+i] = byte(c)
+		}
+	}
+	special := func(i int, set bool, on, off byte) {
+		if set {
+			if b[i] == 'x' {
+				b[i] = on
+			} else {
+				b[i] = off
+			}
+		}
+	}
+	special(3, m&fs.ModeSetuid != 0, 's', 'S')
+	special(6, m&fs.ModeSetgid != 0, 's', 'S')
+	special(9, m&fs.ModeSticky != 0, 't', 'T')
+	return string(b)
 }
 
 func (h *Handler) explorerManifest(w http.ResponseWriter, r *http.Request) (string, *image.Manifest, bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -194,4 +195,16 @@ func readTable(t *testing.T, d *imagefstest.Disk) *disk.Table {
 		t.Fatal(err)
 	}
 	return tab
+}
+
+func TestLsMode(t *testing.T) {
+	for m, want := range map[fs.FileMode]string{
+		0o644: "-rw-r--r--", fs.ModeDir | 0o755: "drwxr-xr-x", fs.ModeSymlink | 0o777: "lrwxrwxrwx",
+		fs.ModeSetuid | 0o755: "-rwsr-xr-x", fs.ModeSetgid | 0o640: "-rw-r-S---", fs.ModeDir | fs.ModeSticky | 0o1777: "drwxrwxrwt",
+		fs.ModeDevice | fs.ModeCharDevice | 0o666: "crw-rw-rw-", fs.ModeDevice | 0o660: "brw-rw----", fs.ModeNamedPipe | 0o600: "prw-------",
+	} {
+		if got := httpstore.LsMode(m); got != want {
+			t.Errorf("%v: %s, want %s", m, got, want)
+		}
+	}
 }

@@ -1,0 +1,4 @@
+package httpstore
+
+// LsMode is lsMode for the external tests.
+var LsMode = lsMode
