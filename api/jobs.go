@@ -1,16 +1,23 @@
 package api
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/timing"
 )
 
 // JobDetail is a job with its log.
 type JobDetail struct {
 	store.Job
 	Log []store.JobLine `json:"log"`
+	// TimeReport explains the job's time breakdown (Job.Timing) with the
+	// device's disk, link and CPUs from its inventory.
+	TimeReport *timing.Report `json:"time_report,omitempty"`
 }
 
 func (h *Handler) listJobs(w http.ResponseWriter, r *http.Request) {
@@ -69,7 +76,40 @@ func (h *Handler) getJob(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, JobDetail{Job: j, Log: nonNil(lines)})
+	rep, err := h.timeReport(r.Context(), &j)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, JobDetail{Job: j, Log: nonNil(lines), TimeReport: rep})
+}
+
+// timeReport explains j's time breakdown with what the device's inventory
+// says about its disk, link and CPUs (nil when the job has none). It
+// rewrites j.Timing as the breakdown with its derived figures (what jobs
+// stores already has them).
+func (h *Handler) timeReport(ctx context.Context, j *store.Job) (*timing.Report, error) {
+	if len(j.Timing) == 0 {
+		return nil, nil
+	}
+	b, err := timing.Parse(j.Timing)
+	if err != nil || b == nil {
+		h.Logger.WarnContext(ctx, "job timing unreadable: not shown", "job", j.ID, "err", err)
+		j.Timing = nil
+		return nil, nil
+	}
+	if j.Timing, err = json.Marshal(b); err != nil {
+		return nil, err
+	}
+	var m *timing.Machine
+	d, err := h.Store.Device(ctx, j.MAC)
+	switch {
+	case err == nil:
+		m = timing.FromInventory(d.Info, j.MAC, b.Disk)
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+	return timing.Explain(b, m), nil
 }
 
 func (h *Handler) getJobLog(w http.ResponseWriter, r *http.Request) {

@@ -43,6 +43,7 @@ import (
 	"github.com/preboot/preboot/rules"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/store/sqlstore"
+	"github.com/preboot/preboot/timing"
 	"github.com/preboot/preboot/wake"
 )
 
@@ -461,6 +462,11 @@ var goSchemas = map[string]reflect.Type{
 	"Job":            reflect.TypeFor[store.Job](),
 	"JobLine":        reflect.TypeFor[store.JobLine](),
 	"JobDetail":      reflect.TypeFor[api.JobDetail](),
+	"TimeBreakdown":  reflect.TypeFor[timing.Breakdown](),
+	"TimeStage":      reflect.TypeFor[timing.Stage](),
+	"TimeShares":     reflect.TypeFor[timing.Shares](),
+	"TimeReport":     reflect.TypeFor[timing.Report](),
+	"TimeMachine":    reflect.TypeFor[timing.Machine](),
 	"SessionInfo":    reflect.TypeFor[mcast.SessionInfo](),
 	"ReceiverInfo":   reflect.TypeFor[mcast.ReceiverInfo](),
 	"ReceiverBytes":  reflect.TypeFor[mcast.Bytes](),

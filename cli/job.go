@@ -12,12 +12,15 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/preboot/preboot/store"
+	"github.com/preboot/preboot/timing"
 )
 
-// jobDetail is GET /jobs/{id}: the job and the end of its log.
+// jobDetail is GET /jobs/{id}: the job, the end of its log and its time
+// breakdown explained.
 type jobDetail struct {
 	store.Job
-	Log []store.JobLine `json:"log"`
+	Log        []store.JobLine `json:"log"`
+	TimeReport *timing.Report  `json:"time_report,omitempty"`
 }
 
 func newJob(g *globals) *cobra.Command {
@@ -72,8 +75,15 @@ func newJob(g *globals) *cobra.Command {
 
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show ID",
-		Short: "Show a job, its progress and its log",
-		Args:  cobra.ExactArgs(1),
+		Short: "Show a job, its progress, where its time went and its log",
+		Long: `Show a job, its progress and its log. For a capture or restore also
+where its time went: the shares of network (fetching or uploading chunks),
+CPU (verifying, decompressing, hashing, compressing), disk (reading,
+writing) and waiting, the bottleneck (the stage the others wait on), the
+machine's disk model, link speed and CPUs from its inventory, and a hint
+such as "the link is 100 Mb/s: at most 12 MB/s". See docs/imaging.md,
+"Why is my restore slow?".`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := parseID(args[0], "job")
 			if err != nil {
@@ -164,12 +174,23 @@ func printJob(w io.Writer, j jobDetail) error {
 		{"Image", j.Image},
 		{"State", j.State + phaseText(j.Phase)},
 		{"Progress", progressBar(j.Job)},
+	}
+	if r := j.TimeReport; r != nil {
+		kvs = append(kvs, [2]string{"Time", r.Summary})
+		if r.MachineText != "" {
+			kvs = append(kvs, [2]string{"Machine", r.MachineText})
+		}
+		if r.Hint != "" {
+			kvs = append(kvs, [2]string{"Hint", r.Hint})
+		}
+	}
+	kvs = append(kvs, [][2]string{
 		{"Message", j.Message},
 		{"Error", j.Error},
 		{"Created", when(j.CreatedAt)},
 		{"Started", when(j.StartedAt)},
 		{"Updated", ago(j.UpdatedAt)},
-	}
+	}...)
 	if !j.FinishedAt.IsZero() {
 		d := j.FinishedAt.Sub(j.CreatedAt).Round(time.Second)
 		kvs = append(kvs, [2]string{"Finished", fmt.Sprintf("%s (after %s)", when(j.FinishedAt), d)})

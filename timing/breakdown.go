@@ -175,6 +175,9 @@ func Parse(raw []byte) (*Breakdown, error) {
 	if err := b.Validate(); err != nil {
 		return nil, err
 	}
+	if b.Stages == nil {
+		b.Stages = []Stage{}
+	}
 	b.Compute()
 	return &b, nil
 }

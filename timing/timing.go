@@ -113,7 +113,7 @@ func (r *Recorder) Snapshot() *Breakdown {
 	if e := r.end.Load(); e != 0 {
 		end = time.Unix(0, e)
 	}
-	b := &Breakdown{ElapsedUS: end.Sub(r.start).Microseconds()}
+	b := &Breakdown{ElapsedUS: end.Sub(r.start).Microseconds(), Stages: []Stage{}}
 	r.mu.Lock()
 	for _, c := range r.stages {
 		b.Stages = append(b.Stages, Stage{Name: c.name, Resource: c.resource, Pool: c.pool, Workers: c.workers,
