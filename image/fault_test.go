@@ -269,9 +269,9 @@ func TestCaptureRepositoryFull(t *testing.T) {
 	}
 	// No temporary files left behind.
 	var tmps []string
-	_ = repo.walkChunks(func(p string, _ Hash, ok bool, _ os.FileInfo) error {
+	_ = repo.walkChunks(ctx, func(_ Hash, ok bool, oi ObjectInfo) error {
 		if !ok {
-			tmps = append(tmps, p)
+			tmps = append(tmps, oi.Key)
 		}
 		return nil
 	})

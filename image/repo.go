@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // maxStoredChunk bounds a compressed chunk: zstd never expands a block by
@@ -44,16 +41,14 @@ func (e *QuotaError) Error() string {
 
 func (e *QuotaError) Unwrap() error { return ErrQuota }
 
-// Repo is a repository of images on a local directory:
-//
-//	ROOT/chunks/ab/abcdef…   one zstd frame per chunk, named by its hash
-//	ROOT/images/NAME/manifest.json
-//
-// Chunks are written to a temporary file, fsynced, then renamed into
-// place, so a chunk file that exists is complete. Publish makes the chunk
-// directories durable (syncfs) before it atomically writes the manifest.
+// Repo is a repository of images on a Backend: a local directory
+// (OpenRepo) or an S3-compatible bucket (OpenRepoBackend with
+// image/s3store). Chunks are objects named by their hash; Publish checks
+// every chunk of a manifest is stored and makes them durable (Sync) before
+// it writes the manifest, the last object of a publish.
 type Repo struct {
 	root string
+	obj  Backend
 	log  *slog.Logger
 	// grace protects recent chunks from GC (captures in flight).
 	grace time.Duration
@@ -70,6 +65,8 @@ type Repo struct {
 	storedErr  error
 	stored     atomic.Int64
 	openJob    func(ctx context.Context, id int64) (bool, error)
+	// recordSeq names upload record objects on backends without append.
+	recordSeq atomic.Int64
 }
 
 // RepoOptions configure OpenRepo.
@@ -90,7 +87,25 @@ type RepoOptions struct {
 
 // OpenRepo opens (creating if needed) the repository at dir.
 func OpenRepo(dir string, opts RepoOptions) (*Repo, error) {
-	r := &Repo{root: dir, log: opts.Logger, grace: opts.GCGrace, maxBytes: opts.MaxBytes, openJob: opts.OpenJob}
+	b, err := newDirBackend(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open repository: %w", err)
+	}
+	r := newRepo(b, opts)
+	if err := r.migrate(); err != nil {
+		return nil, fmt.Errorf("open repository: migrate to versioned images: %w", err)
+	}
+	return r, nil
+}
+
+// OpenRepoBackend opens a repository on b (an object store: see package
+// image/s3store). Root is then b.String().
+func OpenRepoBackend(b Backend, opts RepoOptions) *Repo {
+	return newRepo(b, opts)
+}
+
+func newRepo(b Backend, opts RepoOptions) *Repo {
+	r := &Repo{root: b.String(), obj: b, log: opts.Logger, grace: opts.GCGrace, maxBytes: opts.MaxBytes, openJob: opts.OpenJob}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -100,37 +115,81 @@ func OpenRepo(dir string, opts RepoOptions) (*Repo, error) {
 	case r.grace < 0:
 		r.grace = 0
 	}
-	for _, d := range []string{"chunks", "images", "tmp", "uploads"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return nil, fmt.Errorf("open repository: %w", err)
-		}
-	}
-	for i := range 256 {
-		if err := os.MkdirAll(filepath.Join(dir, "chunks", fmt.Sprintf("%02x", i)), 0o755); err != nil {
-			return nil, fmt.Errorf("open repository: %w", err)
-		}
-	}
-	if err := r.migrate(); err != nil {
-		return nil, fmt.Errorf("open repository: migrate to versioned images: %w", err)
-	}
-	return r, nil
+	return r
 }
 
-// Root is the repository directory.
+// Root is the repository directory (the location of another Backend).
 func (r *Repo) Root() string { return r.root }
 
-func (r *Repo) chunkPath(h Hash) string {
+// Backend is where the repository's objects are.
+func (r *Repo) Backend() Backend { return r.obj }
+
+func chunkKey(h Hash) string {
 	s := h.String()
-	return filepath.Join(r.root, "chunks", s[:2], s)
+	return "chunks/" + s[:2] + "/" + s
 }
+
+// local: the backend is the directory, where a Stat costs microseconds;
+// on an object store the per-chunk requests of Missing and Publish run in
+// parallel.
+func (r *Repo) local() bool {
+	_, ok := r.obj.(*dirBackend)
+	return ok
+}
+
+// statChunks calls fn with the Stat of every hash, in parallel on a
+// remote backend. fn may run concurrently; its first error stops the rest.
+func (r *Repo) statChunks(ctx context.Context, hashes []Hash, fn func(Hash, ObjectInfo, error) error) error {
+	if r.local() || len(hashes) < 2 {
+		for _, h := range hashes {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			oi, err := r.obj.Stat(ctx, chunkKey(h))
+			if err := fn(h, oi, err); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	work := make(chan Hash)
+	var wg sync.WaitGroup
+	for range min(remoteParallel, len(hashes)) {
+		wg.Go(func() {
+			for h := range work {
+				oi, err := r.obj.Stat(ctx, chunkKey(h))
+				if err := fn(h, oi, err); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
+feed:
+	for _, h := range hashes {
+		select {
+		case work <- h:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	return context.Cause(ctx)
+}
+
+// remoteParallel bounds the concurrent requests of one Missing or Publish
+// to a remote backend.
+const remoteParallel = 16
 
 // storedBytes is the size of every chunk file, walked once then kept up
 // to date by Put and GC.
 func (r *Repo) storedBytes() (int64, error) {
 	r.storedOnce.Do(func() {
 		var total int64
-		r.storedErr = r.walkChunks(func(_ string, _ Hash, _ bool, fi fs.FileInfo) error {
-			total += fi.Size()
+		r.storedErr = r.walkChunks(context.Background(), func(_ Hash, _ bool, oi ObjectInfo) error {
+			total += oi.Size
 			return nil
 		})
 		r.stored.Add(total)
@@ -161,27 +220,29 @@ func (r *Repo) Missing(ctx context.Context, hashes []Hash) (map[Hash]struct{}, e
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	missing := make(map[Hash]struct{})
+	var mmu sync.Mutex
 	now := time.Now()
-	for _, h := range hashes {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		p := r.chunkPath(h)
-		fi, err := os.Stat(p)
-		if errors.Is(err, fs.ErrNotExist) {
+	err := r.statChunks(ctx, hashes, func(h Hash, oi ObjectInfo, err error) error {
+		if errors.Is(err, ErrNotFound) {
+			mmu.Lock()
 			missing[h] = struct{}{}
-			continue
+			mmu.Unlock()
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("chunk %s: %w", h, err)
+			return fmt.Errorf("chunk %s: %w", h, err)
 		}
 		// Refresh old chunks so a concurrent GC's grace period covers
 		// the capture that is about to reference them.
-		if r.grace > 0 && now.Sub(fi.ModTime()) > r.grace/2 {
-			if err := os.Chtimes(p, now, now); err != nil {
-				return nil, fmt.Errorf("chunk %s: %w", h, err)
+		if r.grace > 0 && now.Sub(oi.ModTime) > r.grace/2 {
+			if err := r.obj.Touch(ctx, chunkKey(h)); err != nil {
+				return fmt.Errorf("chunk %s: %w", h, err)
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return missing, nil
 }
@@ -197,14 +258,14 @@ func (r *Repo) Put(ctx context.Context, h Hash, data []byte) error {
 	}
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	p := r.chunkPath(h)
-	if _, err := os.Stat(p); err == nil {
+	key := chunkKey(h)
+	if _, err := r.obj.Stat(ctx, key); err == nil {
 		return nil
 	}
 	if err := r.reserve(int64(len(data))); err != nil {
 		return fmt.Errorf("put chunk %s: %w", h, err)
 	}
-	if err := writeFileSync(p, data); err != nil {
+	if err := r.obj.Put(ctx, key, data); err != nil {
 		if r.maxBytes > 0 {
 			r.stored.Add(-int64(len(data)))
 		}
@@ -240,24 +301,21 @@ func writeFileSync(p string, data []byte) (err error) {
 }
 
 // OpenChunk opens a stored chunk for streaming (e.g. straight to a network
-// connection) and returns its size. The caller closes the file.
-func (r *Repo) OpenChunk(ctx context.Context, h Hash) (*os.File, int64, error) {
+// connection) and returns its size. The caller closes it. On the
+// directory backend it is an *os.File (sendfile where the connection
+// allows it).
+func (r *Repo) OpenChunk(ctx context.Context, h Hash) (io.ReadCloser, int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
-	f, err := os.Open(r.chunkPath(h))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, size, err := r.obj.Open(ctx, chunkKey(h))
+	if errors.Is(err, ErrNotFound) {
 		return nil, 0, fmt.Errorf("chunk %s: %w", h, ErrNotFound)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("chunk %s: %w", h, err)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("chunk %s: %w", h, err)
-	}
-	return f, fi.Size(), nil
+	return f, size, nil
 }
 
 // Get implements ChunkStore.
@@ -291,17 +349,6 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// syncFS flushes the whole filesystem holding the repository, which makes
-// every chunk rename durable in one call.
-func (r *Repo) syncFS() error {
-	d, err := os.Open(r.root)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
-}
-
 // Publish implements Publisher: it publishes m as a new version of its
 // image (see PublishVersion).
 func (r *Repo) Publish(ctx context.Context, m *Manifest) error {
@@ -321,15 +368,16 @@ func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	hashes := m.ChunkHashes()
-	for _, h := range hashes {
-		if err := ctx.Err(); err != nil {
-			return 0, err
+	err := r.statChunks(ctx, hashes, func(h Hash, _ ObjectInfo, err error) error {
+		if err != nil {
+			return fmt.Errorf("publish %s: %w: %s: %w", m.Name, ErrMissingChunks, h, err)
 		}
-		if _, err := os.Stat(r.chunkPath(h)); err != nil {
-			return 0, fmt.Errorf("publish %s: %w: %s: %w", m.Name, ErrMissingChunks, h, err)
-		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
-	if err := r.syncFS(); err != nil {
+	if err := r.obj.Sync(ctx); err != nil {
 		return 0, fmt.Errorf("publish %s: sync chunks: %w", m.Name, err)
 	}
 	var buf bytes.Buffer
@@ -338,14 +386,10 @@ func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 	}
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
-	dir := r.imageDir(m.Name)
-	if err := os.MkdirAll(filepath.Join(dir, "versions"), 0o755); err != nil {
-		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
-	}
-	h, err := r.readHead(m.Name)
+	h, err := r.readHead(ctx, m.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		vs, err := r.versionNumbers(m.Name) // versions without a head: a crash
+		vs, err := r.versionNumbers(ctx, m.Name) // versions without a head: a crash
 		if err != nil {
 			return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 		}
@@ -355,23 +399,21 @@ func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 	case err != nil:
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	default:
-		if cur, err := os.ReadFile(r.versionPath(m.Name, h.Current)); err == nil && bytes.Equal(cur, buf.Bytes()) {
+		if cur, err := r.readObject(ctx, versionKey(m.Name, h.Current)); err == nil && bytes.Equal(cur, buf.Bytes()) {
 			return h.Current, nil
 		}
 	}
 	v := h.Last + 1
-	if vs, err := r.versionNumbers(m.Name); err == nil && len(vs) > 0 && vs[len(vs)-1] >= v {
+	if vs, err := r.versionNumbers(ctx, m.Name); err == nil && len(vs) > 0 && vs[len(vs)-1] >= v {
 		v = vs[len(vs)-1] + 1
 	}
-	if err := writeFileSync(r.versionPath(m.Name, v), buf.Bytes()); err != nil {
+	if err := r.obj.Put(ctx, versionKey(m.Name, v), buf.Bytes()); err != nil {
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
-	for _, d := range []string{filepath.Join(dir, "versions"), dir, filepath.Join(r.root, "images")} {
-		if err := syncDir(d); err != nil {
-			return 0, fmt.Errorf("publish %s: %w", m.Name, err)
-		}
+	if err := r.obj.Sync(ctx); err != nil {
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
-	if err := r.writeHead(m.Name, head{Current: v, Last: v}); err != nil {
+	if err := r.writeHead(ctx, m.Name, head{Current: v, Last: v}); err != nil {
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
 	r.log.InfoContext(ctx, "image published", "image", m.Name, "version", v, "chunks", len(hashes), "used", m.Sizes.Used)
@@ -385,26 +427,28 @@ func (r *Repo) Manifest(ref string) (*Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return r.readVersion(name, v)
+	return r.readVersion(context.Background(), name, v)
 }
 
 // List returns the names of all published images, sorted.
 func (r *Repo) List() ([]string, error) {
-	ents, err := os.ReadDir(filepath.Join(r.root, "images"))
+	return r.list(context.Background())
+}
+
+func (r *Repo) list(ctx context.Context) ([]string, error) {
+	var names []string
+	err := r.obj.List(ctx, "images/", func(oi ObjectInfo) error {
+		name, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, "images/"), "/head.json")
+		if ok && ValidName(name) == nil {
+			names = append(names, name)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
-	var names []string
-	for _, e := range ents {
-		if !e.IsDir() || ValidName(e.Name()) != nil {
-			continue
-		}
-		if _, err := os.Stat(r.headPath(e.Name())); err == nil {
-			names = append(names, e.Name())
-		}
-	}
 	slices.Sort(names)
-	return names, nil
+	return slices.Compact(names), nil
 }
 
 // Remove deletes an image: NAME removes every version, NAME@N that version
@@ -419,12 +463,12 @@ func (r *Repo) Remove(ctx context.Context, ref string) error {
 	defer r.mu.RUnlock()
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
-	h, err := r.readHead(name)
+	h, err := r.readHead(ctx, name)
 	if err != nil {
 		return err
 	}
 	if v != 0 {
-		vs, err := r.versionNumbers(name)
+		vs, err := r.versionNumbers(ctx, name)
 		if err != nil {
 			return fmt.Errorf("remove %s: %w", ref, err)
 		}
@@ -435,33 +479,21 @@ func (r *Repo) Remove(ctx context.Context, ref string) error {
 			if v == h.Current {
 				rest := slices.DeleteFunc(slices.Clone(vs), func(x int) bool { return x == v })
 				h.Current = rest[len(rest)-1]
-				if err := r.writeHead(name, h); err != nil {
+				if err := r.writeHead(ctx, name, h); err != nil {
 					return fmt.Errorf("remove %s: %w", ref, err)
 				}
 			}
-			if err := os.Remove(r.versionPath(name, v)); err != nil {
+			if err := r.obj.Delete(ctx, versionKey(name, v)); err != nil {
 				return fmt.Errorf("remove %s: %w", ref, err)
 			}
-			if err := syncDir(filepath.Join(r.imageDir(name), "versions")); err != nil {
+			if err := r.obj.Sync(ctx); err != nil {
 				return fmt.Errorf("remove %s: %w", ref, err)
 			}
 			r.log.InfoContext(ctx, "image version removed", "image", name, "version", v, "current", h.Current)
 			return nil
 		}
 	}
-	dir := r.imageDir(name)
-	gone, err := os.MkdirTemp(filepath.Join(r.root, "tmp"), "rm-"+name+"-")
-	if err != nil {
-		return fmt.Errorf("remove %s: %w", ref, err)
-	}
-	if err := os.Rename(dir, filepath.Join(gone, name)); err != nil {
-		os.Remove(gone)
-		return fmt.Errorf("remove %s: %w", ref, err)
-	}
-	if err := syncDir(filepath.Join(r.root, "images")); err != nil {
-		return fmt.Errorf("remove %s: %w", ref, err)
-	}
-	if err := os.RemoveAll(gone); err != nil {
+	if err := r.removeImage(ctx, name); err != nil {
 		return fmt.Errorf("remove %s: %w", ref, err)
 	}
 	r.log.InfoContext(ctx, "image removed", "image", name)
@@ -497,7 +529,7 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	var st GCStats
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	refs, err := r.references()
+	refs, err := r.references(ctx)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
@@ -507,38 +539,38 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	}
 	cutoff := time.Now().Add(-r.grace)
 	var kept int64
-	err = r.walkChunks(func(path string, h Hash, ok bool, fi fs.FileInfo) error {
+	err = r.walkChunks(ctx, func(h Hash, ok bool, oi ObjectInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if ok {
 			if _, used := refs[h]; used {
 				st.Kept++
-				kept += fi.Size()
+				kept += oi.Size
 				return nil
 			}
 			if _, live := protected[h]; live {
 				st.Kept++
 				st.Protected++
-				kept += fi.Size()
+				kept += oi.Size
 				return nil
 			}
 		}
 		// Chunks a dead job uploaded (its record says so) and nothing
 		// references are orphans now, however young; the grace period
 		// protects only uploads that keep no record (admin tokens).
-		if _, orphan := orphans[h]; !(ok && orphan) && fi.ModTime().After(cutoff) {
+		if _, orphan := orphans[h]; !(ok && orphan) && oi.ModTime.After(cutoff) {
 			st.Kept++
 			st.Protected++
-			kept += fi.Size()
+			kept += oi.Size
 			return nil
 		}
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := r.obj.Delete(ctx, oi.Key); err != nil {
 			return err
 		}
 		if ok {
 			st.Removed++
-			st.FreedBytes += fi.Size()
+			st.FreedBytes += oi.Size
 		} else {
 			st.TempRemoved++
 		}
@@ -547,10 +579,12 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
-	if err := r.removeTemps(cutoff, &st); err != nil {
-		return st, fmt.Errorf("gc: %w", err)
+	if d, ok := r.obj.(*dirBackend); ok {
+		if err := d.removeTemps(cutoff, &st); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
 	}
-	if err := r.syncFS(); err != nil {
+	if err := r.obj.Sync(ctx); err != nil {
 		return st, fmt.Errorf("gc: %w", err)
 	}
 	if r.maxBytes > 0 {
@@ -566,24 +600,24 @@ func (r *Repo) GC(ctx context.Context) (GCStats, error) {
 // (live) and of the others (orphans: what jobs that ended without
 // publishing left), and drops the records of the jobs no longer open.
 func (r *Repo) liveUploads(ctx context.Context, st *GCStats) (live, orphans map[Hash]struct{}, err error) {
-	ids, err := r.uploadJobs()
+	ids, err := r.uploadJobs(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	live = make(map[Hash]struct{})
 	orphans = make(map[Hash]struct{})
 	for _, id := range ids {
+		hs, mod, err := r.uploads(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
 		var open bool
 		if r.openJob != nil {
 			if open, err = r.openJob(ctx, id); err != nil {
 				return nil, nil, fmt.Errorf("job %d: %w", id, err)
 			}
-		} else if fi, err := os.Stat(r.uploadPath(id)); err == nil {
-			open = time.Since(fi.ModTime()) < recordTTL
-		}
-		hs, err := r.Uploads(id)
-		if err != nil {
-			return nil, nil, err
+		} else {
+			open = time.Since(mod) < recordTTL
 		}
 		if !open {
 			for h := range hs {
@@ -602,72 +636,21 @@ func (r *Repo) liveUploads(ctx context.Context, st *GCStats) (live, orphans map[
 	return live, orphans, nil
 }
 
-// removeTemps deletes what writes cut short leave outside chunks/: the
-// temporary manifests and heads of a publish (images/NAME/.tmp-*,
-// images/NAME/versions/.tmp-*), removals in progress (tmp/*).
-func (r *Repo) removeTemps(cutoff time.Time, st *GCStats) error {
-	old := func(p string) bool {
-		fi, err := os.Lstat(p)
-		return err == nil && fi.ModTime().Before(cutoff)
-	}
-	var cands []string
-	ents, err := os.ReadDir(filepath.Join(r.root, "tmp"))
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
-		cands = append(cands, filepath.Join(r.root, "tmp", e.Name()))
-	}
-	imgs, err := os.ReadDir(filepath.Join(r.root, "images"))
-	if err != nil {
-		return err
-	}
-	for _, im := range imgs {
-		if !im.IsDir() {
-			if strings.HasPrefix(im.Name(), ".tmp-") {
-				cands = append(cands, filepath.Join(r.root, "images", im.Name()))
-			}
-			continue
-		}
-		for _, d := range []string{filepath.Join(r.root, "images", im.Name()), filepath.Join(r.root, "images", im.Name(), "versions")} {
-			es, err := os.ReadDir(d)
-			if err != nil {
-				continue
-			}
-			for _, e := range es {
-				if strings.HasPrefix(e.Name(), ".tmp-") {
-					cands = append(cands, filepath.Join(d, e.Name()))
-				}
-			}
-		}
-	}
-	for _, p := range cands {
-		if !old(p) {
-			continue
-		}
-		if err := os.RemoveAll(p); err != nil {
-			return err
-		}
-		st.TempRemoved++
-	}
-	return nil
-}
-
 // references maps every chunk hash to the image versions (NAME@N) that
 // use it.
-func (r *Repo) references() (map[Hash][]string, error) {
-	names, err := r.List()
+func (r *Repo) references(ctx context.Context) (map[Hash][]string, error) {
+	names, err := r.list(ctx)
 	if err != nil {
 		return nil, err
 	}
 	refs := make(map[Hash][]string)
 	for _, n := range names {
-		vs, err := r.versionNumbers(n)
+		vs, err := r.versionNumbers(ctx, n)
 		if err != nil {
 			return nil, err
 		}
 		for _, v := range vs {
-			m, err := r.readVersion(n, v)
+			m, err := r.readVersion(ctx, n, v)
 			if errors.Is(err, ErrNotFound) {
 				continue // removed meanwhile (GC excludes removals)
 			}
@@ -682,41 +665,15 @@ func (r *Repo) references() (map[Hash][]string, error) {
 	return refs, nil
 }
 
-// walkChunks calls fn for every file under chunks/; ok tells whether its
-// name is a hash (else it is a temporary file or stray).
-func (r *Repo) walkChunks(fn func(path string, h Hash, ok bool, fi fs.FileInfo) error) error {
-	base := filepath.Join(r.root, "chunks")
-	dirs, err := os.ReadDir(base)
-	if err != nil {
-		return err
-	}
-	for _, d := range dirs {
-		if !d.IsDir() {
-			continue
-		}
-		ents, err := os.ReadDir(filepath.Join(base, d.Name()))
-		if err != nil {
-			return err
-		}
-		for _, e := range ents {
-			fi, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if !fi.Mode().IsRegular() {
-				continue
-			}
-			h, perr := ParseHash(e.Name())
-			ok := perr == nil && strings.HasPrefix(e.Name(), d.Name())
-			if err := fn(filepath.Join(base, d.Name(), e.Name()), h, ok, fi); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+// walkChunks calls fn for every object under chunks/; ok tells whether
+// its name is a hash (else it is a temporary file or stray).
+func (r *Repo) walkChunks(ctx context.Context, fn func(h Hash, ok bool, oi ObjectInfo) error) error {
+	return r.obj.List(ctx, "chunks/", func(oi ObjectInfo) error {
+		dir, name, found := strings.Cut(strings.TrimPrefix(oi.Key, "chunks/"), "/")
+		h, perr := ParseHash(name)
+		ok := found && perr == nil && strings.HasPrefix(name, dir) && len(dir) == 2
+		return fn(h, ok, oi)
+	})
 }
 
 // ImageUsage is one image's share of the repository.
@@ -749,43 +706,43 @@ type Usage struct {
 // Usage computes space accounting over all images.
 func (r *Repo) Usage(ctx context.Context) (Usage, error) {
 	var u Usage
-	refs, err := r.references()
+	refs, err := r.references(ctx)
 	if err != nil {
 		return u, fmt.Errorf("usage: %w", err)
 	}
 	sizes := make(map[Hash]int64)
-	err = r.walkChunks(func(_ string, h Hash, ok bool, fi fs.FileInfo) error {
+	err = r.walkChunks(ctx, func(h Hash, ok bool, oi ObjectInfo) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		u.StoredBytes += fi.Size()
+		u.StoredBytes += oi.Size
 		if !ok {
-			u.GarbageBytes += fi.Size()
+			u.GarbageBytes += oi.Size
 			return nil
 		}
 		u.Chunks++
-		sizes[h] = fi.Size()
+		sizes[h] = oi.Size
 		if _, used := refs[h]; !used {
-			u.GarbageBytes += fi.Size()
+			u.GarbageBytes += oi.Size
 		}
 		return nil
 	})
 	if err != nil {
 		return u, fmt.Errorf("usage: %w", err)
 	}
-	names, err := r.List()
+	names, err := r.list(ctx)
 	if err != nil {
 		return u, err
 	}
 	for _, n := range names {
-		name, cur, err := r.Resolve(n)
+		name, cur, err := r.resolve(ctx, n)
 		if errors.Is(err, ErrNotFound) {
 			continue // removed meanwhile
 		}
 		if err != nil {
 			return u, fmt.Errorf("usage: %w", err)
 		}
-		m, err := r.readVersion(name, cur)
+		m, err := r.readVersion(ctx, name, cur)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
@@ -793,14 +750,14 @@ func (r *Repo) Usage(ctx context.Context) (Usage, error) {
 			return u, fmt.Errorf("usage: %w", err)
 		}
 		iu := ImageUsage{Name: n, Logical: m.Sizes.Logical, Used: m.Sizes.Used, Version: cur}
-		vs, err := r.versionNumbers(n)
+		vs, err := r.versionNumbers(ctx, n)
 		if err != nil {
 			return u, fmt.Errorf("usage: %w", err)
 		}
 		iu.Versions = len(vs)
 		mine := make(map[Hash]struct{})
 		for _, v := range vs {
-			vm, err := r.readVersion(n, v)
+			vm, err := r.readVersion(ctx, n, v)
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -71,18 +68,18 @@ type head struct {
 	Last    int `json:"last"`
 }
 
-func (r *Repo) imageDir(name string) string { return filepath.Join(r.root, "images", name) }
+func imagePrefix(name string) string { return "images/" + name + "/" }
 
-func (r *Repo) versionPath(name string, v int) string {
-	return filepath.Join(r.imageDir(name), "versions", strconv.Itoa(v)+".json")
+func versionKey(name string, v int) string {
+	return imagePrefix(name) + "versions/" + strconv.Itoa(v) + ".json"
 }
 
-func (r *Repo) headPath(name string) string { return filepath.Join(r.imageDir(name), "head.json") }
+func headKey(name string) string { return imagePrefix(name) + "head.json" }
 
-func (r *Repo) readHead(name string) (head, error) {
+func (r *Repo) readHead(ctx context.Context, name string) (head, error) {
 	var h head
-	data, err := os.ReadFile(r.headPath(name))
-	if errors.Is(err, fs.ErrNotExist) {
+	data, err := r.readObject(ctx, headKey(name))
+	if errors.Is(err, ErrNotFound) {
 		return h, fmt.Errorf("image %s: %w", name, ErrNotFound)
 	}
 	if err != nil {
@@ -94,37 +91,35 @@ func (r *Repo) readHead(name string) (head, error) {
 	return h, nil
 }
 
-func (r *Repo) writeHead(name string, h head) error {
+func (r *Repo) writeHead(ctx context.Context, name string, h head) error {
 	data, _ := json.Marshal(h)
-	if err := writeFileSync(r.headPath(name), append(data, '\n')); err != nil {
+	if err := r.obj.Put(ctx, headKey(name), append(data, '\n')); err != nil {
 		return err
 	}
-	return syncDir(r.imageDir(name))
+	return r.obj.Sync(ctx)
 }
 
-// versionNumbers lists the versions of name present on disk, ascending.
-func (r *Repo) versionNumbers(name string) ([]int, error) {
-	ents, err := os.ReadDir(filepath.Join(r.imageDir(name), "versions"))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// versionNumbers lists the versions of name present, ascending.
+func (r *Repo) versionNumbers(ctx context.Context, name string) ([]int, error) {
+	prefix := imagePrefix(name) + "versions/"
 	var vs []int
-	for _, e := range ents {
-		s, ok := strings.CutSuffix(e.Name(), ".json")
+	err := r.obj.List(ctx, prefix, func(oi ObjectInfo) error {
+		s, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, prefix), ".json")
 		if !ok {
-			continue
+			return nil
 		}
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || strconv.Itoa(n) != s {
-			continue
+			return nil
 		}
 		vs = append(vs, n)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.Sort(vs)
-	return vs, nil
+	return slices.Compact(vs), nil
 }
 
 // VersionNumbers lists the version numbers image name keeps, ascending,
@@ -134,10 +129,11 @@ func (r *Repo) VersionNumbers(name string) ([]int, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	if _, err := r.readHead(name); err != nil {
+	ctx := context.Background()
+	if _, err := r.readHead(ctx, name); err != nil {
 		return nil, err
 	}
-	vs, err := r.versionNumbers(name)
+	vs, err := r.versionNumbers(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", name, err)
 	}
@@ -147,18 +143,22 @@ func (r *Repo) VersionNumbers(name string) ([]int, error) {
 // Resolve turns a reference into the image name and an existing version
 // (the current one for a bare NAME).
 func (r *Repo) Resolve(ref string) (string, int, error) {
+	return r.resolve(context.Background(), ref)
+}
+
+func (r *Repo) resolve(ctx context.Context, ref string) (string, int, error) {
 	name, v, err := ParseRef(ref)
 	if err != nil {
 		return "", 0, err
 	}
 	if v == 0 {
-		h, err := r.readHead(name)
+		h, err := r.readHead(ctx, name)
 		if err != nil {
 			return "", 0, err
 		}
 		v = h.Current
 	}
-	if _, err := os.Stat(r.versionPath(name, v)); errors.Is(err, fs.ErrNotExist) {
+	if _, err := r.obj.Stat(ctx, versionKey(name, v)); errors.Is(err, ErrNotFound) {
 		return "", 0, fmt.Errorf("image %s: %w", Ref(name, v), ErrNotFound)
 	} else if err != nil {
 		return "", 0, fmt.Errorf("image %s: %w", Ref(name, v), err)
@@ -183,17 +183,18 @@ func (r *Repo) Versions(name string) ([]Version, error) {
 	if err := ValidName(name); err != nil {
 		return nil, err
 	}
-	h, err := r.readHead(name)
+	ctx := context.Background()
+	h, err := r.readHead(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	vs, err := r.versionNumbers(name)
+	vs, err := r.versionNumbers(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", name, err)
 	}
 	out := make([]Version, 0, len(vs))
 	for _, v := range vs {
-		m, err := r.readVersion(name, v)
+		m, err := r.readVersion(ctx, name, v)
 		if errors.Is(err, ErrNotFound) {
 			continue // removed meanwhile
 		}
@@ -209,10 +210,10 @@ func (r *Repo) Versions(name string) ([]Version, error) {
 	return out, nil
 }
 
-func (r *Repo) readVersion(name string, v int) (*Manifest, error) {
+func (r *Repo) readVersion(ctx context.Context, name string, v int) (*Manifest, error) {
 	ref := Ref(name, v)
-	f, err := os.Open(r.versionPath(name, v))
-	if errors.Is(err, fs.ErrNotExist) {
+	f, _, err := r.obj.Open(ctx, versionKey(name, v))
+	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("image %s: %w", ref, ErrNotFound)
 	}
 	if err != nil {
@@ -241,11 +242,11 @@ func (r *Repo) Rollback(ctx context.Context, name string, to int) (int, error) {
 	defer r.mu.RUnlock()
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
-	h, err := r.readHead(name)
+	h, err := r.readHead(ctx, name)
 	if err != nil {
 		return 0, err
 	}
-	vs, err := r.versionNumbers(name)
+	vs, err := r.versionNumbers(ctx, name)
 	if err != nil {
 		return 0, fmt.Errorf("rollback %s: %w", name, err)
 	}
@@ -263,7 +264,7 @@ func (r *Repo) Rollback(ctx context.Context, name string, to int) (int, error) {
 	}
 	from := h.Current
 	h.Current = to
-	if err := r.writeHead(name, h); err != nil {
+	if err := r.writeHead(ctx, name, h); err != nil {
 		return 0, fmt.Errorf("rollback %s: %w", name, err)
 	}
 	r.log.InfoContext(ctx, "image rolled back", "image", name, "from", from, "to", to)
@@ -274,49 +275,49 @@ func (r *Repo) Rollback(ctx context.Context, name string, to int) (int, error) {
 // version 1. It is idempotent and safe to interrupt: the old manifest is
 // removed only after version 1 and head.json are durable.
 func (r *Repo) migrate() error {
-	base := filepath.Join(r.root, "images")
-	ents, err := os.ReadDir(base)
+	ctx := context.Background()
+	var olds []string
+	err := r.obj.List(ctx, "images/", func(oi ObjectInfo) error {
+		name, ok := strings.CutSuffix(strings.TrimPrefix(oi.Key, "images/"), "/manifest.json")
+		if ok && ValidName(name) == nil {
+			olds = append(olds, name)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		if !e.IsDir() || ValidName(e.Name()) != nil {
-			continue
-		}
-		name := e.Name()
-		old := filepath.Join(base, name, "manifest.json")
-		data, err := os.ReadFile(old)
-		if errors.Is(err, fs.ErrNotExist) {
+	for _, name := range olds {
+		old := imagePrefix(name) + "manifest.json"
+		data, err := r.readObject(ctx, old)
+		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Join(base, name, "versions"), 0o755); err != nil {
-			return err
-		}
-		if _, err := os.Stat(r.versionPath(name, 1)); errors.Is(err, fs.ErrNotExist) {
-			if err := writeFileSync(r.versionPath(name, 1), data); err != nil {
+		if _, err := r.obj.Stat(ctx, versionKey(name, 1)); errors.Is(err, ErrNotFound) {
+			if err := r.obj.Put(ctx, versionKey(name, 1), data); err != nil {
 				return err
 			}
-			if err := syncDir(filepath.Join(base, name, "versions")); err != nil {
+			if err := r.obj.Sync(ctx); err != nil {
 				return err
 			}
 		}
-		if _, err := r.readHead(name); err != nil {
-			vs, err := r.versionNumbers(name)
+		if _, err := r.readHead(ctx, name); err != nil {
+			vs, err := r.versionNumbers(ctx, name)
 			if err != nil {
 				return err
 			}
 			last := vs[len(vs)-1]
-			if err := r.writeHead(name, head{Current: last, Last: last}); err != nil {
+			if err := r.writeHead(ctx, name, head{Current: last, Last: last}); err != nil {
 				return err
 			}
 		}
-		if err := os.Remove(old); err != nil {
+		if err := r.obj.Delete(ctx, old); err != nil {
 			return err
 		}
-		if err := syncDir(filepath.Join(base, name)); err != nil {
+		if err := r.obj.Sync(ctx); err != nil {
 			return err
 		}
 		r.log.Info("image migrated to versions", "image", name, "version", 1)
