@@ -19,6 +19,34 @@
     if ($('#job-log-follow').checked || atEnd) pre.scrollTop = pre.scrollHeight;
   }
 
+  // Where the time goes: shares of network, CPU, disk and waiting, the
+  // bottleneck, the machine's parts and the hint (GET /jobs/{id}'s
+  // timing and time_report; docs/imaging.md, "Why is my restore slow?").
+  const timeParts = [['network', 'Network'], ['cpu', 'CPU'], ['disk', 'Disk'], ['waiting', 'Waiting']];
+  function renderTime(j) {
+    const box = $('#job-time');
+    const r = j.time_report;
+    const t = j.timing;
+    box.hidden = !r || !t;
+    if (box.hidden) return;
+    const shares = t.shares || {};
+    const bar = PB.clear($('#job-time-bar'));
+    for (const [k, label] of timeParts) {
+      const v = shares[k] || 0;
+      const seg = h('span', { class: 'time-seg time-' + k, title: label + ' ' + v + ' %', dataset: { part: k, share: v } }, v >= 10 ? label + ' ' + v + ' %' : '');
+      seg.style.width = v + '%';
+      if (t.bottleneck === k) seg.dataset.bottleneck = 'true';
+      bar.append(seg);
+    }
+    bar.setAttribute('aria-label', r.summary);
+    box.dataset.bottleneck = t.bottleneck || '';
+    $('#job-time-summary').textContent = r.summary;
+    $('#job-time-machine').textContent = r.machine_text || '';
+    $('#job-time-machine').hidden = !r.machine_text;
+    $('#job-time-hint').textContent = r.hint || '';
+    $('#job-time-hint').hidden = !r.hint;
+  }
+
   function render(j) {
     job = j;
     document.title = 'Job ' + j.id + ' · Preboot';
@@ -29,6 +57,7 @@
     const err = $('#job-error');
     err.hidden = !j.error;
     err.textContent = j.error || '';
+    renderTime(j);
     PB.replace($('#job-details-body'), PB.kv([
       ['Device', PB.deviceLink(j.mac), 'device'],
       ['Bundle', j.bundle ? [PB.bundleLink(j.bundle), ' v' + (j.bundle_version || '')] : '(picked at the menu)', 'bundle'],
