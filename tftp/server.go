@@ -4,7 +4,9 @@
 //
 // Every transfer runs in its own goroutine on its own UDP socket (its TID), bound to the local
 // address the request arrived on. Files come from a Generator (consulted first) or from a root
-// directory that no request can leave.
+// directory that no request can leave. A regular file sent in octet mode is mapped into memory
+// and its blocks go out with sendmsg(2) straight from the page cache: no read(2) and no copy per
+// block.
 package tftp
 
 import (

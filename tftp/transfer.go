@@ -66,6 +66,12 @@ type transfer struct {
 	acked       bool // the client acknowledged something: its address is its own
 	rtt         rttEstimator
 	rbuf        []byte
+
+	// mapped is the file's content when it is a regular file mapped into memory: its blocks go
+	// out with vw straight from the page cache, behind hdr.
+	mapped []byte
+	vw     *vecWriter
+	hdr    [4]byte
 }
 
 func serveRequest(ctx context.Context, cfg *config, req *RequestPacket, peer netip.AddrPort, local netip.Addr) {
@@ -140,6 +146,8 @@ func (t *transfer) run(ctx context.Context, req *RequestPacket) (string, error) 
 	var r io.Reader = src
 	if t.mode == "netascii" {
 		r = newNetasciiReader(src)
+	} else if t.mapSource(src) {
+		defer unmapFile(t.mapped)
 	} else if t.window*t.blksize < sourceBuffer {
 		r = newBufferedReader(src)
 	}
@@ -147,6 +155,29 @@ func (t *transfer) run(ctx context.Context, req *RequestPacket) (string, error) 
 		return t.failure(ctx, err)
 	}
 	return resultOK, nil
+}
+
+// mapSource maps src when it is a regular file sent in octet mode, and prepares the vector
+// writer its blocks are sent with. It reports whether it did.
+func (t *transfer) mapSource(src io.ReadSeeker) bool {
+	f, ok := src.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	vw, err := newVecWriter(t.conn, t.peer)
+	if err != nil {
+		return false
+	}
+	m := mapFile(f, fi.Size())
+	if m == nil {
+		return false
+	}
+	t.mapped, t.vw = m, vw
+	return true
 }
 
 // failure classifies the error that ended a transfer after it started.
@@ -424,6 +455,28 @@ func (t *transfer) sendData(src io.Reader) error {
 	for {
 		for next < base+uint64(w) && (last == 0 || next <= last) {
 			i := int(next % uint64(w))
+			if t.mapped != nil {
+				if next == filled {
+					n := t.mappedBlock(next, &last)
+					lens[i] = n
+					filled++
+					t.bytes += int64(n)
+				}
+				if next <= maxSent {
+					resent[i] = true
+					t.retransmits++
+				} else {
+					resent[i] = false
+					maxSent = next
+				}
+				sentAt[i] = time.Now()
+				if err := t.sendMapped(next); err != nil {
+					return err
+				}
+				t.sent += int64(lens[i])
+				next++
+				continue
+			}
 			if slots[i] == nil {
 				slots[i] = make([]byte, 4+bs)
 			}
@@ -476,7 +529,11 @@ func (t *transfer) sendData(src io.Reader) error {
 					i := int(base % uint64(w))
 					resent[i] = true
 					t.retransmits++
-					if err := t.write(slots[i][:4+lens[i]]); err != nil {
+					if t.mapped != nil {
+						if err := t.sendMapped(base); err != nil {
+							return err
+						}
+					} else if err := t.write(slots[i][:4+lens[i]]); err != nil {
 						return err
 					}
 					t.sent += int64(lens[i])
@@ -515,6 +572,30 @@ func (t *transfer) sendData(src io.Reader) error {
 			break
 		}
 	}
+}
+
+// mappedBlock returns the payload length of block seq of the mapped file, and sets *last when
+// it is the final (short, possibly empty) block.
+func (t *transfer) mappedBlock(seq uint64, last *uint64) int {
+	off := int64(seq-1) * int64(t.blksize)
+	n := int(max(0, min(int64(t.blksize), int64(len(t.mapped))-off)))
+	if n < t.blksize {
+		*last = seq
+	}
+	return n
+}
+
+// sendMapped sends block seq of the mapped file.
+func (t *transfer) sendMapped(seq uint64) error {
+	off := min(int64(seq-1)*int64(t.blksize), int64(len(t.mapped)))
+	end := min(off+int64(t.blksize), int64(len(t.mapped)))
+	binary.BigEndian.PutUint16(t.hdr[:], uint16(OpDATA))
+	binary.BigEndian.PutUint16(t.hdr[2:], uint16(seq))
+	err := t.vw.write(t.hdr[:], t.mapped[off:end])
+	if errors.Is(err, errPayload) {
+		return &protoError{ErrUndefined, "Read error", resultError, fmt.Errorf("reading %s: %w", t.file, err)}
+	}
+	return err
 }
 
 // recv waits (until the read deadline) for the next packet from the peer. It answers packets
