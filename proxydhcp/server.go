@@ -42,9 +42,16 @@ type Server struct {
 	// on the same host and owns port 67 (PXE phases 1a/1b; that server then
 	// sends option 60 "PXEClient" so that clients ask again on 4011).
 	PXEOnly bool
-	// Workers is the number of goroutines reading each socket (default
-	// 2×GOMAXPROCS, at least 4). A slow Booter only holds up one of them.
+	// Workers is the number of goroutines serving each socket (default
+	// 2×GOMAXPROCS, at least 4). One of them reads at a time and answers
+	// what it read itself, so a request costs no hand-over between
+	// goroutines; when an answer takes longer than HandOver (a slow
+	// Booter), the next worker takes over reading, so a slow Booter only
+	// holds up one of them.
 	Workers int
+	// HandOver is how long a worker may spend on one request before the
+	// next worker starts reading in its place; default 500 µs.
+	HandOver time.Duration
 	// Interfaces, when not empty, are the only interfaces (by name) whose
 	// requests are answered. Empty: every interface that has an IPv4
 	// address. Requests that arrive on a loopback interface are never
@@ -192,12 +199,19 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 	if len(s.Interfaces) > 0 || len(s.Subnets) > 0 {
 		s.logger().Info("proxydhcp answers only where told", "interfaces", s.Interfaces, "subnets", fmt.Sprint(s.Subnets))
 	}
+	handOver := s.HandOver
+	if handOver <= 0 {
+		handOver = defaultHandOver
+	}
 	for _, c := range conns {
+		// One token per socket: the worker holding it is the one reading.
+		token := make(chan struct{}, 1)
+		token <- struct{}{}
 		for range workers {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := s.readLoop(ctx, c); err != nil {
+				if err := s.readLoop(ctx, c, token, handOver); err != nil {
 					errOnce.Do(func() { firstErr = err })
 					cancel()
 				}
@@ -255,10 +269,34 @@ func (c *conn) write(b []byte, cm *ipv4.ControlMessage, dst net.Addr) error {
 	return err
 }
 
-func (s *Server) readLoop(ctx context.Context, c *conn) error {
+// defaultHandOver is Server.HandOver's default: far above the tens of
+// microseconds an answer takes, well below a client's retransmission.
+const defaultHandOver = 500 * time.Microsecond
+
+// readLoop is one worker of a socket. Only the worker holding token reads;
+// it answers the request itself and keeps the token for the next one,
+// unless the answer took longer than handOver: then a timer has passed the
+// token on to another worker, and this one waits for its turn again.
+func (s *Server) readLoop(ctx context.Context, c *conn, token chan struct{}, handOver time.Duration) error {
 	// One byte more than accepted, to detect oversized datagrams.
 	buf := make([]byte, MaxRequestLen+1)
+	passOn := time.AfterFunc(time.Hour, func() { token <- struct{}{} })
+	passOn.Stop()
+	holding := false
+	defer func() {
+		if holding {
+			token <- struct{}{} // let another worker see the socket close
+		}
+	}()
 	for {
+		if !holding {
+			select {
+			case <-token:
+				holding = true
+			case <-ctx.Done():
+				return nil
+			}
+		}
 		n, cm, src, err := c.read(buf)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -281,7 +319,11 @@ func (s *Server) readLoop(ctx context.Context, c *conn) error {
 			in.ifIndex = cm.IfIndex
 			in.dst = cm.Dst
 		}
+		passOn.Reset(handOver)
 		s.serveOne(ctx, c, in)
+		// Stop reports whether the timer was still pending: if it fired,
+		// the token went to another worker.
+		holding = passOn.Stop()
 	}
 }
 
