@@ -27,7 +27,7 @@ const (
 	extFlEncrypt     = 0x800
 	extRootIno       = 2
 	// maxDirBytes bounds a directory read into memory.
-	maxDirBytes = 256 << 20
+	maxDirBytes = 64 << 20
 )
 
 type extFS struct {
@@ -251,7 +251,8 @@ func (f *extFS) open(nd node) (io.ReaderAt, int64, error) {
 	var runs []run
 	var err error
 	if fl&extFlExtents != 0 {
-		runs, err = f.extents(n.raw[0x28:0x28+60], 0, nblocks)
+		budget := f.blocks // tree blocks read: a sound tree has fewer
+		runs, err = f.extents(n.raw[0x28:0x28+60], 0, nblocks, &budget)
 	} else {
 		runs, err = f.indirect(n.raw[0x28:0x28+60], nblocks)
 	}
@@ -263,7 +264,7 @@ func (f *extFS) open(nd node) (io.ReaderAt, int64, error) {
 
 // extents flattens an extent tree node into runs; nblocks bounds the
 // logical blocks that matter.
-func (f *extFS) extents(b []byte, depth int, nblocks uint64) ([]run, error) {
+func (f *extFS) extents(b []byte, depth int, nblocks uint64, budget *uint64) ([]run, error) {
 	le := binary.LittleEndian
 	if len(b) < 12 || le.Uint16(b[0:]) != 0xF30A {
 		return nil, fmt.Errorf("%w: bad extent header", ErrCorrupt)
@@ -294,11 +295,15 @@ func (f *extFS) extents(b []byte, depth int, nblocks uint64) ([]run, error) {
 			continue
 		}
 		leaf := uint64(le.Uint16(e[8:]))<<32 | uint64(le.Uint32(e[4:]))
+		if *budget == 0 {
+			return nil, fmt.Errorf("%w: extent tree reads more blocks than the filesystem has", ErrCorrupt)
+		}
+		*budget--
 		blk := make([]byte, f.bs)
 		if err := f.readBlock(leaf, blk); err != nil {
 			return nil, err
 		}
-		sub, err := f.extents(blk, depth+1, nblocks)
+		sub, err := f.extents(blk, depth+1, nblocks, budget)
 		if err != nil {
 			return nil, err
 		}
@@ -316,11 +321,19 @@ func (f *extFS) indirect(iblock []byte, nblocks uint64) ([]run, error) {
 	le := binary.LittleEndian
 	var out []run
 	var logical uint64
+	// A sound file maps at most as many blocks as the filesystem has and
+	// reads fewer indirect blocks: a corrupt one that repeats a block
+	// stops there instead of walking 2^30 pointers.
+	budget := 2 * f.blocks
 	add := func(phys uint64) error {
 		if phys >= f.blocks {
 			return fmt.Errorf("%w: block %d beyond the filesystem", ErrCorrupt, phys)
 		}
 		if phys != 0 {
+			if budget == 0 {
+				return fmt.Errorf("%w: indirect blocks map more than the filesystem holds", ErrCorrupt)
+			}
+			budget--
 			if n := len(out); n > 0 && out[n-1].physical != 0 && out[n-1].logical+out[n-1].count == logical && out[n-1].physical+out[n-1].count == phys {
 				out[n-1].count++
 			} else {
@@ -341,6 +354,10 @@ func (f *extFS) indirect(iblock []byte, nblocks uint64) ([]run, error) {
 			logical += span * per
 			return nil
 		}
+		if budget == 0 {
+			return fmt.Errorf("%w: indirect blocks map more than the filesystem holds", ErrCorrupt)
+		}
+		budget--
 		b := make([]byte, f.bs)
 		if err := f.readBlock(blk, b); err != nil {
 			return err
@@ -427,7 +444,8 @@ func (x *extFile) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// dirents calls fn for every live entry of directory n.
+// dirents calls fn for every live entry of directory n, reading its
+// mapped blocks one at a time (holes hold no entries).
 func (f *extFS) dirents(n *extNode, fn func(ino uint32, name string) bool) error {
 	if n.mode()&0xF000 != 0x4000 {
 		return ErrNotDir
@@ -439,32 +457,48 @@ func (f *extFS) dirents(n *extNode, fn func(ino uint32, name string) bool) error
 	if size > maxDirBytes {
 		return fmt.Errorf("%w: directory of %d bytes", ErrCorrupt, size)
 	}
-	b := make([]byte, size)
-	if _, err := r.ReadAt(b, 0); err != nil && err != io.EOF {
-		return err
+	x := r.(*extFile)
+	var mapped uint64
+	for _, rn := range x.runs {
+		if rn.physical != 0 {
+			mapped += rn.count
+		}
+	}
+	if mapped > f.blocks {
+		return fmt.Errorf("%w: directory inode %d maps %d blocks", ErrCorrupt, n.ino, mapped)
 	}
 	le := binary.LittleEndian
-	for blk := int64(0); blk < size; blk += f.bs {
-		blockEnd := min(blk+f.bs, size)
-		for off := blk; off+8 <= blockEnd; {
-			ino := le.Uint32(b[off:])
-			rl := int64(le.Uint16(b[off+4:]))
-			nl := int64(b[off+6])
-			if !f.fileType {
-				nl = int64(le.Uint16(b[off+6:]))
+	b := make([]byte, f.bs)
+	nblocks := uint64((size + f.bs - 1) / f.bs)
+	for _, rn := range x.runs {
+		if rn.physical == 0 {
+			continue
+		}
+		for i := uint64(0); i < rn.count && rn.logical+i < nblocks; i++ {
+			if err := f.readBlock(rn.physical+i, b); err != nil {
+				return err
 			}
-			if rl < 8 || off+rl > blockEnd || rl%4 != 0 {
-				return fmt.Errorf("%w: directory inode %d: bad entry at %d", ErrCorrupt, n.ino, off)
-			}
-			if ino != 0 && nl > 0 && 8+nl <= rl {
-				name := string(b[off+8 : off+8+nl])
-				if name != "." && name != ".." {
-					if !fn(ino, name) {
-						return nil
+			blockEnd := min(f.bs, size-int64(rn.logical+i)*f.bs)
+			for off := int64(0); off+8 <= blockEnd; {
+				ino := le.Uint32(b[off:])
+				rl := int64(le.Uint16(b[off+4:]))
+				nl := int64(b[off+6])
+				if !f.fileType {
+					nl = int64(le.Uint16(b[off+6:]))
+				}
+				if rl < 8 || off+rl > blockEnd || rl%4 != 0 {
+					return fmt.Errorf("%w: directory inode %d: bad entry in block %d", ErrCorrupt, n.ino, rn.logical+i)
+				}
+				if ino != 0 && nl > 0 && 8+nl <= rl {
+					name := string(b[off+8 : off+8+nl])
+					if name != "." && name != ".." {
+						if !fn(ino, name) {
+							return nil
+						}
 					}
 				}
+				off += rl
 			}
-			off += rl
 		}
 	}
 	return nil
