@@ -160,6 +160,7 @@ func checkRestoreJob(t *testing.T, srv *prebootServer, mac string) {
 		t.Errorf("job %d: progress %d/%d bytes, want done == total > 0", j.ID, j.BytesDone, j.BytesTotal)
 	}
 	checkJobLog(t, srv, j.ID)
+	checkTimeReport(t, srv, j.ID)
 	srv.logJobs(t, mac)
 }
 

@@ -155,7 +155,7 @@ func (m *Machine) Text() string {
 		parts = append(parts, s)
 	}
 	if m.CPUs > 0 {
-		parts = append(parts, fmt.Sprintf("%d CPUs", m.CPUs))
+		parts = append(parts, cpus(m.CPUs))
 	}
 	return strings.Join(parts, " · ")
 }
@@ -228,7 +228,7 @@ func Hint(b *Breakdown, m *Machine) string {
 		}
 		s := what + " is the limit"
 		if m.CPUs > 0 {
-			s += fmt.Sprintf(": %d CPUs", m.CPUs)
+			s += ": " + cpus(m.CPUs)
 			if m.CPUModel != "" {
 				s += " (" + m.CPUModel + ")"
 			}
@@ -236,6 +236,13 @@ func Hint(b *Breakdown, m *Machine) string {
 		return s
 	}
 	return ""
+}
+
+func cpus(n int) string {
+	if n == 1 {
+		return "1 CPU"
+	}
+	return fmt.Sprintf("%d CPUs", n)
 }
 
 // mbps is the most a link of n Mb/s carries, in MB/s.

@@ -169,6 +169,12 @@ func TestFromInventoryAndHint(t *testing.T) {
 	if m := FromInventory(inv, "", "/dev/sdb"); m.DiskModel != "USB stick" || m.NIC != "eth0" {
 		t.Fatalf("by path, NIC up: %+v", m)
 	}
+	one := FromInventory(json.RawMessage(`{"hardware":{"cpus":1}}`), "", "")
+	cpu := &Breakdown{ElapsedUS: 1_000_000, Stages: []Stage{{Name: "verify", Resource: CPU, Pool: "workers", Workers: 4, BusyUS: 3_600_000}}}
+	cpu.Compute()
+	if got, want := Hint(cpu, one), "verifying and decompressing chunks is the limit: 1 CPU"; got != want || one.Text() != "1 CPU" {
+		t.Fatalf("one CPU: hint %q (want %q), text %q", got, want, one.Text())
+	}
 	if FromInventory(json.RawMessage(`{"hardware":`), "", "") != nil || FromInventory(nil, "", "") != nil {
 		t.Fatal("a broken inventory gave a machine")
 	}
