@@ -24,6 +24,6 @@ func BenchmarkRespond(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		_ = out.reply.ToBytes()
+		_ = out.wire
 	}
 }

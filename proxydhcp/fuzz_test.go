@@ -85,7 +85,16 @@ func FuzzHandle(f *testing.F) {
 			if perr != nil {
 				t.Fatalf("answered a request ParseRequest rejects: %v", perr)
 			}
-			wire := out.reply.ToBytes()
+			wire := out.wire
+			// The answer path encodes directly; it must be what the
+			// library encodes from BuildReply's packet.
+			ref, err := BuildReply(req, out.client, out.client.ServerIP, out.boot)
+			if err != nil {
+				t.Fatalf("BuildReply refuses what respond answered: %v", err)
+			}
+			if want := ref.ToBytes(); !bytes.Equal(wire, want) {
+				t.Fatalf("reply differs from BuildReply's:\n got %x\nwant %x", wire, want)
+			}
 			if len(wire) > dhcpv4.MaxMessageSize {
 				t.Fatalf("reply of %d bytes exceeds %d", len(wire), dhcpv4.MaxMessageSize)
 			}

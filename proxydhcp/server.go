@@ -338,7 +338,8 @@ type inbound struct {
 
 // outbound is one reply to send.
 type outbound struct {
-	reply  *dhcpv4.DHCPv4
+	wire   []byte             // the encoded reply
+	mt     dhcpv4.MessageType // OFFER or ACK
 	client Client
 	boot   Boot
 	dst    *net.UDPAddr
@@ -353,7 +354,7 @@ func (s *Server) serveOne(ctx context.Context, c *conn, in inbound) {
 		s.logDrop(ctx, in, result, err)
 		return
 	}
-	if err := c.write(out.reply.ToBytes(), out.cm, out.dst); err != nil {
+	if err := c.write(out.wire, out.cm, out.dst); err != nil {
 		s.Metrics.count(in.port, ResultSendError)
 		s.logger().Warn("proxydhcp send failed", "mac", out.client.MAC.String(), "port", in.port, "dst", out.dst.String(), "err", err)
 		return
@@ -370,9 +371,9 @@ func (s *Server) serveOne(ctx context.Context, c *conn, in inbound) {
 		"vendor_class", out.client.VendorClass,
 		"user_class", out.client.UserClass,
 		"port", in.port,
-		"type", out.reply.MessageType().String(),
+		"type", out.mt.String(),
 		"filename", out.boot.Filename,
-		"server_ip", out.reply.ServerIPAddr.String(),
+		"server_ip", out.client.ServerIP.String(),
 		"dst", out.dst.String(),
 	)
 }
@@ -415,11 +416,11 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 	if err != nil {
 		return nil, ResultBooterError, fmt.Errorf("proxydhcp: booter: %w", err)
 	}
-	reply, err := BuildReply(req, client, serverIP, boot)
+	wire, mt, err := appendReply(make([]byte, 0, 512), req, client, serverIP, boot)
 	if err != nil {
 		return nil, ResultBooterError, err
 	}
-	out := &outbound{reply: reply, client: client, boot: boot}
+	out := &outbound{wire: wire, mt: mt, client: client, boot: boot}
 	out.dst = s.destination(in, req)
 	if in.ifIndex != 0 {
 		out.cm = &ipv4.ControlMessage{IfIndex: in.ifIndex}
@@ -429,7 +430,7 @@ func (s *Server) respond(ctx context.Context, in inbound) (*outbound, string, er
 		}
 	}
 	result := ResultOffered
-	if reply.MessageType() == dhcpv4.MessageTypeAck {
+	if mt == dhcpv4.MessageTypeAck {
 		result = ResultAcked
 	}
 	return out, result, nil
