@@ -334,7 +334,7 @@ func offlineGC(ctx context.Context, g *globals, dataDir string) (image.GCStats, 
 	if err := cfg.Finish(); err != nil {
 		return image.GCStats{}, fmt.Errorf("configuration: %w", err)
 	}
-	if _, err := os.Stat(cfg.Imaging.Repo); err != nil {
+	if _, err := os.Stat(cfg.Imaging.Repo); err != nil && cfg.Imaging.Store == "" {
 		return image.GCStats{}, fmt.Errorf("no image repository at %s: %w", cfg.Imaging.Repo, err)
 	}
 	var st store.Store

@@ -71,6 +71,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Store.DSN, "store-dsn", d.Store.DSN, "PostgreSQL connection string (with --store-driver postgres; it may hold a password: prefer $PREBOOT_STORE_DSN)")
 	fs.StringVar(&c.Boot.PXELinux, "pxelinux-boot-file", d.Boot.PXELinux, "pxelinux program for devices whose work uses --loader pxelinux")
 	fs.StringVar(&c.Imaging.Repo, "image-repo", d.Imaging.Repo, "image repository directory (default DATA_DIR/images)")
+	fs.StringVar(&c.Imaging.Store, "image-store", d.Imaging.Store, "keep images in an S3-compatible bucket instead: s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&region=R (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or credentials=FILE; see docs/scale-out.md)")
 	fs.StringVar(&c.Imaging.Kernel, "imaging-kernel", d.Imaging.Kernel, "imaging environment kernel, under the TFTP root")
 	fs.StringVar(&c.Imaging.Initrd, "imaging-initrd", d.Imaging.Initrd, "imaging environment initrd, under the TFTP root")
 	fs.StringVar(&c.Imaging.Cmdline, "imaging-cmdline", d.Imaging.Cmdline, "kernel command line before the per-job parameters")

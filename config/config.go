@@ -99,6 +99,10 @@ type Retention struct {
 type Imaging struct {
 	// Repo is the image repository directory (default DATA_DIR/images).
 	Repo string `yaml:"repo"`
+	// Store, when set, keeps the image repository in an S3-compatible
+	// bucket instead of Repo: s3://BUCKET[/PREFIX]?endpoint=HOST:PORT&...
+	// (see docs/scale-out.md; credentials from the environment or a file).
+	Store string `yaml:"store"`
 	// Kernel and Initrd are the imaging environment, relative to the TFTP
 	// root (the seed's /boot/kernel and /boot/initrd).
 	Kernel string `yaml:"kernel"`

@@ -58,3 +58,12 @@ func (r *Repo) chunkPath(h Hash) string {
 	}
 	return chunkKey(h)
 }
+
+// Dir is the repository's directory, "" when it is on another backend
+// (an object store: no file system to measure).
+func (r *Repo) Dir() string {
+	if d, ok := r.obj.(*dirBackend); ok {
+		return d.root
+	}
+	return ""
+}

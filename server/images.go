@@ -9,6 +9,7 @@ import (
 
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/image/s3store"
 	"github.com/preboot/preboot/store"
 )
 
@@ -30,12 +31,26 @@ func OpenRepo(cfg config.Config, st store.Store, log *slog.Logger) (*image.Repo,
 			return !store.JobFinished(j.State), nil
 		}
 	}
+	if cfg.Imaging.Store != "" {
+		// Startup, not a request: bounded so a dead endpoint fails fast.
+		ctx, cancel := context.WithTimeout(context.Background(), openStoreTimeout)
+		defer cancel()
+		b, err := s3store.Open(ctx, cfg.Imaging.Store)
+		if err != nil {
+			return nil, fmt.Errorf("image repository: %w", err)
+		}
+		opts.Logger.Info("image repository on object storage", "store", b.String())
+		return image.OpenRepoBackend(b, opts), nil
+	}
 	repo, err := image.OpenRepo(cfg.Imaging.Repo, opts)
 	if err != nil {
 		return nil, fmt.Errorf("image repository: %w", err)
 	}
 	return repo, nil
 }
+
+// openStoreTimeout bounds connecting to the image store at startup.
+const openStoreTimeout = 30 * time.Second
 
 // pinImage resolves a restore's image NAME to the version current now
 // (NAME@N), for jobs.Service.ResolveImage. An image that does not exist

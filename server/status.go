@@ -140,12 +140,14 @@ func (s *serverStatus) repoStatus(ctx context.Context, now time.Time) (api.RepoS
 		return out, nil
 	}
 	out.Path = s.repo.Root()
-	var fs unix.Statfs_t
-	if err := unix.Statfs(out.Path, &fs); err != nil {
-		return out, fmt.Errorf("image repository %s: statfs: %w", out.Path, err)
+	if dir := s.repo.Dir(); dir != "" { // an object store has no file system to measure
+		var fs unix.Statfs_t
+		if err := unix.Statfs(dir, &fs); err != nil {
+			return out, fmt.Errorf("image repository %s: statfs: %w", out.Path, err)
+		}
+		out.TotalBytes = int64(fs.Blocks) * int64(fs.Bsize)
+		out.FreeBytes = int64(fs.Bavail) * int64(fs.Bsize)
 	}
-	out.TotalBytes = int64(fs.Blocks) * int64(fs.Bsize)
-	out.FreeBytes = int64(fs.Bavail) * int64(fs.Bsize)
 
 	s.usageMu.Lock()
 	defer s.usageMu.Unlock()

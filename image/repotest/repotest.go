@@ -1,0 +1,487 @@
+// Package repotest is the conformance suite of image.Repo: the same
+// scenarios run on every Backend (the directory in package image's tests,
+// an S3 bucket on a real server in image/s3store's).
+package repotest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/preboot/preboot/disk"
+	"github.com/preboot/preboot/image"
+)
+
+// Open returns a fresh, empty repository with opts.
+type Open func(t *testing.T, opts image.RepoOptions) *image.Repo
+
+const (
+	mib       = 1 << 20
+	diskSize  = 8 * mib
+	chunkSize = 256 << 10
+)
+
+// Disk is a synthetic disk: boot code, one partition with sparse used
+// extents, one raw partition, a tail.
+type Disk struct {
+	Data   []byte
+	Layout image.Layout
+}
+
+// NewDisk makes the disk of seed (different seeds share some content, so
+// images share chunks).
+func NewDisk(seed uint64) Disk {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, diskSize)
+	random := func(from, to int) {
+		for i := from; i < to; i++ {
+			b[i] = byte(rng.Uint32())
+		}
+	}
+	random(0, 446)
+	b[510], b[511] = 0x55, 0xaa
+	p1 := image.Area{Index: 1, Start: 1 * mib, Size: 4 * mib, FSType: "ext4", Used: []disk.Extent{
+		{Offset: 0, Length: 1 * mib}, {Offset: 2 * mib, Length: 1 * mib}}}
+	random(1*mib, 2*mib)
+	copy(b[3*mib:4*mib], bytes.Repeat([]byte("preboot repository conformance\n"), mib/31+1))
+	p2 := image.Area{Index: 2, Start: 5 * mib, Size: 2 * mib, FSType: "raw"}
+	random(5*mib, 5*mib+300<<10)
+	random(diskSize-16<<10, diskSize)
+	parts := []image.Area{p1, p2}
+	return Disk{Data: b, Layout: image.Layout{DiskSize: diskSize, Partitions: parts, Regions: image.Gaps(diskSize, parts)}}
+}
+
+// Capture stores d's chunks in st and returns the manifest (unpublished).
+func Capture(ctx context.Context, d Disk, st image.ChunkStore, name string) (*image.Manifest, error) {
+	return image.Capture(ctx, bytes.NewReader(d.Data), d.Layout, st, image.CaptureOptions{Name: name, ChunkSize: chunkSize, Workers: 2})
+}
+
+// Restore restores m from st and checks every used byte equals d's.
+func Restore(ctx context.Context, d Disk, m *image.Manifest, st image.ChunkStore) error {
+	dst := &memDisk{b: bytes.Repeat([]byte{0xa5}, diskSize)}
+	if err := image.Restore(ctx, dst, m, st, image.RestoreOptions{TargetSize: diskSize, Workers: 2}); err != nil {
+		return err
+	}
+	n := 0
+	for _, ar := range m.Areas() {
+		for _, e := range ar.Used {
+			s, end := ar.Start+e.Offset, ar.Start+e.Offset+e.Length
+			if !bytes.Equal(d.Data[s:end], dst.b[s:end]) {
+				return fmt.Errorf("%s: used extent [%d,+%d) differs after restore", ar.Label(), e.Offset, e.Length)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return errors.New("no used extents compared")
+	}
+	return nil
+}
+
+type memDisk struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
+		return 0, fmt.Errorf("write [%d,+%d) past the disk", off, len(p))
+	}
+	return copy(m.b[off:], p), nil
+}
+
+// recording is a ChunkStore that records what it stores under a job, as
+// the server's upload handler does (record first, then store).
+type recording struct {
+	*image.Repo
+	job int64
+}
+
+func (r recording) Put(ctx context.Context, h image.Hash, data []byte) error {
+	if err := r.Repo.RecordUploads(r.job, []image.Hash{h}); err != nil {
+		return err
+	}
+	return r.Repo.Put(ctx, h, data)
+}
+
+func (r recording) Missing(ctx context.Context, hs []image.Hash) (map[image.Hash]struct{}, error) {
+	miss, err := r.Repo.Missing(ctx, hs)
+	if err != nil {
+		return nil, err
+	}
+	var present []image.Hash
+	for _, h := range hs {
+		if _, ok := miss[h]; !ok {
+			present = append(present, h)
+		}
+	}
+	return miss, r.Repo.RecordUploads(r.job, present)
+}
+
+// Run runs every scenario on repositories from open.
+func Run(t *testing.T, open Open) {
+	t.Run("CaptureRestoreVersions", func(t *testing.T) { testCaptureRestoreVersions(t, open) })
+	t.Run("ChunkObjects", func(t *testing.T) { testChunkObjects(t, open) })
+	t.Run("PublishAtomic", func(t *testing.T) { testPublishAtomic(t, open) })
+	t.Run("GCProtectsOpenJobs", func(t *testing.T) { testGCProtectsOpenJobs(t, open) })
+	t.Run("GCWhileCaptureUploads", func(t *testing.T) { testGCWhileCapture(t, open) })
+	t.Run("CorruptObjectDetected", func(t *testing.T) { testCorrupt(t, open) })
+	t.Run("UsageAndQuota", func(t *testing.T) { testUsageQuota(t, open) })
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func publish(t *testing.T, repo *image.Repo, d Disk, name string) (*image.Manifest, int) {
+	t.Helper()
+	m, err := Capture(t.Context(), d, repo, name)
+	must(t, err)
+	v, err := repo.PublishVersion(t.Context(), m)
+	must(t, err)
+	return m, v
+}
+
+func testCaptureRestoreVersions(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1})
+	d1, d2 := NewDisk(1), NewDisk(2)
+	m1, v1 := publish(t, repo, d1, "lab")
+	if v1 != 1 {
+		t.Fatalf("first publish: version %d", v1)
+	}
+	if v, err := repo.PublishVersion(ctx, m1); err != nil || v != 1 {
+		t.Fatalf("retried publish: version %d, %v; want 1 (nothing added)", v, err)
+	}
+	_, v2 := publish(t, repo, d2, "lab")
+	if v2 != 2 {
+		t.Fatalf("second publish: version %d", v2)
+	}
+	names, err := repo.List()
+	must(t, err)
+	if len(names) != 1 || names[0] != "lab" {
+		t.Fatalf("List = %v", names)
+	}
+	cur, err := repo.Manifest("lab")
+	must(t, err)
+	must(t, Restore(ctx, d2, cur, repo))
+	old, err := repo.Manifest("lab@1")
+	must(t, err)
+	must(t, Restore(ctx, d1, old, repo))
+	must(t, repo.Verify(ctx, "lab@1", 2))
+	must(t, repo.Verify(ctx, "lab", 2))
+	if v, err := repo.Rollback(ctx, "lab", 0); err != nil || v != 1 {
+		t.Fatalf("rollback: %d, %v", v, err)
+	}
+	if _, v, err := repo.Resolve("lab"); err != nil || v != 1 {
+		t.Fatalf("after rollback lab is @%d, %v", v, err)
+	}
+	vs, err := repo.Versions("lab")
+	must(t, err)
+	if len(vs) != 2 || !vs[0].Current || vs[1].Current {
+		t.Fatalf("versions: %+v", vs)
+	}
+	must(t, repo.Remove(ctx, "lab@1"))
+	if _, v, err := repo.Resolve("lab"); err != nil || v != 2 {
+		t.Fatalf("after removing the current version lab is @%d, %v", v, err)
+	}
+	if _, err := repo.Manifest("lab@1"); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("removed version: %v", err)
+	}
+	_, v3 := publish(t, repo, d1, "lab")
+	if v3 != 3 {
+		t.Fatalf("publish after a removal: version %d, want 3 (numbers not reused)", v3)
+	}
+	must(t, repo.Remove(ctx, "lab"))
+	if names, _ := repo.List(); len(names) != 0 {
+		t.Fatalf("List after remove = %v", names)
+	}
+	if _, err := repo.Manifest("lab"); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("removed image: %v", err)
+	}
+	st, err := repo.GC(ctx)
+	must(t, err)
+	if st.Removed == 0 || st.Kept != 0 {
+		t.Fatalf("GC after removing everything: %+v", st)
+	}
+}
+
+func testChunkObjects(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1})
+	m, _ := publish(t, repo, NewDisk(3), "obj")
+	h := m.ChunkHashes()[0]
+	data, err := repo.Get(ctx, h, nil)
+	must(t, err)
+	must(t, image.VerifyChunk(h, data))
+	f, size, err := repo.OpenChunk(ctx, h)
+	must(t, err)
+	var buf bytes.Buffer
+	_, err = buf.ReadFrom(f)
+	f.Close()
+	must(t, err)
+	if size != int64(len(data)) || !bytes.Equal(buf.Bytes(), data) {
+		t.Fatalf("OpenChunk: %d bytes (size %d), Get: %d", buf.Len(), size, len(data))
+	}
+	must(t, repo.Put(ctx, h, data)) // present: a no-op
+	absent := image.Sum([]byte("not stored"))
+	if _, err := repo.Get(ctx, absent, nil); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("Get of an absent chunk: %v", err)
+	}
+	if _, _, err := repo.OpenChunk(ctx, absent); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("OpenChunk of an absent chunk: %v", err)
+	}
+	miss, err := repo.Missing(ctx, append(m.ChunkHashes(), absent))
+	must(t, err)
+	if _, ok := miss[absent]; !ok || len(miss) != 1 {
+		t.Fatalf("Missing = %v, want only %s", miss, absent)
+	}
+}
+
+// testPublishAtomic: a manifest with a chunk the repository lacks is
+// refused and nothing appears; while versions are published, a reader
+// that finds a manifest always finds every chunk it names.
+func testPublishAtomic(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1})
+	d := NewDisk(4)
+	m, err := Capture(ctx, d, repo, "atomic")
+	must(t, err)
+	bad := *m
+	bad.Partitions = append([]image.Area(nil), m.Partitions...)
+	bad.Partitions[0].Chunks = append([]image.Chunk(nil), m.Partitions[0].Chunks...)
+	bad.Partitions[0].Chunks[0].Hash = image.Sum([]byte("never uploaded"))
+	if _, err := repo.PublishVersion(ctx, &bad); !errors.Is(err, image.ErrMissingChunks) {
+		t.Fatalf("publish with a missing chunk: %v, want ErrMissingChunks", err)
+	}
+	if names, _ := repo.List(); len(names) != 0 {
+		t.Fatalf("a refused publish left %v", names)
+	}
+	if _, err := repo.Manifest("atomic"); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("a refused publish left a manifest: %v", err)
+	}
+
+	// Writers capture and publish new versions; a reader checks every
+	// manifest it sees is complete.
+	const versions = 4
+	publish(t, repo, NewDisk(99), "atomic")
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var readErr error
+	seen := 0
+	wg.Go(func() {
+		for i := 0; i < 100000; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := repo.Manifest("atomic")
+			if errors.Is(err, image.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				readErr = err
+				return
+			}
+			seen++
+			miss, err := repo.Missing(ctx, got.ChunkHashes())
+			if err != nil {
+				readErr = err
+				return
+			}
+			if len(miss) != 0 {
+				readErr = fmt.Errorf("manifest %s@? names %d chunks the repository lacks", got.Name, len(miss))
+				return
+			}
+		}
+	})
+	for i := range versions - 1 {
+		_, _ = publish(t, repo, NewDisk(uint64(100+i)), "atomic")
+	}
+	close(done)
+	wg.Wait()
+	must(t, readErr)
+	vs, err := repo.VersionNumbers("atomic")
+	must(t, err)
+	if len(vs) != versions {
+		t.Fatalf("versions %v, want %d", vs, versions)
+	}
+	t.Logf("reader checked %d manifests while %d versions were published", seen, versions)
+}
+
+func testGCProtectsOpenJobs(t *testing.T, open Open) {
+	ctx := t.Context()
+	var mu sync.Mutex
+	openJobs := map[int64]bool{7: true}
+	repo := open(t, image.RepoOptions{GCGrace: -1, OpenJob: func(_ context.Context, id int64) (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return openJobs[id], nil
+	}})
+	kept, _ := publish(t, repo, NewDisk(5), "kept")
+	// Job 7 uploads an image it has not published yet.
+	pending, err := Capture(ctx, NewDisk(6), recording{repo, 7}, "pending")
+	must(t, err)
+	// A stray upload without a record (an admin's) and no grace period.
+	stray := NewDisk(8)
+	_, err = Capture(ctx, stray, repo, "stray")
+	must(t, err)
+	st, err := repo.GC(ctx)
+	must(t, err)
+	if st.Removed == 0 || st.Protected == 0 {
+		t.Fatalf("GC: %+v, want the stray chunks removed and job 7's protected", st)
+	}
+	must(t, repo.Verify(ctx, "kept", 2))
+	miss, err := repo.Missing(ctx, pending.ChunkHashes())
+	must(t, err)
+	if len(miss) != 0 {
+		t.Fatalf("GC removed %d chunks of open job 7", len(miss))
+	}
+	// The job publishes; its record goes.
+	_, err = repo.PublishVersion(ctx, pending)
+	must(t, err)
+	must(t, repo.DropUploads(7))
+	if hs, err := repo.Uploads(7); err != nil || len(hs) != 0 {
+		t.Fatalf("record after drop: %d, %v", len(hs), err)
+	}
+	// Job 9 uploads, then fails: GC frees what it left.
+	_, err = Capture(ctx, NewDisk(9), recording{repo, 9}, "failed")
+	must(t, err)
+	hs, err := repo.Uploads(9)
+	must(t, err)
+	if len(hs) == 0 {
+		t.Fatal("job 9 recorded nothing")
+	}
+	st, err = repo.GC(ctx)
+	must(t, err)
+	if st.RecordsDropped != 1 || st.Removed == 0 {
+		t.Fatalf("GC after job 9 ended: %+v", st)
+	}
+	if hs, _ := repo.Uploads(9); len(hs) != 0 {
+		t.Fatalf("job 9's record survived GC: %d", len(hs))
+	}
+	must(t, repo.Verify(ctx, "kept", 2))
+	must(t, repo.Verify(ctx, "pending", 2))
+	_ = kept
+
+	// With a grace period, a fresh unreferenced chunk is kept.
+	graced := open(t, image.RepoOptions{GCGrace: 0})
+	_, err = Capture(ctx, NewDisk(10), graced, "young")
+	must(t, err)
+	st, err = graced.GC(ctx)
+	must(t, err)
+	if st.Removed != 0 || st.Protected == 0 {
+		t.Fatalf("GC with a grace period: %+v, want young chunks protected", st)
+	}
+}
+
+// testGCWhileCapture runs GC in a loop while a job captures (recording
+// its uploads) and publishes: the published image verifies.
+func testGCWhileCapture(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1, OpenJob: func(context.Context, int64) (bool, error) { return true, nil }})
+	publish(t, repo, NewDisk(11), "base") // shares chunks with nothing in particular
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var gcErr error
+	runs := 0
+	wg.Go(func() {
+		for i := 0; i < 200; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := repo.GC(ctx); err != nil {
+				gcErr = err
+				return
+			}
+			runs++
+		}
+	})
+	m, err := Capture(ctx, NewDisk(12), recording{repo, 21}, "live")
+	if err == nil {
+		_, err = repo.PublishVersion(ctx, m)
+	}
+	close(stop)
+	wg.Wait()
+	must(t, err)
+	must(t, gcErr)
+	must(t, repo.DropUploads(21))
+	must(t, repo.Verify(ctx, "live", 2))
+	must(t, repo.Verify(ctx, "base", 2))
+	t.Logf("%d GC runs during the capture", runs)
+}
+
+// testCorrupt damages a stored chunk object through the backend: reads
+// report ErrCorruptChunk (Verify, Restore), not success.
+func testCorrupt(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1})
+	d := NewDisk(13)
+	m, _ := publish(t, repo, d, "damaged")
+	c := m.Partitions[0].Chunks[0]
+	good, err := repo.Get(ctx, c.Hash, nil)
+	must(t, err)
+	s := c.Hash.String()
+	key := "chunks/" + s[:2] + "/" + s
+	for _, mode := range []string{"flipped", "truncated"} {
+		bad := bytes.Clone(good)
+		switch mode {
+		case "flipped":
+			bad[len(bad)/2] ^= 0x40
+		case "truncated":
+			bad = bad[:len(bad)/2]
+		}
+		must(t, repo.Backend().Put(ctx, key, bad))
+		if err := repo.Verify(ctx, "damaged", 2); !errors.Is(err, image.ErrCorruptChunk) {
+			t.Fatalf("%s: Verify = %v, want ErrCorruptChunk", mode, err)
+		}
+		err := Restore(ctx, d, m, repo)
+		var ce *image.ChunkError
+		if !errors.Is(err, image.ErrCorruptChunk) || !errors.As(err, &ce) || ce.Hash != c.Hash {
+			t.Fatalf("%s: Restore = %v, want ErrCorruptChunk naming %s", mode, err, c.Hash)
+		}
+	}
+	must(t, repo.Backend().Put(ctx, key, good))
+	must(t, repo.Verify(ctx, "damaged", 2))
+}
+
+func testUsageQuota(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1})
+	m1, _ := publish(t, repo, NewDisk(14), "a")
+	publish(t, repo, NewDisk(15), "b")
+	u, err := repo.Usage(ctx)
+	must(t, err)
+	if len(u.Images) != 2 || u.Chunks == 0 || u.StoredBytes == 0 || u.GarbageBytes != 0 {
+		t.Fatalf("usage: %+v", u)
+	}
+	if u.Images[0].Chunks != len(uniq(m1.ChunkHashes())) {
+		t.Fatalf("usage of a: %d chunks, manifest has %d", u.Images[0].Chunks, len(uniq(m1.ChunkHashes())))
+	}
+	// A repository limited to what it holds refuses a new chunk.
+	limited := open(t, image.RepoOptions{GCGrace: -1, MaxBytes: 64 << 10})
+	_, err = Capture(ctx, NewDisk(16), limited, "big")
+	if !errors.Is(err, image.ErrQuota) {
+		t.Fatalf("capture past the quota: %v, want ErrQuota", err)
+	}
+}
+
+func uniq(hs []image.Hash) map[image.Hash]struct{} {
+	out := make(map[image.Hash]struct{})
+	for _, h := range hs {
+		out[h] = struct{}{}
+	}
+	return out
+}
