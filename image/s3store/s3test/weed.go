@@ -3,13 +3,13 @@
 // stopped by its PID when the test ends.
 //
 // The binary is not a dependency of Preboot's module: `make s3server`
-// builds it once into var/cache/s3server/bin/weed (or PREBOOT_WEED names
-// one). Without it the tests that need it skip, saying so.
+// builds it once from SeaweedFS's own module into DefaultBinary (or
+// PREBOOT_WEED names one). Without it the tests that need it skip, saying
+// so (PREBOOT_REQUIRE_S3=1 makes that a failure).
 package s3test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -30,33 +30,24 @@ const (
 	SecretKey = "preboot-test-secret-key"
 )
 
-// Binary returns the SeaweedFS binary: $PREBOOT_WEED, else
-// var/cache/s3server/bin/weed at the module's root.
+// WeedVersion is the SeaweedFS module version the Makefile builds (its
+// s3server target; keep the two equal).
+const WeedVersion = "v0.0.0-20261109003541-7506e5f91cd6"
+
+// DefaultBinary is where `make s3server` puts it: a machine-wide cache
+// outside the work tree, so fresh clones (CI) reuse it.
+const DefaultBinary = "/var/cache/preboot/s3server/weed-" + WeedVersion
+
+// Binary returns the SeaweedFS binary: $PREBOOT_WEED, else DefaultBinary.
 func Binary() (string, error) {
-	if p := os.Getenv("PREBOOT_WEED"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("PREBOOT_WEED: %w", err)
-		}
-		return p, nil
+	p := os.Getenv("PREBOOT_WEED")
+	if p == "" {
+		p = DefaultBinary
 	}
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("no SeaweedFS binary (run `make s3server`, or set PREBOOT_WEED): %w", err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "var", "cache", "s3server", "bin", "weed")
-			if _, err := os.Stat(p); err != nil {
-				return "", fmt.Errorf("no SeaweedFS binary at %s (run `make s3server`, or set PREBOOT_WEED): %w", p, err)
-			}
-			return p, nil
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			return "", errors.New("module root not found")
-		}
-		dir = up
-	}
+	return p, nil
 }
 
 // Server is a running SeaweedFS.
