@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/preboot/preboot/disk"
 	"github.com/preboot/preboot/image"
@@ -133,6 +134,7 @@ func Run(t *testing.T, open Open) {
 	t.Run("GCWhileCaptureUploads", func(t *testing.T) { testGCWhileCapture(t, open) })
 	t.Run("CorruptObjectDetected", func(t *testing.T) { testCorrupt(t, open) })
 	t.Run("UsageAndQuota", func(t *testing.T) { testUsageQuota(t, open) })
+	t.Run("MissingRenewsOldChunks", func(t *testing.T) { testMissingTouches(t, open) })
 }
 
 func must(t *testing.T, err error) {
@@ -484,4 +486,38 @@ func uniq(hs []image.Hash) map[image.Hash]struct{} {
 		out[h] = struct{}{}
 	}
 	return out
+}
+
+// testMissingTouches: a capture told a chunk is present renews the
+// chunk's modification time once it is older than half the grace period,
+// so a GC running before the capture publishes keeps it.
+func testMissingTouches(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: 2 * time.Second})
+	m, err := Capture(ctx, NewDisk(17), repo, "touched")
+	must(t, err)
+	h := m.ChunkHashes()[0]
+	s := h.String()
+	key := "chunks/" + s[:2] + "/" + s
+	before, err := repo.Backend().Stat(ctx, key)
+	must(t, err)
+	// Object stores keep LastModified in whole seconds: wait past one and
+	// past half the grace period.
+	time.Sleep(1100 * time.Millisecond)
+	miss, err := repo.Missing(ctx, []image.Hash{h})
+	must(t, err)
+	if len(miss) != 0 {
+		t.Fatalf("Missing = %v", miss)
+	}
+	after, err := repo.Backend().Stat(ctx, key)
+	must(t, err)
+	if !after.ModTime.After(before.ModTime) {
+		t.Fatalf("chunk time %v after Missing, was %v: not renewed", after.ModTime, before.ModTime)
+	}
+	if after.Size != before.Size {
+		t.Fatalf("touch changed the size: %d -> %d", before.Size, after.Size)
+	}
+	_, err = repo.PublishVersion(ctx, m)
+	must(t, err)
+	must(t, repo.Verify(ctx, "touched", 1))
 }
