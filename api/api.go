@@ -106,6 +106,7 @@ func (h *Handler) routes() []route {
 		{"GET /api/v1/devices/{mac}/decision", h.deviceDecision},
 		{"POST /api/v1/devices/{mac}/wake", h.wakeDevice},
 		{"POST /api/v1/wake", h.wakeDevices},
+		{"POST /api/v1/wake/relay", h.wakeRelay},
 		{"GET /api/v1/devices/{mac}/menu", h.getMenu(store.ScopeDevice)},
 		{"PUT /api/v1/devices/{mac}/menu", h.putMenu(store.ScopeDevice)},
 		{"DELETE /api/v1/devices/{mac}/menu", h.deleteMenu(store.ScopeDevice)},

@@ -53,7 +53,7 @@ import (
 var contractRoutes = []string{
 	"GET /devices", "POST /devices",
 	"GET /devices/{mac}", "PATCH /devices/{mac}", "DELETE /devices/{mac}",
-	"GET /devices/{mac}/decision", "POST /devices/{mac}/wake", "POST /wake",
+	"GET /devices/{mac}/decision", "POST /devices/{mac}/wake", "POST /wake", "POST /wake/relay",
 	"GET /devices/{mac}/menu", "PUT /devices/{mac}/menu", "DELETE /devices/{mac}/menu",
 
 	"GET /groups", "POST /groups",
@@ -1262,6 +1262,8 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.bad("POST", "/devices/52:54:00:ff:ff:fe/wake", nil, 404)
 	l.do("POST", "/groups/lab-a/wake", nil, 200, nil)
 	l.bad("POST", "/groups/nope/wake", nil, 404)
+	l.do("POST", "/wake/relay", map[string]any{"mac": "52:54:00:ff:ff:fd"}, 200, nil) // another server's device
+	l.bad("POST", "/wake/relay", map[string]any{"mac": "not-a-mac"}, 422)
 	var sa store.Assignment
 	l.do("POST", "/assignments", map[string]any{"bundle": "inventory", "device": "52:54:00:12:34:56", "at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339), "wake": true}, 201, &sa)
 	l.do("GET", "/assignments?scheduled=true", nil, 200, nil)

@@ -85,3 +85,22 @@ func (h *Handler) wake(w http.ResponseWriter, r *http.Request, devs []store.Devi
 	}
 	writeJSON(w, http.StatusOK, WakeResponse{Results: nonNil(res)})
 }
+
+// wakeRelay: POST /api/v1/wake/relay — another Preboot server asks this
+// one to send a device's magic packet on its segments (docs/wake.md,
+// relays). The device need not be known here.
+func (h *Handler) wakeRelay(w http.ResponseWriter, r *http.Request) {
+	if h.wakeOff(w) {
+		return
+	}
+	var req wake.RelayRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	res, err := h.Waker.Relayed(context.WithoutCancel(r.Context()), req, ActorFrom(r.Context()))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}

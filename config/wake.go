@@ -3,7 +3,10 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"net/url"
 	"time"
+
+	"github.com/preboot/preboot/tlspin"
 )
 
 // Wake configures Wake-on-LAN (docs/wake.md). A magic packet goes to the
@@ -24,6 +27,25 @@ type Wake struct {
 	// Interval is how often the scheduler looks for scheduled wakes
 	// that came due (0: 10s).
 	Interval time.Duration `yaml:"interval"`
+	// Relays are Preboot servers on subnets this one has no interface
+	// on: they send the magic packets of those subnets' devices.
+	Relays []WakeRelay `yaml:"relays"`
+}
+
+// WakeRelay is a Preboot server that sends magic packets on its subnet
+// for this one (POST /api/v1/wake/relay on its admin API).
+type WakeRelay struct {
+	// Subnet (CIDR): devices whose last address is in it are woken by
+	// this relay.
+	Subnet string `yaml:"subnet"`
+	// URL of the relay server's admin API, e.g. https://10.2.0.5:8443.
+	URL string `yaml:"url"`
+	// Fingerprint pins the relay's TLS certificate ("sha256:HEX", as
+	// its log and `preboot status` show it); empty: the system's roots.
+	Fingerprint string `yaml:"fingerprint"`
+	// TokenFile holds an admin API token of the relay server (`preboot
+	// token create NAME` there).
+	TokenFile string `yaml:"token_file"`
 }
 
 // Prefixes returns the routed subnets: Subnets, then proxyDHCP's.
@@ -50,6 +72,22 @@ func (w Wake) check() []error {
 	for _, s := range w.Subnets {
 		if p, err := netip.ParsePrefix(s); err != nil || !p.Addr().Is4() {
 			errs = append(errs, fmt.Errorf("wake.subnets: %q is not an IPv4 CIDR subnet", s))
+		}
+	}
+	for i, r := range w.Relays {
+		if p, err := netip.ParsePrefix(r.Subnet); err != nil || !p.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("wake.relays[%d].subnet: %q is not an IPv4 CIDR subnet", i, r.Subnet))
+		}
+		if u, err := url.Parse(r.URL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("wake.relays[%d].url: %q is not an http(s) URL", i, r.URL))
+		}
+		if r.Fingerprint != "" {
+			if _, err := tlspin.Parse(r.Fingerprint); err != nil {
+				errs = append(errs, fmt.Errorf("wake.relays[%d].fingerprint: %w", i, err))
+			}
+		}
+		if r.TokenFile == "" {
+			errs = append(errs, fmt.Errorf("wake.relays[%d].token_file: required (an admin token of the relay server)", i))
 		}
 	}
 	return errs

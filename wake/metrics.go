@@ -14,19 +14,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		packets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "preboot_wake_packets_total",
-			Help: "Wake-on-LAN magic packets, by how the destination was chosen (interface, address, routed, fallback) and result (sent, failed).",
+			Help: "Wake-on-LAN magic packets, by how the destination was chosen (interface, address, relay, routed, fallback) and result (sent, failed).",
 		}, []string{"how", "result"}),
 		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "preboot_wake_devices_total",
-			Help: "Devices woken, by cause (admin: the API or CLI; schedule: a scheduled assignment) and result (sent, failed).",
+			Help: "Devices woken, by cause (admin: the API or CLI; schedule: a scheduled assignment; relay: for another server) and result (sent, failed).",
 		}, []string{"cause", "result"}),
 	}
-	for _, how := range []string{HowInterface, HowAddress, HowRouted, HowFallback} {
+	for _, how := range []string{HowInterface, HowAddress, HowRelay, HowRouted, HowFallback} {
 		for _, r := range []string{"sent", "failed"} {
 			m.packets.WithLabelValues(how, r)
 		}
 	}
-	for _, c := range []string{CauseAdmin, CauseSchedule} {
+	for _, c := range []string{CauseAdmin, CauseSchedule, CauseRelay} {
 		for _, r := range []string{"sent", "failed"} {
 			m.devices.WithLabelValues(c, r)
 		}

@@ -40,11 +40,16 @@ type Target struct {
 	Source netip.Addr `json:"-"`
 	How    string     `json:"how"`
 	Why    string     `json:"why"`
+	// Relay is the URL of the relay server that sent it (How "relay").
+	Relay string `json:"relay,omitempty"`
 	// Error is why sending failed ("" = sent).
 	Error string `json:"error,omitempty"`
 }
 
 func (t Target) String() string {
+	if t.How == HowRelay {
+		return "relay " + t.Relay
+	}
 	s := net.JoinHostPort(t.Addr.String(), strconv.Itoa(t.Port))
 	if t.Interface != "" {
 		s += " on " + t.Interface
@@ -67,6 +72,9 @@ type Sender struct {
 	// this server is woken by the subnet's directed broadcast, which the
 	// routers on the way must forward.
 	Subnets []netip.Prefix
+	// Relays send the packets of devices on their subnets (checked after
+	// this server's own subnets, before Subnets).
+	Relays  []Relay
 	Metrics *Metrics
 	Logger  *slog.Logger
 }
@@ -174,6 +182,12 @@ func (s *Sender) Targets(d Device) ([]Target, error) {
 				}
 			}
 		}
+		for _, r := range s.Relays {
+			if r.Subnet.Contains(ip) {
+				return []Target{{Addr: Broadcast(r.Subnet), Port: s.port(), How: HowRelay, Relay: r.URL,
+					Why: "the device's address " + ip.String() + " is in " + r.Subnet.String() + ", relayed by " + r.URL}}, nil
+			}
+		}
 		for _, p := range s.Subnets {
 			if p.Contains(ip) {
 				return []Target{{Addr: Broadcast(p), Port: s.port(), How: HowRouted,
@@ -212,6 +226,11 @@ func contains(list []string, s string) bool {
 // with the errors of those that failed; the error is non-nil when none
 // was sent.
 func (s *Sender) Send(ctx context.Context, mac string, targets []Target) ([]Target, error) {
+	return s.send(ctx, Device{MAC: mac}, targets)
+}
+
+func (s *Sender) send(ctx context.Context, d Device, targets []Target) ([]Target, error) {
+	mac := d.MAC
 	hw, err := net.ParseMAC(mac)
 	if err != nil {
 		return nil, fmt.Errorf("wake %s: %w", mac, err)
@@ -224,7 +243,13 @@ func (s *Sender) Send(ctx context.Context, mac string, targets []Target) ([]Targ
 	var errs []error
 	for i := range targets {
 		t := &targets[i]
-		if err := sendOne(ctx, *t, pkt); err != nil {
+		var err error
+		if t.How == HowRelay {
+			err = s.sendRelayed(ctx, d, t)
+		} else {
+			err = sendOne(ctx, *t, pkt)
+		}
+		if err != nil {
 			t.Error = err.Error()
 			errs = append(errs, err)
 			s.Metrics.packet(t.How, false)

@@ -16,6 +16,7 @@ import (
 const (
 	CauseAdmin    = "admin"    // the API or the CLI
 	CauseSchedule = "schedule" // a scheduled assignment came due
+	CauseRelay    = "relay"    // another server asked this one (a relay)
 )
 
 // Result is what a wake did for one device.
@@ -127,21 +128,37 @@ func (s *Service) Wake(ctx context.Context, devs []store.Device, actor, cause st
 	out := make([]Result, 0, len(devs))
 	for _, d := range devs {
 		r := Result{MAC: d.MAC, Name: d.Name}
-		targets, err := s.Sender.Targets(Device{MAC: d.MAC, IP: d.IP, Interface: d.Interface})
+		wd := Device{MAC: d.MAC, IP: d.IP, Interface: d.Interface}
+		targets, err := s.Sender.Targets(wd)
 		if err == nil {
-			r.Targets, err = s.Sender.Send(ctx, d.MAC, targets)
+			r.Targets, err = s.Sender.send(ctx, wd, targets)
 		}
 		r.Sent = err == nil
 		if err != nil {
 			r.Error = err.Error()
 		}
 		s.Sender.Metrics.device(cause, r.Sent)
-		if _, err := s.Store.AddEvent(ctx, store.Event{MAC: d.MAC, Kind: store.EventWake, Actor: actor, Message: r.message(cause)}); err != nil {
-			return out, fmt.Errorf("wake %s: record event: %w", d.MAC, err)
+		if err := s.event(ctx, d.MAC, actor, r.message(cause)); err != nil {
+			return out, err
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+func (s *Service) event(ctx context.Context, mac, actor, msg string) error {
+	if _, err := s.Store.AddEvent(ctx, store.Event{MAC: mac, Kind: store.EventWake, Actor: actor, Message: msg}); err != nil {
+		return fmt.Errorf("wake %s: record event: %w", mac, err)
+	}
+	return nil
+}
+
+func normalizeMAC(s string) (string, error) {
+	mac, err := store.NormalizeMAC(s)
+	if err != nil {
+		return "", fmt.Errorf("wake: %w: %w", err, store.ErrInvalid)
+	}
+	return mac, nil
 }
 
 func (r Result) message(cause string) string {
@@ -165,8 +182,11 @@ func (r Result) message(cause string) string {
 	} else if len(r.Targets) > 0 {
 		b.WriteString(" (" + r.Targets[0].Why + ")")
 	}
-	if cause == CauseSchedule {
+	switch cause {
+	case CauseSchedule:
 		b.WriteString(" [scheduled]")
+	case CauseRelay:
+		b.WriteString(" [relayed for another server]")
 	}
 	return b.String()
 }
