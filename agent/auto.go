@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/failover"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/mcast"
@@ -24,13 +25,17 @@ import (
 )
 
 // Env is what the imaging environment's kernel command line tells the
-// agent: preboot.server=URL preboot.token=TOKEN preboot.job=ID
+// agent: preboot.server=URL[,URL…] preboot.token=TOKEN preboot.job=ID
 // [preboot.tls=sha256:HEX] [preboot.debug=1].
 type Env struct {
 	Server string
-	Token  string
-	Job    int64
-	Debug  bool
+	// Servers, when it names more than one, are every server sharing the
+	// job's database and image store, Server first: when the current one
+	// stops answering, requests go to the next (package failover).
+	Servers []string
+	Token   string
+	Job     int64
+	Debug   bool
 	// TLS pins the server's certificate (sha256:HEX): with an https
 	// server, exactly that certificate is accepted.
 	TLS string
@@ -43,7 +48,11 @@ func ParseCmdline(cmdline string) (Env, error) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "preboot.server":
-			e.Server = v
+			e.Servers = failover.Split(v)
+			e.Server = ""
+			if len(e.Servers) > 0 {
+				e.Server = e.Servers[0]
+			}
 		case "preboot.token":
 			e.Token = v
 		case "preboot.tls":
@@ -105,7 +114,17 @@ func Auto(ctx context.Context, env Env, o AutoOptions) (Outcome, error) {
 	if base == nil {
 		base = slog.New(slog.DiscardHandler)
 	}
-	jc := &JobClient{BaseURL: env.Server, Token: env.Token, HTTP: o.HTTP, TLSFingerprint: env.TLS, Attempts: o.Attempts, Backoff: o.Backoff, Logger: base}
+	jobHTTP := o.HTTP
+	if o.HTTP == nil && len(env.Servers) > 1 {
+		// Several servers: both clients go through one failover
+		// transport, the job API's with its usual 30 s bound per call.
+		hc, err := failoverClient(env, base)
+		if err != nil {
+			return Outcome{}, err
+		}
+		o.HTTP, jobHTTP = hc, &http.Client{Transport: hc.Transport, Timeout: 30 * time.Second}
+	}
+	jc := &JobClient{BaseURL: env.Server, Token: env.Token, HTTP: jobHTTP, TLSFingerprint: env.TLS, Attempts: o.Attempts, Backoff: o.Backoff, Logger: base}
 	job, err := jc.Job(ctx)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("get job: %w", err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/preboot/preboot/agent"
 	"github.com/preboot/preboot/bundle"
+	"github.com/preboot/preboot/failover"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/mcast"
@@ -391,7 +392,11 @@ func newAgentAuto(g *globals) *cobra.Command {
 				}
 			}
 			if server != "" {
-				env.Server = server
+				env.Servers = failover.Split(server)
+				env.Server = ""
+				if len(env.Servers) > 0 {
+					env.Server = env.Servers[0]
+				}
 			}
 			switch {
 			case tokenFile != "":
@@ -433,7 +438,7 @@ func newAgentAuto(g *globals) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&cmdline, "cmdline", "/proc/cmdline", "kernel command line to read preboot.* keys from")
-	c.Flags().StringVar(&server, "server", "", "server URL (overrides preboot.server=)")
+	c.Flags().StringVar(&server, "server", "", "server URL, or URL,URL,… of servers sharing one database (overrides preboot.server=)")
 	c.Flags().StringVar(&token, "token", "", "job token (overrides preboot.token=; visible in the process list: prefer --token-file)")
 	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the job token (overrides preboot.token=)")
 	c.Flags().StringVar(&pin, "tls-fingerprint", "", "pin of the server's certificate, sha256:HEX (overrides preboot.tls=)")

@@ -13,7 +13,8 @@
 //
 // Kernel command line parameters:
 //
-//	preboot.server=http://IP:PORT  the Preboot server (HTTP API and /files/); IPv6: https://[ADDR]:PORT
+//	preboot.server=http://IP:PORT  the Preboot server (HTTP API and /files/); IPv6: https://[ADDR]:PORT;
+//	                               URL,URL,…: servers sharing one database, the agent goes on with the next when one dies
 //	preboot.token=TOKEN            per-job bearer token for the agent API
 //	preboot.tls=sha256:HEX         pin of the server's TLS certificate (https servers)
 //	preboot.job=ID                 the job this boot is for
@@ -43,6 +44,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/preboot/preboot/failover"
 )
 
 // After is what the machine does when the agent is done.
@@ -82,7 +85,8 @@ func (a After) String() string {
 
 // Env is what the environment learnt before the handoff.
 type Env struct {
-	Server    string            // preboot.server, e.g. http://10.0.0.1:8080
+	Server    string            // preboot.server, e.g. http://10.0.0.1:8080 (the first when it lists several)
+	Servers   []string          // every URL of preboot.server=URL,URL… (servers sharing one database)
 	Token     string            // preboot.token
 	TLS       string            // preboot.tls: sha256:HEX of the server's certificate
 	Job       string            // preboot.job
@@ -117,7 +121,10 @@ func ParseCmdline(cmdline string) Env {
 		k, v, _ := strings.Cut(f, "=")
 		env.Params[k] = v
 	}
-	env.Server = strings.TrimRight(env.Params["preboot.server"], "/")
+	env.Servers = failover.Split(env.Params["preboot.server"])
+	if len(env.Servers) > 0 {
+		env.Server = env.Servers[0]
+	}
 	env.Token = env.Params["preboot.token"]
 	env.TLS = env.Params["preboot.tls"]
 	env.Job = env.Params["preboot.job"]
@@ -279,6 +286,9 @@ func boot(ctx context.Context, logger *slog.Logger, handoff Handoff, env *Env, o
 		return err
 	}
 	env.Server = serverOnLink(env.Server, env.Interface)
+	for i, s := range env.Servers {
+		env.Servers[i] = serverOnLink(s, env.Interface)
+	}
 
 	if env.Server != "" {
 		extra, err := ApplyUpdateDriversTLS(ctx, logger, env.Server, env.TLS, "/", loader)
