@@ -52,6 +52,10 @@ type Engine struct {
 	// AgentFingerprint is the SHA-256 pin ("sha256:HEX") of the server's
 	// TLS certificate the agent accepts; empty: none (plain HTTP).
 	AgentFingerprint string
+	// PeerServers are the agent base URLs of the other servers sharing
+	// this one's database and image store; they follow this server's on
+	// preboot.server= so that the agent goes on with them when it dies.
+	PeerServers []string
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 	// GRUBConfigWait: how long after a Secure Boot client fetched GRUB the

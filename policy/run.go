@@ -294,6 +294,11 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 			server = s
 		}
 	}
+	for _, p := range e.PeerServers {
+		if !strings.Contains(","+server+",", ","+p+",") {
+			server += "," + p
+		}
+	}
 	cmdline := fmt.Sprintf("%s preboot.server=%s preboot.token=%s preboot.job=%d", e.Imaging.Cmdline, server, token, job.ID)
 	if e.AgentFingerprint != "" {
 		cmdline += " preboot.tls=" + e.AgentFingerprint
