@@ -43,6 +43,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.HTTP.TLSListen, "tls-listen", d.HTTP.TLSListen, `HTTPS listen address HOST:PORT (console, API, images, agents); "" = no TLS`)
 	fs.StringVar(&c.HTTP.TLSCert, "tls-cert", d.HTTP.TLSCert, "TLS certificate PEM file (default: a self-signed one generated under DATA_DIR/tls)")
 	fs.StringVar(&c.HTTP.TLSKey, "tls-key", d.HTTP.TLSKey, "TLS private key PEM file (with --tls-cert)")
+	fs.StringSliceVar(&c.HTTP.PeerServers, "peer-servers", d.HTTP.PeerServers, "agent URLs (https://HOST:8443) of the other servers on the same database and image store: imaging agents go on with them when this one dies (same certificate on all; docs/scale-out.md)")
 	fs.BoolVar(&c.ProxyDHCP.Enabled, "proxydhcp", d.ProxyDHCP.Enabled, "run the proxyDHCP server")
 	fs.StringVar(&c.ProxyDHCP.DHCPListen, "proxydhcp-dhcp-listen", d.ProxyDHCP.DHCPListen, `proxyDHCP address on the DHCP port; "" when the site DHCP server runs on this host`)
 	fs.StringVar(&c.ProxyDHCP.PXEListen, "proxydhcp-pxe-listen", d.ProxyDHCP.PXEListen, "proxyDHCP address on the PXE port (4011)")

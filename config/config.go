@@ -186,6 +186,10 @@ type HTTP struct {
 	// MaxEventStreamsPerClient those of one client address (429 beyond).
 	MaxEventStreams          int `yaml:"max_event_streams"`
 	MaxEventStreamsPerClient int `yaml:"max_event_streams_per_client"`
+	// PeerServers are the agent base URLs (https://HOST:8443) of the
+	// other servers sharing this one's database and image store
+	// (docs/scale-out.md); this server's own URL may be among them.
+	PeerServers []string `yaml:"peer_servers"`
 }
 
 // ProxyDHCP configures the proxyDHCP server.

@@ -120,6 +120,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		pol.AgentServer = agentServer(tlsPort)
 		pol.AgentFingerprint = cert.fingerprint
 	}
+	if pol.PeerServers, err = peerServers(ctx, cfg.HTTP.PeerServers, pol.AgentFingerprint, log); err != nil {
+		return err
+	}
 
 	status := newStatus(cfg, st, repo)
 	if tlsLn != nil {
