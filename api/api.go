@@ -20,6 +20,7 @@ import (
 	"github.com/preboot/preboot/jobs"
 	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/policy"
+	"github.com/preboot/preboot/replica"
 	"github.com/preboot/preboot/store"
 	"github.com/preboot/preboot/wake"
 )
@@ -59,6 +60,9 @@ type Options struct {
 	Sessions Sessions
 	// Waker sends Wake-on-LAN packets (nil: the wake routes answer 503).
 	Waker *wake.Service
+	// Replication is a site server's replicator (nil: no upstream, the
+	// replica routes answer 503).
+	Replication *replica.Replicator
 }
 
 // New returns a ready Handler.
@@ -164,6 +168,10 @@ func (h *Handler) routes() []route {
 		{"GET /api/v1/tokens", h.listTokens},
 		{"POST /api/v1/tokens", h.createToken},
 		{"DELETE /api/v1/tokens/{id}", h.deleteToken},
+
+		{"GET /api/v1/replicas", h.replicas},
+		{"POST /api/v1/replicas/sync", h.syncReplicas},
+		{"POST /api/v1/replicas/verify", h.verifyReplicas},
 	}
 }
 

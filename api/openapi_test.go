@@ -88,6 +88,8 @@ var contractRoutes = []string{
 
 	"GET /tokens", "POST /tokens", "DELETE /tokens/{id}",
 
+	"GET /replicas", "POST /replicas/sync", "POST /replicas/verify",
+
 	"GET /dhcp/leases",
 
 	"GET /openapi.json", "GET /version", "GET /status",
@@ -1209,6 +1211,11 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.bad("POST", "/tokens", map[string]any{"name": "walkthrough"}, 409)
 	l.do("GET", "/dhcp/leases?family=4&active=true&limit=10", nil, 200, nil)
 	l.bad("GET", "/dhcp/leases?family=7", nil, 400)
+	// Not a site server: the replica routes answer 503 (replicas_test.go
+	// walks them on one).
+	l.bad("GET", "/replicas", nil, 503)
+	l.bad("POST", "/replicas/sync", nil, 503)
+	l.bad("POST", "/replicas/verify", map[string]any{"repair": true}, 503)
 
 	// Bundles: one of every example, and what is refused.
 	_, tree := readDoc(t)

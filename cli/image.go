@@ -291,6 +291,7 @@ func newImage(g *globals) *cobra.Command {
 	imp.Flags().StringVar(&rename, "name", "", "import under this image name")
 	cmd.AddCommand(imp)
 	addImageExplorer(cmd, g, &af, store) // ls, cat, cp, diff: imagefiles.go
+	addReplicaCommands(g, cmd, &af)
 	return cmd
 }
 

@@ -91,6 +91,14 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringSliceVar(&c.Wake.Interfaces, "wake-interfaces", d.Wake.Interfaces, "when nothing is known of where a device is, send its magic packet out of these interfaces only (default: every interface up with IPv4)")
 	fs.StringSliceVar(&c.Wake.Subnets, "wake-subnets", d.Wake.Subnets, "routed client subnets (CIDR) woken by their directed broadcast (routers must forward it); --proxydhcp-subnets count too")
 	fs.DurationVar(&c.Wake.Interval, "wake-interval", d.Wake.Interval, "how often the scheduler looks for scheduled wakes that came due (0: 10s)")
+	fs.StringVar(&c.Upstream.URL, "upstream", d.Upstream.URL, "site server: replicate the images of this central server (https://HOST:8443; docs/scale-out.md)")
+	fs.StringVar(&c.Upstream.TokenFile, "upstream-token-file", d.Upstream.TokenFile, "file holding an admin token of the --upstream server")
+	fs.StringVar(&c.Upstream.Pin, "upstream-pin", d.Upstream.Pin, "the --upstream server's certificate fingerprint, sha256:HEX (default: verified by the system's CAs)")
+	fs.StringVar(&c.Upstream.Replicate, "replicate", d.Upstream.Replicate, "images to replicate: all, or NAME, PATTERN (lab-*) and label:KEY=VALUE terms, comma-separated")
+	fs.BoolVar(&c.Upstream.KeepDeleted, "replicate-keep-deleted", d.Upstream.KeepDeleted, "keep images and versions the upstream removed (default: remove them here too)")
+	fs.DurationVar(&c.Upstream.Interval, "replicate-interval", d.Upstream.Interval, "time between replication rounds (0: 5m; one runs at start)")
+	fs.DurationVar(&c.Upstream.ScrubInterval, "replicate-scrub-interval", d.Upstream.ScrubInterval, "time between scrubs re-hashing the replicated chunks at rest (0: 24h; negative: never)")
+	fs.IntVar(&c.Upstream.Parallel, "replicate-parallel", d.Upstream.Parallel, "chunks fetched from the upstream at once (0: 4)")
 }
 
 func newServe(g *globals) *cobra.Command {

@@ -49,6 +49,9 @@ type Config struct {
 	DHCP6 DHCP6Server `yaml:"dhcp6"`
 	// Wake is Wake-on-LAN (config/wake.go).
 	Wake Wake `yaml:"wake"`
+	// Upstream makes this a site server replicating a central server's
+	// images (config/upstream.go).
+	Upstream Upstream `yaml:"upstream"`
 }
 
 // Multicast configures multicast sessions (docs/multicast.md). With no
@@ -369,6 +372,7 @@ func (c *Config) Finish() error {
 	errs = append(errs, c.DHCP.check()...)
 	errs = append(errs, c.DHCP6.check()...)
 	errs = append(errs, c.Wake.check()...)
+	errs = append(errs, c.Upstream.check()...)
 	return errors.Join(errs...)
 }
 

@@ -141,6 +141,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return nil
 		})
 	}
+	// A site server keeps a verified replica of its upstream's images.
+	rep, err := newReplicator(cfg, repo, log.With("component", "replica"))
+	if err != nil {
+		return err
+	}
+	if rep != nil {
+		reg.MustRegister(rep)
+		status.replication = rep
+		g.Go(func() error {
+			rep.Run(ctx)
+			return nil
+		})
+	}
 	g.Go(func() error { return runRetention(ctx, st, cfg.Retention, log.With("component", "retention")) })
 	// Scheduled assignments that asked for it wake their devices when
 	// they come due (claimed in the store: once across servers).
@@ -369,6 +382,7 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 		ImageExists: func(name string) bool { _, err := repo.Manifest(name); return err == nil },
 		Sessions:    mc,
 		Waker:       waker,
+		Replication: status.replication,
 	})
 	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
 	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)

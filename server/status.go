@@ -12,6 +12,7 @@ import (
 	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/image"
+	"github.com/preboot/preboot/replica"
 	"github.com/preboot/preboot/store"
 )
 
@@ -39,6 +40,9 @@ type serverStatus struct {
 	services    map[string]api.ServiceStatus
 	tlsListen   string // the HTTPS address once it listens
 	fingerprint string // of the certificate HTTPS serves
+	// replication is a site server's replicator (nil: no upstream); the
+	// admin API reports it.
+	replication *replica.Replicator
 
 	usageMu sync.Mutex
 	usedAt  time.Time // when used was computed
