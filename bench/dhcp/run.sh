@@ -13,7 +13,7 @@ set -euo pipefail
 RATES=${RATES:-"1000 5000 10000 15000 20000"}
 DURATION=${DURATION:-5}     # seconds per rate
 CLIENTS=${CLIENTS:-10000}   # distinct MACs (perfdhcp -R)
-REPEAT=${REPEAT:-3}         # runs per rate; the best (fewest drops) is reported
+REPEAT=${REPEAT:-3}         # interleaved rounds; per rate the best run (fewest drops, then lowest avg delay) is reported
 # perfdhcp runs at a higher priority than the servers (same for both), so that
 # on a small shared host the load generator, not the server under test, keeps
 # up with receiving; GEN_NICE=0 to turn off.
@@ -108,48 +108,70 @@ measure() {
 	fi
 }
 
-run_rates() { # NAME
-	local name=$1 best=0
-	for rate in $RATES; do
-		# Best of REPEAT runs (fewest drops): the CPUs are shared with the
-		# load generator and whatever else runs on the host.
-		local b_sent=0 b_recv=0 b_drops=999999999 b_avg=- b_max=- b_srvd=0 b_clid=0
-		for _ in $(seq 1 "$REPEAT"); do
-			measure "$rate"
-			if [ "$M_DROPS" -lt "$b_drops" ]; then
-				b_sent=$M_SENT b_recv=$M_RECV b_drops=$M_DROPS b_avg=$M_AVG b_max=$M_MAX b_srvd=$M_SRVD b_clid=$M_CLID
-			fi
-			[ "$M_DROPS" = 0 ] && break
-		done
-		local pct offers
-		pct=$(awk -v d="$b_drops" -v s="$b_sent" 'BEGIN { if (s > 0) printf "%.2f", 100 * d / s; else print "-" }')
-		offers=$(awk -v r="$b_recv" -v t="$DURATION" 'BEGIN { printf "%.0f", r / t }')
-		if [ "$b_drops" = 0 ] && [ "$b_sent" -gt 0 ] && [ "$rate" -gt "$best" ]; then best=$rate; fi
-		printf '| %s | %s | %s | %s | %s | %s %% | %s | %s | %s / %s |\n' \
-			"$name" "$rate" "$b_sent" "$b_recv" "$offers" "$pct" "$b_srvd" "$b_clid" "$b_avg" "$b_max" | tee -a "$ROWS"
-	done
-	BEST[$name]=$best
+# Every round runs each server through every rate, the servers alternating
+# first from round to round, so that both see the same host conditions.
+declare -A RES ALLAVG
+DNSMASQ_NAME="dnsmasq $(dnsmasq --version | awk 'NR==1 {print $3}') proxy"
+NAMES=("preboot proxydhcp" "$DNSMASQ_NAME")
+
+start_named() { # NAME
+	if [ "$1" = "preboot proxydhcp" ]; then
+		ip netns exec "$SRV" "$WORK/proxyserve" -iface "$SIF" 2>>"$WORK/proxyserve.log" &
+	else
+		ip netns exec "$SRV" dnsmasq --keep-in-foreground --port=0 --conf-file=/dev/null --no-resolv --no-hosts \
+			--interface="$SIF" --bind-interfaces --dhcp-range=10.215.0.0,proxy,255.255.0.0 \
+			--pxe-service=x86PC,"Preboot",undionly --leasefile-ro --dhcp-leasefile=/dev/null \
+			--pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" --quiet-dhcp --user=root --group=root &
+	fi
+	SERVER_PID=$!
+	wait_port67
+}
+
+# keep NAME RATE: keeps the run just measured if it has fewer drops than the
+# best so far (ties: the lower average delay), and notes its average delay.
+keep() {
+	local k="$1|$2" prev
+	ALLAVG[$k]="${ALLAVG[$k]:+${ALLAVG[$k]}, }$M_AVG"
+	prev=${RES[$k]:-}
+	if [ -n "$prev" ]; then
+		local pd pa
+		read -r _ _ pd pa _ <<<"$prev"
+		if [ "$M_DROPS" -gt "$pd" ]; then return; fi
+		if [ "$M_DROPS" = "$pd" ] && awk -v a="$M_AVG" -v b="$pa" 'BEGIN { exit !(a == "-" || (b != "-" && a + 0 >= b + 0)) }'; then return; fi
+	fi
+	RES[$k]="$M_SENT $M_RECV $M_DROPS $M_AVG $M_MAX $M_SRVD $M_CLID"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
-echo "== preboot proxydhcp" >&2
-ip netns exec "$SRV" "$WORK/proxyserve" -iface "$SIF" 2>"$WORK/proxyserve.log" &
-SERVER_PID=$!
-wait_port67
-run_rates "preboot proxydhcp"
-stop_server
+for round in $(seq 1 "$REPEAT"); do
+	order=("${NAMES[@]}")
+	if [ $((round % 2)) = 0 ]; then order=("${NAMES[1]}" "${NAMES[0]}"); fi
+	for name in "${order[@]}"; do
+		echo "== round $round: $name" >&2
+		start_named "$name"
+		for rate in $RATES; do
+			measure "$rate"
+			echo "$name $rate/s: $M_RECV/$M_SENT, drops $M_DROPS, avg $M_AVG ms" >&2
+			keep "$name" "$rate"
+		done
+		stop_server
+	done
+done
 cat "$WORK/proxyserve.log" >&2
 
-echo "== dnsmasq proxy" >&2
-ip netns exec "$SRV" dnsmasq --keep-in-foreground --port=0 --conf-file=/dev/null --no-resolv --no-hosts \
-	--interface="$SIF" --bind-interfaces --dhcp-range=10.215.0.0,proxy,255.255.0.0 \
-	--pxe-service=x86PC,"Preboot",undionly --leasefile-ro --dhcp-leasefile=/dev/null \
-	--pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" --quiet-dhcp --user=root --group=root &
-SERVER_PID=$!
-wait_port67
-run_rates "dnsmasq $(dnsmasq --version | awk 'NR==1 {print $3}') proxy"
-stop_server
+for name in "${NAMES[@]}"; do
+	best=0
+	for rate in $RATES; do
+		read -r b_sent b_recv b_drops b_avg b_max b_srvd b_clid <<<"${RES[$name|$rate]}"
+		pct=$(awk -v d="$b_drops" -v s="$b_sent" 'BEGIN { if (s > 0) printf "%.2f", 100 * d / s; else print "-" }')
+		offers=$(awk -v r="$b_recv" -v t="$DURATION" 'BEGIN { printf "%.0f", r / t }')
+		if [ "$b_drops" = 0 ] && [ "$b_sent" -gt 0 ] && [ "$rate" -gt "$best" ]; then best=$rate; fi
+		printf '| %s | %s | %s | %s | %s | %s %% | %s | %s | %s / %s | %s |\n' \
+			"$name" "$rate" "$b_sent" "$b_recv" "$offers" "$pct" "$b_srvd" "$b_clid" "$b_avg" "$b_max" "${ALLAVG[$name|$rate]}" | tee -a "$ROWS"
+	done
+	BEST[$name]=$best
+done
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -158,15 +180,17 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo
 	echo "Generated by \`bench/dhcp/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'): perfdhcp $(perfdhcp -v 2>&1 | awk '{print $2}') sends"
 	echo "PXE DHCPDISCOVERs (option 60 \`$VENDOR\`, 93 and 97, $CLIENTS distinct MACs, \`-i\`: DISCOVER/OFFER only)"
-	echo "for ${DURATION} s per rate (best of up to $REPEAT runs: fewest drops) from one network namespace to the proxy in another over a veth pair."
+	echo "for ${DURATION} s per rate from one network namespace to the proxy in another over a veth pair; $REPEAT interleaved rounds"
+	echo "(the servers alternate going first), per rate the best run (fewest drops, then lowest average delay) is shown, with the"
+	echo "average delay of every run in the last column."
 	echo "Both servers answer every PXE DISCOVER with a proxy OFFER (no address) broadcast to port 68."
 	echo
 	echo "perfdhcp runs with \`nice -n $GEN_NICE\` (the servers at 0), so that the load generator keeps up."
 	echo "Host: $(nproc) CPUs, kernel $(uname -r); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo "(the load generator, the server and anything else running share these CPUs)."
 	echo
-	echo "| server | target rate /s | DISCOVERs sent | OFFERs received | OFFERs /s | drops | server rcvbuf drops | perfdhcp rcvbuf drops | avg / max delay ms |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| server | target rate /s | DISCOVERs sent | OFFERs received | OFFERs /s | drops | server rcvbuf drops | perfdhcp rcvbuf drops | avg / max delay ms | avg delay, every run, ms |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 	cat "$ROWS"
 	echo
 	for k in "${!BEST[@]}"; do

@@ -4,6 +4,7 @@
 #
 #   sudo bench/tftp/run.sh            # full run (about 20 minutes)
 #   ROUNDS=1 CONC=20 bench/tftp/run.sh  # quicker
+#   CELLS="curl/512/1 curl/1468/1" CONC_ROUNDS=3 LOSS=0 bench/tftp/run.sh  # some cells only
 #
 # Needs root (network namespaces, nftables), curl, atftp, nftables, iproute2, dnsmasq-base, go.
 # The peer servers are fetched with `apt-get download` + `dpkg -x` into bench/.cache (never
@@ -25,6 +26,8 @@ ROUNDS=${ROUNDS:-5}         # interleaved rounds of the single-download cells (m
 CONC=${CONC:-100}           # concurrent downloads
 LOSS_CAP=${LOSS_CAP:-120}   # seconds a peer gets for the lossy download
 PREBOOT_LOSS_RUNS=${PREBOOT_LOSS_RUNS:-3}
+CONC_ROUNDS=${CONC_ROUNDS:-1} # interleaved rounds of the concurrent downloads (median reported)
+LOSS=${LOSS:-1}             # 0: skip the lossy-link cell
 
 NS=preboot-bench-lo
 NSA=preboot-bench-a
@@ -78,6 +81,7 @@ fetch_peers
 export LD_LIBRARY_PATH=$CACHE/root/usr/lib/x86_64-linux-gnu
 VERSIONS="tftpd-hpa $(dpkg-deb -f "$CACHE"/tftpd-hpa_*.deb Version), atftpd $(dpkg-deb -f "$CACHE"/atftpd_*.deb Version), $(/usr/sbin/dnsmasq --version | head -1 | cut -d' ' -f1-3)"
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building tftpserve"
 (cd "$REPO" && go build -o "$WORK/tftpserve" ./bench/tftp/tftpserve)
 
@@ -184,8 +188,12 @@ one_download() {
 	rm -f "$out"
 }
 
-CELLS=(curl/512/1 curl/1468/1 curl/8192/1)
-for w in 1 16 64; do for b in 512 1468 8192; do CELLS+=("atftp/$b/$w"); done; done
+if [[ -n ${CELLS:-} ]]; then
+	read -ra CELLS <<<"$CELLS"
+else
+	CELLS=(curl/512/1 curl/1468/1 curl/8192/1)
+	for w in 1 16 64; do for b in 512 1468 8192; do CELLS+=("atftp/$b/$w"); done; done
+fi
 
 log "single 32 MiB downloads: ${#CELLS[@]} cells x ${#SERVERS[@]} servers x $ROUNDS rounds"
 for r in $(seq "$ROUNDS"); do
@@ -201,8 +209,9 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # concurrent downloads: success %, aggregate MB/s, server CPU ms per MB
-log "$CONC concurrent 8 MiB downloads"
-for s in "${SERVERS[@]}"; do
+log "$CONC concurrent 8 MiB downloads, $CONC_ROUNDS round(s)"
+for r in $(seq "$CONC_ROUNDS"); do for i in "${!SERVERS[@]}"; do
+	s=${SERVERS[$(((i + r) % ${#SERVERS[@]}))]}
 	dir=$WORK/conc
 	rm -rf "$dir"
 	mkdir -p "$dir"
@@ -229,13 +238,14 @@ for s in "${SERVERS[@]}"; do
 	else
 		record conc/cpu "$s" "-"
 	fi
-	log "concurrent $s: $ok/$CONC ok"
-done
+	log "round $r concurrent $s: $ok/$CONC ok"
+done; done
 
 for s in "${SERVERS[@]}"; do stop_server "${PID[$s]}"; done
 ip netns del "$NS"
 
 # --- loss: 2 % UDP dropped each way --------------------------------------------------------------
+[[ $LOSS == 0 ]] || {
 log "lossy link: 8 MiB, blksize 1468, curl, 2 % UDP loss each way (cap ${LOSS_CAP}s)"
 for ns in "$NSA" "$NSB"; do ip netns del "$ns" 2>/dev/null || true; ip netns add "$ns"; ip -n "$ns" link set lo up; done
 ip -n "$NSA" link add pbb-a type veth peer name pbb-b netns "$NSB"
@@ -279,6 +289,7 @@ for s in "${SERVERS[@]}"; do
 	record loss "$s" "$joined"
 	stop_server "$SPID"
 done
+}
 
 # --- table -------------------------------------------------------------------------------------
 median() { # values on stdin; "fail" if any failed
@@ -308,7 +319,8 @@ label() {
 	echo "single downloads interleaved over $ROUNDS rounds (median shown). tftpd-hpa and dnsmasq do not"
 	echo "implement windowsize (RFC 7440), so their windowed cells are lock-step. Loss: veth pair between"
 	echo "two namespaces, nftables dropping 2 % of UDP in each direction; peers capped at ${LOSS_CAP} s;"
-	echo "Preboot run $PREBOOT_LOSS_RUNS times."
+	echo "Preboot run $PREBOOT_LOSS_RUNS times. Concurrent downloads: $CONC_ROUNDS interleaved round(s), median shown."
+	echo "Load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg) (the host is shared)."
 	echo
 	printf '| test |'
 	for s in "${SERVERS[@]}"; do printf ' %s |' "$s"; done
@@ -316,10 +328,12 @@ label() {
 	printf '|---|'
 	for s in "${SERVERS[@]}"; do printf '%s' '---|'; done
 	echo
-	for cell in "${CELLS[@]}" conc/success conc/mbps conc/cpu loss; do
+	rows=("${CELLS[@]}" conc/success conc/mbps conc/cpu)
+	[[ $LOSS == 0 ]] || rows+=(loss)
+	for cell in "${rows[@]}"; do
 		printf '| %s |' "$(label "$cell")"
 		for s in "${SERVERS[@]}"; do
-			if [[ $cell == */*/* ]]; then
+			if [[ $cell == */*/* || ($cell == conc/* && $CONC_ROUNDS -gt 1) ]]; then
 				printf ' %s |' "$(value "$cell" "$s" | median)"
 			else
 				printf ' %s |' "$(value "$cell" "$s")"
