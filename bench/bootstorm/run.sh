@@ -90,10 +90,12 @@ host "$SA" 10.217.0.3 va
 host "$SB" 10.217.0.4 vb
 
 # The lease pool of the site server, on the clients' interface beforehand: each simulated client
-# binds its sockets to the address it leased.
-POOL=$((N + 50))
-LAST=$(awk -v k="$((POOL - 1))" 'BEGIN { printf "10.217.%d.%d", 8 + int(k / 250), 1 + k % 250 }')
-awk -v n="$POOL" 'BEGIN { for (k = 0; k < n; k++) printf "addr add 10.217.%d.%d/16 dev eth0\n", 8 + int(k / 250), 1 + k % 250 }' |
+# binds its sockets to the address it leased. Four addresses per client: dnsmasq starts its
+# search for a free address at a hash of the MAC, so in a nearly full pool concurrent clients
+# are offered the same address and all but one get a NAK (a real site has room to spare).
+POOL=$((4 * N + 100))
+LAST=$(awk -v k="$POOL" 'BEGIN { printf "10.217.%d.%d", 8 + int(k / 256), k % 256 }')
+awk -v n="$POOL" 'BEGIN { for (k = 1; k <= n; k++) printf "addr add 10.217.%d.%d/16 dev eth0\n", 8 + int(k / 256), k % 256 }' |
 	ip -n "$CLI" -batch -
 
 SITE_PID=
@@ -148,14 +150,27 @@ DETAILS="$WORK/details"
 : >"$ROWS"
 : >"$DETAILS"
 : >"$WORK/finals"
+: >"$WORK/drops"
+
+# rcvbuf_errors NS...: UDP datagrams the kernel dropped in these namespaces because a socket's
+# receive buffer was full (the program reading it fell behind).
+rcvbuf_errors() {
+	local t=0 n
+	for n in "$@"; do
+		t=$((t + $(ip netns exec "$n" awk '/^Udp:/ { k++; if (k == 2) print $6 }' /proc/net/snmp)))
+	done
+	echo "$t"
+}
 
 storm() { # LABEL: run the clients, add a row
-	local label=$1 cpu0 cpu1 out
+	local label=$1 cpu0 cpu1 out s0 a0 c0
+	s0=$(rcvbuf_errors "$SITE") a0=$(rcvbuf_errors "$SA" "$SB") c0=$(rcvbuf_errors "$CLI")
 	cpu0=$(cpu_seconds "${SERVER_PIDS[@]}")
 	echo "== $label: $N clients over ${SPREAD}s" >&2
 	out=$(ip netns exec "$CLI" "$WORK/stormclient" -iface eth0 -n "$N" -spread "${SPREAD}s" -timeout "${TIMEOUT}s" \
 		-blksize "$BLKSIZE" -windowsize "$WINDOW" -name "$label")
 	cpu1=$(cpu_seconds "${SERVER_PIDS[@]}")
+	echo "| $label | $(($(rcvbuf_errors "$SITE") - s0)) | $(($(rcvbuf_errors "$SA" "$SB") - a0)) | $(($(rcvbuf_errors "$CLI") - c0)) |" >>"$WORK/drops"
 	echo "$out" >"$WORK/$label.json"
 	echo "$out" | python3 -c '
 import json, sys
@@ -266,6 +281,12 @@ fi
 	echo "| stack | PXE DHCP | TFTP ipxe.efi | iPXE DHCP | scripts (HTTP/TFTP) | errors |"
 	echo "|---|---:|---:|---:|---:|---|"
 	cat "$DETAILS"
+	echo
+	echo "UDP datagrams the kernel dropped because a socket's receive buffer was full (its reader fell behind), by namespace:"
+	echo
+	echo "| stack | site DHCP server | boot server(s) | clients (the load generator) |"
+	echo "|---|---:|---:|---:|"
+	cat "$WORK/drops"
 	echo
 	echo "\"server CPU s\" adds the user+system CPU time of the servers of the run (the site's dnsmasq and PostgreSQL included)."
 	echo

@@ -170,8 +170,8 @@ func summarize(c config, rs []result, wall time.Duration) summary {
 		if !r.OK {
 			s.Failures++
 			k := r.Err
-			if len(k) > 60 {
-				k = k[:60]
+			if len(k) > 110 {
+				k = k[:110]
 			}
 			s.Errors[k]++
 			continue
