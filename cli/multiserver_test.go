@@ -114,11 +114,15 @@ func TestTwoServersOneDatabase(t *testing.T) {
 	cB := newCLI(t, "PREBOOT_SOCKET="+filepath.Join(dirB, "admin.sock"))
 	web := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: dialInNetns(ns)}}
 
-	// A device created through A: B's decision is A's.
+	// A device first seen by B, then given work through A: B's decision
+	// follows the change made through A (its policy snapshot is no
+	// longer current) and is A's.
 	const mac2 = "52:54:00:00:0b:02"
-	cA.ok(t, "device", "add", mac2)
-	cA.ok(t, "device", "boot", mac2, "--kernel", "boot/kernel", "--cmdline", "console=ttyS0")
 	q := "/boot.ipxe?mac=" + mac2 + "&platform=efi&arch=x86_64"
+	if before := fetch(t, web, "http://"+httpB+q); strings.Contains(before, "boot/kernel") {
+		t.Fatalf("boot script before any assignment:\n%s", before)
+	}
+	cA.ok(t, "device", "boot", mac2, "--kernel", "boot/kernel", "--cmdline", "console=ttyS0")
 	fromA, fromB := fetch(t, web, "http://"+httpA+q), fetch(t, web, "http://"+httpB+q)
 	// Each boot is a job of its own (job 1 at A, job 2 at B): the rest is
 	// the same but for the server's address.
