@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -51,7 +52,9 @@ type Decision struct {
 
 // snapshot is the policy's view of bundles, groups, assignments, rules
 // and settings at one PolicyVersion; boot decisions read it without
-// going to the store.
+// going to the store. A snapshot is not changed once made (but for its
+// lazily filled caches): a change to one device makes a new snapshot that
+// shares everything else with the previous one (see follow).
 type snapshot struct {
 	version     int64
 	settings    store.Settings
@@ -59,15 +62,60 @@ type snapshot struct {
 	byName      map[string]store.Bundle
 	devAssign   map[string]store.Assignment
 	groupAssign map[string]store.Assignment
-	groups      []groupEntry // by priority
-	groupByName map[string]groupEntry
-	rules       []ruleEntry // by position
+	groups      []groupEntry   // by priority
+	groupIndex  map[string]int // name → index in groups
+	dynamic     []int          // indexes of the groups with an expression
+	rules       []ruleEntry    // by position
+	// exprs are the parsed expressions by text; the next full load
+	// parses only the new ones.
+	exprs map[string]*rules.Expr
 
-	mu    sync.Mutex
-	menus map[string]menuEntry // lazily filled: scope+"\x00"+target
-	// members are the static groups of the devices decided on in this
-	// snapshot (lazily filled: membership changes bump the version).
-	members map[string][]string
+	lazy *lazyCache
+}
+
+// lazyCache holds what decisions read from the store once per device or
+// group: static memberships and menu overrides. Snapshots made by
+// following device changes share it; following a change drops the
+// device's entries, and a value read before the drop is not kept.
+type lazyCache struct {
+	mu      sync.Mutex
+	menus   map[menuKey]menuEntry
+	members map[string][]string // static groups by MAC
+	// dropped is the policy version of the last change followed to a
+	// device (key {ScopeDevice, MAC}) or a group's menu ({ScopeGroup,
+	// name}).
+	dropped map[menuKey]int64
+}
+
+type menuKey struct{ scope, target string }
+
+func newLazyCache() *lazyCache {
+	return &lazyCache{menus: map[menuKey]menuEntry{}, members: map[string][]string{}, dropped: map[menuKey]int64{}}
+}
+
+// drop forgets what is cached about devices and group menus changed by
+// version v.
+func (l *lazyCache) drop(macs, groupMenus []string, v int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, mac := range macs {
+		delete(l.members, mac)
+		k := menuKey{store.ScopeDevice, mac}
+		delete(l.menus, k)
+		l.dropped[k] = v
+	}
+	for _, g := range groupMenus {
+		k := menuKey{store.ScopeGroup, g}
+		delete(l.menus, k)
+		l.dropped[k] = v
+	}
+}
+
+// keeps reports whether a value of key read by a decision on snapshot
+// version v may be cached: not when a change after v was followed
+// meanwhile (the value may predate it). Called with l.mu held.
+func (l *lazyCache) keeps(key menuKey, v int64) bool {
+	return l.dropped[key] <= v
 }
 
 type groupEntry struct {
@@ -92,7 +140,13 @@ type cache struct {
 }
 
 // snapshot returns the policy snapshot for the store's current
-// PolicyVersion, loading it when it changed.
+// PolicyVersion: the cached one when the version did not change; else
+// the cached one brought up to date when the store's change log says
+// only devices' assignments, memberships or menus (or group menus)
+// changed (a registration, an admin's change to one device); else a full
+// load. Servers sharing a database see each other's changes the same way.
+// The version never decreases: a snapshot newer than the version read
+// (another request followed a later change meanwhile) is returned as is.
 func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 	v, err := e.Store.PolicyVersion(ctx)
 	if err != nil {
@@ -100,10 +154,21 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 	}
 	e.cache.mu.Lock()
 	defer e.cache.mu.Unlock()
-	if s := e.cache.snap; s != nil && s.version == v {
-		return s, nil
+	prev := e.cache.snap
+	if prev != nil && prev.version >= v {
+		return prev, nil
 	}
-	s, err := e.load(ctx, v)
+	if prev != nil {
+		s, ok, err := e.follow(ctx, prev, v)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			e.cache.snap = s
+			return s, nil
+		}
+	}
+	s, err := e.load(ctx, v, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -111,10 +176,77 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 	return s, nil
 }
 
-func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
+// follow makes the snapshot of version v from prev when every change
+// between them is to one device or one group's menu; ok is false when
+// something else changed (or the log does not cover the versions).
+func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot, bool, error) {
+	cs, err := e.Store.PolicyChanges(ctx, prev.version, v)
+	if err != nil {
+		return nil, false, fmt.Errorf("policy changes: %w", err)
+	}
+	if int64(len(cs)) != v-prev.version {
+		return nil, false, nil
+	}
+	var macs, groupMenus []string
+	for _, c := range cs {
+		switch c.Kind {
+		case store.PolicyChangeDevice:
+			if !slices.Contains(macs, c.Target) {
+				macs = append(macs, c.Target)
+			}
+		case store.PolicyChangeGroupMenu:
+			if !slices.Contains(groupMenus, c.Target) {
+				groupMenus = append(groupMenus, c.Target)
+			}
+		default:
+			return nil, false, nil
+		}
+	}
+	s := *prev
+	s.version = v
+	if len(macs) > 0 {
+		s.devAssign = maps.Clone(prev.devAssign)
+		for _, mac := range macs {
+			as, err := e.Store.Assignments(ctx, store.AssignmentFilter{MAC: mac, Page: store.Page{Limit: 1000}})
+			if err != nil {
+				return nil, false, fmt.Errorf("assignments of %s: %w", mac, err)
+			}
+			delete(s.devAssign, mac)
+			for _, a := range as {
+				if a.MAC != "" {
+					s.devAssign[a.MAC] = a
+				}
+			}
+		}
+	}
+	prev.lazy.drop(macs, groupMenus, v)
+	return &s, true, nil
+}
+
+// parse returns the parsed expression x, reusing prev's when it has it.
+func parse(x string, prev, next map[string]*rules.Expr) (*rules.Expr, error) {
+	if p, ok := prev[x]; ok {
+		next[x] = p
+		return p, nil
+	}
+	p, err := rules.Parse(x)
+	if err != nil {
+		return nil, err
+	}
+	next[x] = p
+	return p, nil
+}
+
+// load reads the whole policy of version v; prev (may be nil) lends its
+// parsed expressions.
+func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, error) {
 	s := &snapshot{version: v, bundles: map[int64]store.Bundle{}, byName: map[string]store.Bundle{},
 		devAssign: map[string]store.Assignment{}, groupAssign: map[string]store.Assignment{},
-		groupByName: map[string]groupEntry{}, menus: map[string]menuEntry{}, members: map[string][]string{}}
+		groupIndex: map[string]int{}, exprs: map[string]*rules.Expr{}, lazy: newLazyCache()}
+	var known map[string]*rules.Expr
+	if prev != nil {
+		known = prev.exprs
+	}
 	set, ok, err := e.Store.Settings(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load settings: %w", err)
@@ -160,7 +292,7 @@ func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 		for _, g := range gs {
 			ge := groupEntry{g: g}
 			if g.Match != "" {
-				if ge.expr, err = rules.Parse(g.Match); err != nil {
+				if ge.expr, err = parse(g.Match, known, s.exprs); err != nil {
 					// The API validates expressions; one that no longer
 					// parses (a newer server wrote it?) matches nothing.
 					e.logger().WarnContext(ctx, "group expression does not parse: ignored", "group", g.Name, "err", err)
@@ -168,13 +300,18 @@ func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 				}
 			}
 			s.groups = append(s.groups, ge)
-			s.groupByName[g.Name] = ge
 		}
 		if len(gs) < page {
 			break
 		}
 	}
 	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
+	for i, ge := range s.groups {
+		s.groupIndex[ge.g.Name] = i
+		if ge.expr != nil {
+			s.dynamic = append(s.dynamic, i)
+		}
+	}
 	rs, err := e.Store.Rules(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
@@ -183,7 +320,7 @@ func (e *Engine) load(ctx context.Context, v int64) (*snapshot, error) {
 		if !r.Enabled {
 			continue
 		}
-		x, err := rules.Parse(r.Match)
+		x, err := parse(r.Match, known, s.exprs)
 		if err != nil {
 			e.logger().WarnContext(ctx, "rule expression does not parse: rule skipped", "rule", r.Name, "err", err)
 			continue
@@ -228,11 +365,24 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 		return Decision{}, err
 	}
 	facts := rules.FactsOf(dev)
-	var groups []groupEntry
-	for _, ge := range s.groups {
-		if slices.Contains(static, ge.g.Name) || (ge.expr != nil && ge.expr.Match(facts)) {
-			groups = append(groups, ge)
+	// The device's groups by priority: its static groups and the groups
+	// whose expression it matches, in the snapshot's order.
+	idx := make([]int, 0, len(static)+4)
+	for _, name := range static {
+		if i, ok := s.groupIndex[name]; ok {
+			idx = append(idx, i)
 		}
+	}
+	for _, i := range s.dynamic {
+		if s.groups[i].expr.Match(facts) {
+			idx = append(idx, i)
+		}
+	}
+	slices.Sort(idx)
+	idx = slices.Compact(idx)
+	groups := make([]groupEntry, len(idx))
+	for j, i := range idx {
+		groups[j] = s.groups[i]
 	}
 	d := Decision{Groups: make([]string, len(groups))}
 	for i, ge := range groups {
@@ -361,9 +511,10 @@ func (e *Engine) effectiveMenu(ctx context.Context, s *snapshot, mac string, gro
 // staticGroups returns the names of the groups the device is a static
 // member of, from the snapshot's cache or the store.
 func (s *snapshot) staticGroups(ctx context.Context, st store.Store, mac string) ([]string, error) {
-	s.mu.Lock()
-	names, ok := s.members[mac]
-	s.mu.Unlock()
+	l := s.lazy
+	l.mu.Lock()
+	names, ok := l.members[mac]
+	l.mu.Unlock()
 	if ok {
 		return names, nil
 	}
@@ -375,17 +526,20 @@ func (s *snapshot) staticGroups(ctx context.Context, st store.Store, mac string)
 	for i, g := range gs {
 		names[i] = g.Name
 	}
-	s.mu.Lock()
-	s.members[mac] = names
-	s.mu.Unlock()
+	l.mu.Lock()
+	if l.keeps(menuKey{store.ScopeDevice, mac}, s.version) {
+		l.members[mac] = names
+	}
+	l.mu.Unlock()
 	return names, nil
 }
 
 func (s *snapshot) menu(ctx context.Context, st store.Store, scope, target string) (store.Menu, bool, error) {
-	key := scope + "\x00" + target
-	s.mu.Lock()
-	me, cached := s.menus[key]
-	s.mu.Unlock()
+	key := menuKey{scope, target}
+	l := s.lazy
+	l.mu.Lock()
+	me, cached := l.menus[key]
+	l.mu.Unlock()
 	if cached {
 		return me.m, me.ok, nil
 	}
@@ -398,9 +552,11 @@ func (s *snapshot) menu(ctx context.Context, st store.Store, scope, target strin
 	default:
 		me = menuEntry{m: m, ok: true}
 	}
-	s.mu.Lock()
-	s.menus[key] = me
-	s.mu.Unlock()
+	l.mu.Lock()
+	if l.keeps(key, s.version) {
+		l.menus[key] = me
+	}
+	l.mu.Unlock()
 	return me.m, me.ok, nil
 }
 

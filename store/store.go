@@ -188,6 +188,27 @@ type BundleFilter struct {
 	Page
 }
 
+// PolicyChange is what one policy version changed.
+type PolicyChange struct {
+	Version int64
+	// Kind is PolicyChangeDevice, PolicyChangeGroupMenu or
+	// PolicyChangeAny.
+	Kind   string
+	Target string // a MAC (device) or a group name (group menu)
+}
+
+// Policy change kinds.
+const (
+	// PolicyChangeAny: bundles, groups, rules, settings, a group's
+	// assignment or several things at once: reload everything.
+	PolicyChangeAny = ""
+	// PolicyChangeDevice: the assignment, static group memberships or
+	// menu of the device Target (and nothing else).
+	PolicyChangeDevice = "device"
+	// PolicyChangeGroupMenu: the menu of the group Target.
+	PolicyChangeGroupMenu = "group-menu"
+)
+
 // Page is the pagination of a list: Limit 0 means the store's default
 // (100), Offset skips that many records.
 type Page struct {
@@ -503,6 +524,10 @@ type Store interface {
 	// assignments, rules, menus or settings, so that caches of them (in
 	// this or another server sharing the database) know to reload.
 	PolicyVersion(ctx context.Context) (int64, error)
+	// PolicyChanges returns what the versions after..upto (after
+	// excluded) changed, oldest first. A version missing from the list
+	// (pruned, or older than the log) means: reload everything.
+	PolicyChanges(ctx context.Context, after, upto int64) ([]PolicyChange, error)
 
 	CreateToken(ctx context.Context, t Token) (Token, error)
 	TokenByHash(ctx context.Context, hash string) (Token, error)

@@ -65,9 +65,13 @@ func (s *Store) createAssignment(ctx context.Context, a store.Assignment, replac
 	if a.Wake && a.At.IsZero() {
 		return store.Assignment{}, fmt.Errorf("assign to %s: wake needs a time (at): %w", target, store.ErrInvalid)
 	}
+	kind := store.PolicyChangeAny // a group's assignment
+	if a.MAC != "" {
+		kind = store.PolicyChangeDevice
+	}
 	var created store.Assignment
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, kind, a.MAC); err != nil {
 			return err
 		}
 		var b store.Bundle
@@ -178,7 +182,21 @@ func (s *Store) Assignments(ctx context.Context, f store.AssignmentFilter) ([]st
 // DeleteAssignment implements store.Store.
 func (s *Store) DeleteAssignment(ctx context.Context, id int64) error {
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		// A device's assignment changes only that device's policy. The
+		// target of an assignment never changes.
+		var mac string
+		err := r.queryRow(ctx, `SELECT COALESCE(mac, '') FROM assignments WHERE id = ?`, id).Scan(&mac)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		kind := store.PolicyChangeAny
+		if mac != "" {
+			kind = store.PolicyChangeDevice
+		}
+		if err := r.bumpFor(ctx, kind, mac); err != nil {
 			return err
 		}
 		n, err := r.affected(ctx, `DELETE FROM assignments WHERE id = ?`, id)

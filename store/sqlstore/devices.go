@@ -308,7 +308,7 @@ func (s *Store) DeleteDevice(ctx context.Context, mac string) error {
 		}
 		bumped := refs > 0
 		if bumped {
-			if err := r.bump(ctx); err != nil {
+			if err := r.bumpFor(ctx, store.PolicyChangeDevice, m); err != nil {
 				return err
 			}
 		}
@@ -332,7 +332,7 @@ func (s *Store) DeleteDevice(ctx context.Context, mac string) error {
 			return err
 		}
 		if changed > 0 && !bumped {
-			return r.bump(ctx) // added meanwhile by another server
+			return r.bumpFor(ctx, store.PolicyChangeDevice, m) // added meanwhile by another server
 		}
 		return nil
 	})

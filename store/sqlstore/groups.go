@@ -208,7 +208,7 @@ func (s *Store) AddMember(ctx context.Context, group, mac string) error {
 		return fmt.Errorf("add member to group %q: %w", group, err)
 	}
 	err = s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeDevice, m); err != nil {
 			return err
 		}
 		id, err := r.groupID(ctx, group)
@@ -242,7 +242,7 @@ func (s *Store) RemoveMember(ctx context.Context, group, mac string) error {
 		return fmt.Errorf("remove member from group %q: %w", group, err)
 	}
 	err = s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeDevice, m); err != nil {
 			return err
 		}
 		id, err := r.groupID(ctx, group)

@@ -24,6 +24,14 @@ func menuTarget(scope, target string) (string, error) {
 	return "", fmt.Errorf("menu scope %q: want %s or %s: %w", scope, store.ScopeDevice, store.ScopeGroup, store.ErrInvalid)
 }
 
+// menuChange is the policy change kind of a menu of scope.
+func menuChange(scope string) string {
+	if scope == store.ScopeDevice {
+		return store.PolicyChangeDevice
+	}
+	return store.PolicyChangeGroupMenu
+}
+
 // SetMenu implements store.Store: the device or group must exist, and so
 // must the bundles the menu offers.
 func (s *Store) SetMenu(ctx context.Context, scope, target string, m store.Menu) error {
@@ -32,7 +40,7 @@ func (s *Store) SetMenu(ctx context.Context, scope, target string, m store.Menu)
 		return fmt.Errorf("set menu: %w", err)
 	}
 	err = s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, menuChange(scope), t); err != nil {
 			return err
 		}
 		var err error
@@ -93,7 +101,7 @@ func (s *Store) DeleteMenu(ctx context.Context, scope, target string) error {
 		return fmt.Errorf("delete menu: %w", err)
 	}
 	err = s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, menuChange(scope), t); err != nil {
 			return err
 		}
 		n, err := r.affected(ctx, `DELETE FROM menus WHERE scope = ? AND target = ?`, scope, t)

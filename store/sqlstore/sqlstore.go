@@ -455,9 +455,28 @@ func (s *Store) tx1(ctx context.Context, fn func(r runner) error) error {
 
 // bump grows the policy version; called first in every transaction that
 // changes the policy model (it also takes the lock that serialises them).
+// The change is logged as one that needs a full reload.
 func (r runner) bump(ctx context.Context) error {
-	if _, err := r.exec(ctx, `UPDATE policy SET version = version + 1 WHERE id = 1`); err != nil {
+	return r.bumpFor(ctx, store.PolicyChangeAny, "")
+}
+
+// changeLogKeep is how many versions of policy_changes are kept.
+const changeLogKeep = 10000
+
+// bumpFor is bump for a change whose kind and target are known (see
+// store.PolicyChange): caches of other servers update that target only.
+func (r runner) bumpFor(ctx context.Context, kind, target string) error {
+	var v int64
+	if err := r.queryRow(ctx, `UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
 		return fmt.Errorf("policy version: %w", err)
+	}
+	if _, err := r.exec(ctx, `INSERT INTO policy_changes (version, kind, target) VALUES (?, ?, ?)`, v, kind, target); err != nil {
+		return fmt.Errorf("policy change log: %w", err)
+	}
+	if v%1000 == 0 {
+		if _, err := r.exec(ctx, `DELETE FROM policy_changes WHERE version <= ?`, v-changeLogKeep); err != nil {
+			return fmt.Errorf("policy change log: %w", err)
+		}
 	}
 	return nil
 }
@@ -469,6 +488,30 @@ func (s *Store) PolicyVersion(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("policy version: %w", err)
 	}
 	return v, nil
+}
+
+// PolicyChanges implements store.Store.
+func (s *Store) PolicyChanges(ctx context.Context, after, upto int64) ([]store.PolicyChange, error) {
+	if upto-after > changeLogKeep {
+		return nil, nil // not all logged: the caller reloads everything
+	}
+	rows, err := s.r().query(ctx, `SELECT version, kind, target FROM policy_changes WHERE version > ? AND version <= ? ORDER BY version`, after, upto)
+	if err != nil {
+		return nil, fmt.Errorf("policy changes: %w", err)
+	}
+	defer rows.Close()
+	var out []store.PolicyChange
+	for rows.Next() {
+		var c store.PolicyChange
+		if err := rows.Scan(&c.Version, &c.Kind, &c.Target); err != nil {
+			return nil, fmt.Errorf("policy changes: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("policy changes: %w", err)
+	}
+	return out, nil
 }
 
 // dbErr classifies a database error: unique violations wrap

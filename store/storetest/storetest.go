@@ -42,6 +42,7 @@ func Run(t *testing.T, open Opener) {
 		{"Rules", testRules},
 		{"MenusAndSettings", testMenusAndSettings},
 		{"PolicyVersion", testPolicyVersion},
+		{"PolicyChanges", testPolicyChanges},
 		{"Tokens", testTokens},
 		{"Jobs", testJobs},
 		{"JobLog", testJobLog},

@@ -1,0 +1,90 @@
+package storetest
+
+import (
+	"testing"
+
+	"github.com/preboot/preboot/store"
+)
+
+// testPolicyChanges checks the policy change log: every version is logged
+// with what it changed, a change to one device or one group's menu is
+// logged as such and any other change as PolicyChangeAny (caches reload
+// everything for those).
+func testPolicyChanges(t *testing.T, st store.Store) {
+	mac := "02:00:00:00:06:01"
+	must[store.Device](t)(st.CreateDevice(ctx, store.Device{MAC: mac}))
+	type want struct{ kind, target string }
+	step := func(what string, w want, fn func() error) {
+		t.Helper()
+		before := version(t, st)
+		if err := fn(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		after := version(t, st)
+		cs := must[[]store.PolicyChange](t)(st.PolicyChanges(ctx, before, after))
+		if len(cs) != int(after-before) || len(cs) == 0 {
+			t.Fatalf("%s: versions %d..%d: %d changes logged: %+v", what, before, after, len(cs), cs)
+		}
+		for i, c := range cs {
+			if c.Version != before+int64(i)+1 {
+				t.Errorf("%s: change %d has version %d, want %d", what, i, c.Version, before+int64(i)+1)
+			}
+			if c.Kind != w.kind || c.Target != w.target {
+				t.Errorf("%s: logged as %q %q, want %q %q", what, c.Kind, c.Target, w.kind, w.target)
+			}
+		}
+	}
+	any := want{store.PolicyChangeAny, ""}
+	dev := want{store.PolicyChangeDevice, mac}
+	step("create bundle", any, func() error {
+		_, err := st.CreateBundle(ctx, store.Bundle{Name: "b", Kind: store.KindInventory})
+		return err
+	})
+	step("create group", any, func() error { _, err := st.CreateGroup(ctx, store.Group{Name: "g"}); return err })
+	step("add member", dev, func() error { return st.AddMember(ctx, "g", mac) })
+	step("remove member", dev, func() error { return st.RemoveMember(ctx, "g", mac) })
+	var aID int64
+	step("device assignment", dev, func() error {
+		a, err := st.CreateAssignment(ctx, store.Assignment{Bundle: "b", MAC: mac, Once: true})
+		aID = a.ID
+		return err
+	})
+	step("replace device assignment", dev, func() error {
+		a, err := st.ReplaceAssignment(ctx, store.Assignment{Bundle: "b", MAC: mac})
+		aID = a.ID
+		return err
+	})
+	step("delete device assignment", dev, func() error { return st.DeleteAssignment(ctx, aID) })
+	step("group assignment", any, func() error {
+		a, err := st.CreateAssignment(ctx, store.Assignment{Bundle: "b", Group: "g"})
+		aID = a.ID
+		return err
+	})
+	step("delete group assignment", any, func() error { return st.DeleteAssignment(ctx, aID) })
+	step("device menu", dev, func() error { return st.SetMenu(ctx, store.ScopeDevice, mac, store.Menu{Mode: "never"}) })
+	step("delete device menu", dev, func() error { return st.DeleteMenu(ctx, store.ScopeDevice, mac) })
+	gm := want{store.PolicyChangeGroupMenu, "g"}
+	step("group menu", gm, func() error { return st.SetMenu(ctx, store.ScopeGroup, "g", store.Menu{Mode: "always"}) })
+	step("delete group menu", gm, func() error { return st.DeleteMenu(ctx, store.ScopeGroup, "g") })
+	step("settings", any, func() error { return st.SetSettings(ctx, store.Settings{Naming: store.Naming{Prefix: "x"}}) })
+	step("rule", any, func() error { _, err := st.CreateRule(ctx, store.Rule{Name: "r", Match: "true"}); return err })
+	step("add member again", dev, func() error { return st.AddMember(ctx, "g", mac) })
+	step("delete device", dev, func() error { return st.DeleteDevice(ctx, mac) })
+
+	// A refused change logs nothing.
+	v := version(t, st)
+	if err := st.AddMember(ctx, "no-such-group", mac); err == nil {
+		t.Fatal("member of a missing group: no error")
+	}
+	if got := version(t, st); got != v {
+		t.Fatalf("refused change: version %d -> %d", v, got)
+	}
+	if cs := must[[]store.PolicyChange](t)(st.PolicyChanges(ctx, v, v+5)); len(cs) != 0 {
+		t.Errorf("refused change logged: %+v", cs)
+	}
+	// From the start: the log covers every version since the migration.
+	cs := must[[]store.PolicyChange](t)(st.PolicyChanges(ctx, 0, v))
+	if len(cs) == 0 || cs[len(cs)-1].Version != v {
+		t.Errorf("whole log: %d changes, last %+v, want it to end at %d", len(cs), cs[len(cs)-1:], v)
+	}
+}
