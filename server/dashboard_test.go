@@ -14,6 +14,7 @@ import (
 	"github.com/preboot/preboot/dhcpserver"
 	"github.com/preboot/preboot/mcast"
 	"github.com/preboot/preboot/proxydhcp"
+	"github.com/preboot/preboot/replica"
 	"github.com/preboot/preboot/tftp"
 	"github.com/preboot/preboot/wake"
 )
@@ -70,6 +71,7 @@ func serverMetrics(t *testing.T) map[string][]string {
 	dhcpserver.NewMetrics(reg)
 	wake.NewMetrics(reg)
 	reg.MustRegister(mcast.NewCollector(func() []mcast.SessionInfo { return nil }))
+	reg.MustRegister(&replica.Replicator{}) // site servers (--upstream)
 	newBootMetrics(reg)
 	registerStoreCollector(reg, nil, nil)
 	return reg.labels
@@ -173,7 +175,7 @@ func TestGrafanaDashboardMetrics(t *testing.T) {
 		}
 	}
 	// The dashboard covers each part of the server.
-	for _, prefix := range []string{"preboot_boot_", "preboot_proxydhcp_", "preboot_dhcpserver_", "preboot_tftp_", "preboot_jobs", "preboot_multicast_", "preboot_wake_", "preboot_store_up"} {
+	for _, prefix := range []string{"preboot_boot_", "preboot_proxydhcp_", "preboot_dhcpserver_", "preboot_tftp_", "preboot_jobs", "preboot_multicast_", "preboot_wake_", "preboot_store_up", "preboot_replication_"} {
 		found := false
 		for n := range seen {
 			found = found || strings.HasPrefix(n, prefix)
