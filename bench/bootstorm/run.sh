@@ -58,9 +58,23 @@ stop_all() {
 	PIDS=()
 }
 PG_PID=
+# The kernel's ARP table is one for all namespaces, 1,024 entries by default (gc_thresh3): a
+# thousand clients, each known to the servers by its own address, overflow it ("neighbor table
+# overflow!", packets dropped). Raised for the run, restored at the end; NEIGH=0 leaves it.
+NEIGH=${NEIGH:-1}
+NEIGH_SAVED=
+if [ "$NEIGH" = 1 ]; then
+	NEIGH_SAVED=$(sysctl -n net.ipv4.neigh.default.gc_thresh1 net.ipv4.neigh.default.gc_thresh2 net.ipv4.neigh.default.gc_thresh3 | tr '\n' ' ')
+fi
+restore_neigh() {
+	[ -n "$NEIGH_SAVED" ] || return 0
+	read -r t1 t2 t3 <<<"$NEIGH_SAVED"
+	sysctl -qw net.ipv4.neigh.default.gc_thresh1="$t1" net.ipv4.neigh.default.gc_thresh2="$t2" net.ipv4.neigh.default.gc_thresh3="$t3" || true
+}
 cleanup() {
 	stop_all
 	[ -n "$PG_PID" ] && stop_pid "$PG_PID"
+	restore_neigh
 	for n in "$CLI" "$SA" "$SB" "$SITE" "$BR"; do ip netns del "$n" 2>/dev/null || true; done
 	rm -rf "$WORK"
 }
@@ -72,6 +86,11 @@ go build -o "$WORK/stormclient" ./bench/bootstorm/stormclient
 go build -o "$WORK/pgserve" ./bench/bootstorm/pgserve
 
 # --- the segment: a bridge in its own namespace, one veth per host --------------------------
+if [ -n "$NEIGH_SAVED" ]; then
+	read -r t1 t2 t3 <<<"$NEIGH_SAVED"
+	sysctl -qw net.ipv4.neigh.default.gc_thresh1="$((t1 > 8192 ? t1 : 8192))" \
+		net.ipv4.neigh.default.gc_thresh2="$((t2 > 16384 ? t2 : 16384))" net.ipv4.neigh.default.gc_thresh3="$((t3 > 32768 ? t3 : 32768))"
+fi
 ip netns add "$BR"
 ip -n "$BR" link add br0 type bridge
 ip -n "$BR" link set br0 up
@@ -270,6 +289,11 @@ fi
 	echo "REQUEST/ACK, 4011 when the boot offer names no file), TFTP of Debian's ipxe.efi ($(stat -L -c %s /usr/lib/ipxe/ipxe.efi) bytes, blksize $BLKSIZE,"
 	echo "windowsize ${WINDOW}), iPXE's DHCP, and iPXE's scripts with their chain; time from the first DISCOVER to the last script."
 	echo "Site DHCP server: dnsmasq (DHCP mode) in every run. A client without its script after ${TIMEOUT} s counts as failed."
+	if [ -n "$NEIGH_SAVED" ]; then
+		echo "The kernel's ARP table limits (gc_thresh1/2/3: $NEIGH_SAVED) were raised to 8192/16384/32768 for the run."
+	else
+		echo "The kernel's ARP table limits were left as they are (NEIGH=0): $(sysctl -n net.ipv4.neigh.default.gc_thresh3) entries at most."
+	fi
 	echo "Host: $(nproc) CPUs, kernel $(uname -r), shared with other work; load average before $LOAD_BEFORE, after $LOAD_AFTER."
 	echo
 	echo "| stack | clients | failures | p50 s | p99 s | max s | total s | server CPU s | DHCP retransmits / TFTP timeouts |"
