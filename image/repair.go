@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // RemoveChunk deletes one stored chunk, so that a corrupt copy can be
@@ -60,3 +62,32 @@ func (r *Repo) LastVersion(ctx context.Context, name string) (int, error) {
 	}
 	return h.Last, nil
 }
+
+// Verifier checks chunks as VerifyChunk does, reusing one decoder and one
+// output buffer across calls (a replica verifies every chunk it pulls). It
+// is not safe for concurrent use: keep one per worker.
+type Verifier struct {
+	dec *zstd.Decoder
+	buf []byte
+}
+
+// NewVerifier returns a Verifier; Close releases its decoder.
+func NewVerifier() (*Verifier, error) {
+	dec, err := newDecoder(1)
+	if err != nil {
+		return nil, err
+	}
+	return &Verifier{dec: dec}, nil
+}
+
+// Verify decompresses data and checks it hashes to h.
+func (v *Verifier) Verify(h Hash, data []byte) error {
+	out, err := decodeVerify(v.dec, h, data, -1, v.buf)
+	if cap(out) > cap(v.buf) {
+		v.buf = out[:0]
+	}
+	return err
+}
+
+// Close releases the decoder.
+func (v *Verifier) Close() { v.dec.Close() }

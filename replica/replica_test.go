@@ -260,8 +260,11 @@ func TestResumeAfterCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Two workers, six requests started: at least four fetches ended
+	// with their chunk stored (the fifth may have lost its Put to the
+	// cancellation).
 	stored := total - len(miss)
-	if stored < 5 || stored == total {
+	if stored < 4 || stored == total {
 		t.Fatalf("after the interruption %d of %d chunks stored", stored, total)
 	}
 

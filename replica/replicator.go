@@ -172,6 +172,10 @@ type Replicator struct {
 	removed   []string
 	lastScrub *ScrubResult
 
+	// verifiers keeps chunk verifiers (a zstd decoder and a buffer each)
+	// for the fetch and scrub workers.
+	verifiers chan *image.Verifier
+
 	bytes, chunks, corruptUp, corruptLocal, repaired atomic.Int64
 	rounds, roundFailures                            atomic.Int64
 }
@@ -204,7 +208,8 @@ func New(o Options) (*Replicator, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Replicator{o: o, log: o.Logger, images: make(map[string]*ImageStatus), replicas: make(map[string]replicaRecord)}
+	r := &Replicator{o: o, log: o.Logger, images: make(map[string]*ImageStatus), replicas: make(map[string]replicaRecord),
+		verifiers: make(chan *image.Verifier, o.Parallel)}
 	if o.StateFile != "" {
 		data, err := os.ReadFile(o.StateFile)
 		switch {
@@ -622,7 +627,7 @@ func (r *Replicator) fetchOne(ctx context.Context, name string, h image.Hash) (i
 	for attempt := 1; attempt <= r.o.Attempts; attempt++ {
 		data, err := r.o.Upstream.Get(ctx, h, nil)
 		if err == nil {
-			if verr := image.VerifyChunk(h, data); verr != nil {
+			if verr := r.verify(h, data); verr != nil {
 				r.corruptUp.Add(1)
 				if name != "" {
 					r.mu.Lock()
@@ -658,6 +663,26 @@ func (r *Replicator) fetchOne(ctx context.Context, name string, h image.Hash) (i
 		delay = min(2*delay, maxBackoff)
 	}
 	return 0, fmt.Errorf("chunk %s: %w", h, last)
+}
+
+// verify checks that a chunk hashes to h, with a pooled verifier.
+func (r *Replicator) verify(h image.Hash, data []byte) error {
+	var v *image.Verifier
+	select {
+	case v = <-r.verifiers:
+	default:
+		var err error
+		if v, err = image.NewVerifier(); err != nil {
+			return err
+		}
+	}
+	err := v.Verify(h, data)
+	select {
+	case r.verifiers <- v:
+	default:
+		v.Close()
+	}
+	return err
 }
 
 // publishAs publishes m as version v of its image, keeping the upstream's

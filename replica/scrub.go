@@ -87,7 +87,7 @@ func (r *Replicator) Scrub(ctx context.Context, only string, repair bool) (Scrub
 				return nil
 			}
 			if !missing {
-				if err = image.VerifyChunk(h, data); err == nil {
+				if err = r.verify(h, data); err == nil {
 					return nil
 				}
 			}
