@@ -91,6 +91,7 @@ func serveFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringSliceVar(&c.Wake.Interfaces, "wake-interfaces", d.Wake.Interfaces, "when nothing is known of where a device is, send its magic packet out of these interfaces only (default: every interface up with IPv4)")
 	fs.StringSliceVar(&c.Wake.Subnets, "wake-subnets", d.Wake.Subnets, "routed client subnets (CIDR) woken by their directed broadcast (routers must forward it); --proxydhcp-subnets count too")
 	fs.DurationVar(&c.Wake.Interval, "wake-interval", d.Wake.Interval, "how often the scheduler looks for scheduled wakes that came due (0: 10s)")
+	fs.Var((*wakeRelaysFlag)(&c.Wake.Relays), "wake-relay", "a Preboot server that wakes the devices of a subnet this one has no interface on: SUBNET=URL[,fingerprint=sha256:HEX][,token-file=FILE] (repeatable; wake.relays)")
 	fs.StringVar(&c.Upstream.URL, "upstream", d.Upstream.URL, "site server: replicate the images of this central server (https://HOST:8443; docs/scale-out.md)")
 	fs.StringVar(&c.Upstream.TokenFile, "upstream-token-file", d.Upstream.TokenFile, "file holding an admin token of the --upstream server")
 	fs.StringVar(&c.Upstream.Pin, "upstream-pin", d.Upstream.Pin, "the --upstream server's certificate fingerprint, sha256:HEX (default: verified by the system's CAs)")
