@@ -147,10 +147,16 @@ type cache struct {
 // load. Servers sharing a database see each other's changes the same way.
 // The version never decreases: a snapshot newer than the version read
 // (another request followed a later change meanwhile) is returned as is.
+//
+// The version is the one the store read with the request's sighting when
+// it left one in the context (store.WithVersionSlot), else asked for.
 func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
-	v, err := e.Store.PolicyVersion(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("policy version: %w", err)
+	v, ok := store.TakeVersion(ctx)
+	if !ok {
+		var err error
+		if v, err = e.Store.PolicyVersion(ctx); err != nil {
+			return nil, fmt.Errorf("policy version: %w", err)
+		}
 	}
 	e.cache.mu.Lock()
 	defer e.cache.mu.Unlock()

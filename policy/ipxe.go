@@ -195,6 +195,7 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 	var err error
 	if action == actionAuto {
 		var created bool
+		ctx = store.WithVersionSlot(ctx) // the sighting may read the policy version too
 		dev, created, err = e.Store.SeeDevice(ctx, seen)
 		if err != nil {
 			return "", err

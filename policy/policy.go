@@ -118,7 +118,8 @@ func (e *Engine) BootFor(ctx context.Context, c proxydhcp.Client) (proxydhcp.Boo
 	mac := c.MAC.String()
 	arch := ArchName(c.Arch)
 	// The DHCP stage knows little, but enough to register the device the
-	// first time it is seen.
+	// first time it is seen. The sighting may read the policy version too.
+	ctx = store.WithVersionSlot(ctx)
 	dev, _, err := e.Store.SeeDevice(ctx, store.Sighting{MAC: mac, Arch: archIfFirmware(c), UUID: uuidString(c.UUID), Interface: c.Interface, Time: e.now(), FillOnly: true})
 	if err != nil {
 		return proxydhcp.Boot{}, fmt.Errorf("policy for %s: %w", mac, err)

@@ -104,23 +104,53 @@ var seeDevice = func() [2]string {
 	return out
 }()
 
-// SeeDevice implements store.Store in one statement (an upsert).
+// seeDeviceOrRead is seeDevice that gives the stored device when the
+// upsert writes nothing, in the same statement (PostgreSQL: one round
+// trip); revisits is then -1. Its last argument is the MAC again. The
+// last column is the policy version (see store.WithVersionSlot).
+var seeDeviceOrRead = func() [2]string {
+	var out [2]string
+	const version = `(SELECT version FROM policy WHERE id = 1)`
+	for i, q := range seeDevice {
+		out[i] = `WITH up AS (` + q + `)
+			SELECT *, ` + version + ` FROM up
+			UNION ALL SELECT ` + deviceCols("") + `, -1, ` + version + ` FROM devices WHERE mac = ? AND NOT EXISTS (SELECT 1 FROM up)`
+	}
+	return out
+}()
+
+// deviceByMAC reads a device without its last event (what SeeDevice
+// returns).
+var deviceByMAC = `SELECT ` + deviceCols("") + ` FROM devices WHERE mac = ?`
+
+// SeeDevice implements store.Store in one statement (an upsert; on
+// PostgreSQL with the read of an unchanged device).
 func (s *Store) SeeDevice(ctx context.Context, in store.Sighting) (store.Device, bool, error) {
 	mac, err := normMAC(in.MAC)
 	if err != nil {
 		return store.Device{}, false, fmt.Errorf("see device: %w", err)
 	}
 	t := micros(normTime(in.Time))
-	q := seeDevice[0]
+	i := 0
 	if in.FillOnly {
-		q = seeDevice[1]
+		i = 1
 	}
-	var revisits int64
-	row := s.r().queryRow(ctx, q, mac, in.UUID, in.Serial, in.Manufacturer, in.Product, in.AssetTag, in.Arch, in.Platform, in.IP, in.Interface, t, t)
-	d, err := scanDevice(scanFunc(func(dest ...any) error { return row.Scan(append(dest, &revisits)...) }), false)
+	q, args := seeDevice[i], []any{mac, in.UUID, in.Serial, in.Manufacturer, in.Product, in.AssetTag, in.Arch, in.Platform, in.IP, in.Interface, t, t}
+	var revisits, version int64
+	extra := []any{&revisits}
+	if s.d.name == DriverPostgres {
+		q, args, extra = seeDeviceOrRead[i], append(args, mac), append(extra, &version)
+	}
+	row := s.r().queryRow(ctx, q, args...)
+	d, err := scanDevice(scanFunc(func(dest ...any) error { return row.Scan(append(dest, extra...)...) }), false)
+	if err == nil && version > 0 {
+		store.NoteVersion(ctx, version)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
-		// Known, nothing changed, seen moments ago: nothing written.
-		d, err = s.Device(ctx, mac)
+		// Known, nothing changed, seen moments ago: nothing written
+		// (PostgreSQL: and added by another transaction since the
+		// statement began).
+		d, err = scanDevice(s.r().queryRow(ctx, deviceByMAC, mac), false)
 		if err != nil {
 			return store.Device{}, false, fmt.Errorf("see device %s: %w", mac, err)
 		}
