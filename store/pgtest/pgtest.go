@@ -28,6 +28,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,16 +199,28 @@ func Start(ctx context.Context, dir string) (*Cluster, error) {
 	srv := command("postgres", "-D", data, "-k", dir, "-p", strconv.Itoa(Port),
 		"-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "log_min_messages=warning")
-	// Should the test binary die, the server goes with it.
+	// Should the test binary die, the server goes with it. Pdeathsig
+	// fires when the *thread* that started the process ends, and Go ends
+	// a thread whose goroutine exits while locked to it (tests that enter
+	// a network namespace do that): so a goroutine locked to its own
+	// thread starts the server and stays until it has exited.
 	srv.SysProcAttr.Pdeathsig = syscall.SIGINT
-	if err := srv.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
-	}
 	c := &Cluster{dir: dir, cmd: srv, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := srv.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		c.err = srv.Wait()
 		close(c.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, fmt.Errorf("pgtest: start postgres: %w", err)
+	}
 
 	c.admin, err = sql.Open("pgx", c.DSN("postgres"))
 	if err == nil {
