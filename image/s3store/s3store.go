@@ -159,18 +159,16 @@ func (s *Store) Put(ctx context.Context, key string, data []byte) error {
 	return nil
 }
 
-// Open starts a GET of the object.
+// Open sends one GET and returns its body: the whole object as it was
+// when the GET was answered, even while another server replaces it (a
+// head.json a publish rewrites). minio.Object would send a second request
+// conditional on the first ETag, which fails (412) after such a change.
 func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, int64, error) {
-	obj, err := s.c.GetObject(ctx, s.bucket, s.prefix+key, minio.GetObjectOptions{})
+	body, info, _, err := minio.Core{Client: s.c}.GetObject(ctx, s.bucket, s.prefix+key, minio.GetObjectOptions{})
 	if err != nil {
 		return nil, 0, s.wrap(key, err)
 	}
-	st, err := obj.Stat()
-	if err != nil {
-		obj.Close()
-		return nil, 0, s.wrap(key, err)
-	}
-	return obj, st.Size, nil
+	return body, info.Size, nil
 }
 
 // Stat is a HEAD of the object.

@@ -48,20 +48,16 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
-// TestOpenRefusesMissingBucket: without create=true a missing bucket is
-// an error at startup, not at the first upload.
-func TestOpenRefusesMissingBucket(t *testing.T) {
-	srv := s3test.Start(t)
-	u := strings.Replace(srv.URL("absent", ""), "&create=true", "", 1)
-	if _, err := s3store.Open(t.Context(), u); err == nil || !strings.Contains(err.Error(), "does not exist") {
-		t.Fatalf("Open of a missing bucket: %v", err)
-	}
-}
-
 // TestRepoConformanceS3 runs the repository conformance suite on a bucket
 // of a real SeaweedFS: each repository its own prefix.
 func TestRepoConformanceS3(t *testing.T) {
 	srv := s3test.Start(t)
+	// Without create=true a missing bucket is an error at startup, not at
+	// the first upload.
+	u := strings.Replace(srv.URL("absent", ""), "&create=true", "", 1)
+	if _, err := s3store.Open(t.Context(), u); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Open of a missing bucket: %v", err)
+	}
 	var n atomic.Int64
 	repotest.Run(t, func(t *testing.T, opts image.RepoOptions) *image.Repo {
 		b, err := s3store.Open(t.Context(), srv.URL("preboot", fmt.Sprintf("conf/%d", n.Add(1))))
