@@ -72,6 +72,9 @@ type transfer struct {
 	mapped []byte
 	vw     *vecWriter
 	hdr    [4]byte
+
+	// deadline is the read deadline set on conn (zero: none, or passed).
+	deadline time.Time
 }
 
 func serveRequest(ctx context.Context, cfg *config, req *RequestPacket, peer netip.AddrPort, local netip.Addr) {
@@ -510,12 +513,13 @@ func (t *transfer) sendData(src io.Reader) error {
 			next++
 		}
 
-		if err := t.conn.SetReadDeadline(time.Now().Add(t.rtt.rto)); err != nil {
+		if err := t.armTimer(); err != nil {
 			return err
 		}
 		for {
 			block, isAck, err := t.recv()
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.deadline = time.Time{} // passed: the next wait sets its own
 				retries++
 				if retries > t.maxRetries() {
 					return fmt.Errorf("%w: no ACK for block %d after %d retries", errGaveUp, base, t.maxRetries())
@@ -537,7 +541,8 @@ func (t *transfer) sendData(src io.Reader) error {
 						return err
 					}
 					t.sent += int64(lens[i])
-					if err := t.conn.SetReadDeadline(time.Now().Add(t.rtt.rto)); err != nil {
+					t.deadline = time.Time{}
+					if err := t.armTimer(); err != nil {
 						return err
 					}
 					continue
@@ -572,6 +577,24 @@ func (t *transfer) sendData(src io.Reader) error {
 			break
 		}
 	}
+}
+
+// armTimer makes the next read time out no sooner than one retransmission timeout from now and
+// at most a quarter of one later. Lock-step transfers wait for an ACK after every block, a fraction
+// of the timeout apart: re-arming the socket's deadline (a runtime timer update) only when it falls
+// short saves one per block, at the price of a timeout firing up to 25 % late.
+func (t *transfer) armTimer() error {
+	now := time.Now()
+	need := now.Add(t.rtt.rto)
+	if !t.deadline.IsZero() && !t.deadline.Before(need) && t.deadline.Sub(need) <= t.rtt.rto/4 {
+		return nil
+	}
+	d := need.Add(t.rtt.rto / 4)
+	if err := t.conn.SetReadDeadline(d); err != nil {
+		return err
+	}
+	t.deadline = d
+	return nil
 }
 
 // mappedBlock returns the payload length of block seq of the mapped file, and sets *last when
