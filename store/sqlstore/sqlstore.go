@@ -353,16 +353,26 @@ func (s *Store) stmt(ctx context.Context, q string) *sql.Stmt {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if st, ok := s.stmts[q]; ok {
+	st, ok := s.stmts[q]
+	full := len(s.stmts) >= maxStmts
+	s.mu.Unlock()
+	if ok {
 		return st
 	}
-	if len(s.stmts) >= maxStmts {
+	if full {
 		return nil
 	}
+	// Prepared without s.mu held: preparing waits for the connection,
+	// which a transaction looking up its statements (txStmt) may hold.
 	st, err := s.db.PrepareContext(ctx, q)
 	if err != nil {
 		return nil // the plain query reports the error
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.stmts[q]; ok {
+		st.Close() // prepared meanwhile by another caller
+		return old
 	}
 	s.stmts[q] = st
 	return st
@@ -372,13 +382,38 @@ func (s *Store) stmt(ctx context.Context, q string) *sql.Stmt {
 type runner struct {
 	s  *Store
 	tx *sql.Tx
+	// missed collects a transaction's queries that have no cached
+	// statement yet: tx1 prepares them once the transaction ended (the
+	// only SQLite connection is the transaction's until then).
+	missed *[]string
 }
 
 func (s *Store) r() runner { return runner{s: s} }
 
+// txStmt returns the cached statement of q for use in the transaction
+// (nil if there is none yet: it is prepared after the transaction).
+func (r runner) txStmt(ctx context.Context, q string) *sql.Stmt {
+	if !r.s.d.cacheStmts {
+		return nil
+	}
+	r.s.mu.Lock()
+	st, ok := r.s.stmts[q]
+	r.s.mu.Unlock()
+	if !ok {
+		if r.missed != nil && len(*r.missed) < 32 {
+			*r.missed = append(*r.missed, q)
+		}
+		return nil
+	}
+	return r.tx.StmtContext(ctx, st)
+}
+
 func (r runner) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
 	q = r.s.rebind(q)
 	if r.tx != nil {
+		if st := r.txStmt(ctx, q); st != nil {
+			return st.ExecContext(ctx, args...)
+		}
 		return r.tx.ExecContext(ctx, q, args...)
 	}
 	if st := r.s.stmt(ctx, q); st != nil {
@@ -390,6 +425,9 @@ func (r runner) exec(ctx context.Context, q string, args ...any) (sql.Result, er
 func (r runner) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	q = r.s.rebind(q)
 	if r.tx != nil {
+		if st := r.txStmt(ctx, q); st != nil {
+			return st.QueryContext(ctx, args...)
+		}
 		return r.tx.QueryContext(ctx, q, args...)
 	}
 	if st := r.s.stmt(ctx, q); st != nil {
@@ -401,6 +439,9 @@ func (r runner) query(ctx context.Context, q string, args ...any) (*sql.Rows, er
 func (r runner) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 	q = r.s.rebind(q)
 	if r.tx != nil {
+		if st := r.txStmt(ctx, q); st != nil {
+			return st.QueryRowContext(ctx, args...)
+		}
 		return r.tx.QueryRowContext(ctx, q, args...)
 	}
 	if st := r.s.stmt(ctx, q); st != nil {
@@ -443,7 +484,13 @@ func (s *Store) tx1(ctx context.Context, fn func(r runner) error) error {
 	if err != nil {
 		return err
 	}
-	if err := fn(runner{s: s, tx: tx}); err != nil {
+	var missed []string
+	defer func() {
+		for _, q := range missed {
+			s.stmt(ctx, q) // the next transaction runs it prepared
+		}
+	}()
+	if err := fn(runner{s: s, tx: tx, missed: &missed}); err != nil {
 		tx.Rollback()
 		if errors.Is(err, errNoChange) {
 			return nil
