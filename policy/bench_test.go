@@ -73,3 +73,19 @@ func BenchmarkScript(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkRegister is the first boot request of a new device that a
+// rule registers: it is named, joins a group, gets its bundle assigned
+// once and a job, and the next decision follows those changes.
+func BenchmarkRegister(b *testing.B) {
+	e, _, _ := benchFleet(b)
+	ctx := context.Background()
+	i := 0
+	for b.Loop() {
+		s := fleet.NewDevice(i, time.Now())
+		if _, err := e.Script(ctx, "http://10.0.0.1:8080", s.MAC, "", "", s); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Policy-decision benchmark (issue 4): boot decisions per second on one core with 10,000
 # devices, 500 rules and 1,000 groups in the store, on SQLite and on PostgreSQL, p50/p99
-# latency; target >= 5,000 decisions/s with p99 < 10 ms on SQLite. Not part of `go test`.
+# latency; target >= 5,000 decisions/s with p99 < 10 ms (issue 4: SQLite; issue 14: both stores,
+# known and new devices). Not part of `go test`.
 #
 #   bench/policy/run.sh                    # both stores, 3 rounds of 10 s per measurement
 #   ROUNDS=1 DURATION=5s bench/policy/run.sh
