@@ -183,8 +183,9 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 }
 
 // follow makes the snapshot of version v from prev when every change
-// between them is to one device or one group's menu; ok is false when
-// something else changed (or the log does not cover the versions).
+// between them is to one device, one group's menu, the rules or the
+// settings; ok is false when something else changed (or the log does not
+// cover the versions).
 func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot, bool, error) {
 	cs, err := e.Store.PolicyChanges(ctx, prev.version, v)
 	if err != nil {
@@ -194,8 +195,13 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 		return nil, false, nil
 	}
 	var macs, groupMenus []string
+	var rulesChanged, settingsChanged bool
 	for _, c := range cs {
 		switch c.Kind {
+		case store.PolicyChangeRules:
+			rulesChanged = true
+		case store.PolicyChangeSettings:
+			settingsChanged = true
 		case store.PolicyChangeDevice:
 			if !slices.Contains(macs, c.Target) {
 				macs = append(macs, c.Target)
@@ -210,6 +216,24 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 	}
 	s := *prev
 	s.version = v
+	if settingsChanged {
+		if s.settings, err = e.loadSettings(ctx); err != nil {
+			return nil, false, err
+		}
+	}
+	if rulesChanged {
+		// Nothing else in the snapshot depends on the rules (they name
+		// bundles and groups, looked up at decision time).
+		s.exprs = map[string]*rules.Expr{}
+		for _, ge := range s.groups {
+			if ge.expr != nil {
+				s.exprs[ge.g.Match] = ge.expr
+			}
+		}
+		if s.rules, err = e.loadRules(ctx, prev.exprs, s.exprs); err != nil {
+			return nil, false, err
+		}
+	}
 	if len(macs) > 0 {
 		s.devAssign = maps.Clone(prev.devAssign)
 		for _, mac := range macs {
@@ -253,14 +277,10 @@ func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, 
 	if prev != nil {
 		known = prev.exprs
 	}
-	set, ok, err := e.Store.Settings(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load settings: %w", err)
+	var err error
+	if s.settings, err = e.loadSettings(ctx); err != nil {
+		return nil, err
 	}
-	if !ok {
-		set = e.DefaultSettings
-	}
-	s.settings = fillSettings(set, e.DefaultSettings)
 	const page = 1000
 	for off := 0; ; off += page {
 		bs, err := e.Store.Bundles(ctx, store.BundleFilter{Page: store.Page{Limit: page, Offset: off}})
@@ -318,22 +338,44 @@ func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, 
 			s.dynamic = append(s.dynamic, i)
 		}
 	}
+	if s.rules, err = e.loadRules(ctx, known, s.exprs); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// loadSettings reads the settings, completed with the defaults.
+func (e *Engine) loadSettings(ctx context.Context) (store.Settings, error) {
+	set, ok, err := e.Store.Settings(ctx)
+	if err != nil {
+		return store.Settings{}, fmt.Errorf("load settings: %w", err)
+	}
+	if !ok {
+		set = e.DefaultSettings
+	}
+	return fillSettings(set, e.DefaultSettings), nil
+}
+
+// loadRules reads the enabled rules in position order with their parsed
+// expressions (taken from known when there, recorded in next).
+func (e *Engine) loadRules(ctx context.Context, known, next map[string]*rules.Expr) ([]ruleEntry, error) {
 	rs, err := e.Store.Rules(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
+	var out []ruleEntry
 	for _, r := range rs {
 		if !r.Enabled {
 			continue
 		}
-		x, err := parse(r.Match, known, s.exprs)
+		x, err := parse(r.Match, known, next)
 		if err != nil {
 			e.logger().WarnContext(ctx, "rule expression does not parse: rule skipped", "rule", r.Name, "err", err)
 			continue
 		}
-		s.rules = append(s.rules, ruleEntry{r: r, expr: x})
+		out = append(out, ruleEntry{r: r, expr: x})
 	}
-	return s, nil
+	return out, nil
 }
 
 // fillSettings completes stored settings with the configured defaults.

@@ -9,7 +9,8 @@ import (
 )
 
 // TestSnapshotFollowsDeviceChanges: a change to one device (membership,
-// assignment, menu, deletion) or to a group's menu brings the cached
+// assignment, menu, deletion), a group's menu, the rules or the settings
+// brings the cached
 // snapshot up to date without a full load — in the engine that decides
 // and in a second engine on the same database (another server), which
 // follows several changes at once — and any other change reloads it.
@@ -105,12 +106,31 @@ func TestSnapshotFollowsDeviceChanges(t *testing.T) {
 	check("deleted device", e, d2, want{"none", "hotkey", "vms"})
 	followed("removals")
 
+	// Rules and settings: followed too (read again, nothing else).
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "r1", Match: `mac = "02:00:00:00:07:03"`, Group: "lab", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetSettings(ctx, store.Settings{Menu: store.Menu{Mode: "always"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range []*Engine{e, other} {
+		d, err := en.Decide(ctx, store.Device{MAC: "02:00:00:00:07:03"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Source != "rule:r1" || d.JoinGroup != "lab" {
+			t.Errorf("new rule: %+v", d)
+		}
+		check("settings", en, "02:00:00:00:09:01", want{"none", "always", ""})
+	}
+	followed("rules and settings")
+
 	// Anything else: a full load.
 	if _, err := st.UpdateGroup(ctx, "vms", func(g *store.Group) error { g.Match = `mac = "02:00:00:00:07:09"`; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	check("group changed", e, d1, want{"none", "never", ""})
-	check("group changed", other, d1, want{"none", "never", ""})
+	check("group changed", e, d1, want{"none", "always", ""})
+	check("group changed", other, d1, want{"none", "always", ""})
 	if e.cache.snap.lazy == lazy || other.cache.snap.lazy == otherLazy {
 		t.Error("a group's change did not reload the snapshot")
 	}

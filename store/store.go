@@ -191,22 +191,26 @@ type BundleFilter struct {
 // PolicyChange is what one policy version changed.
 type PolicyChange struct {
 	Version int64
-	// Kind is PolicyChangeDevice, PolicyChangeGroupMenu or
-	// PolicyChangeAny.
+	// Kind is PolicyChangeDevice, PolicyChangeGroupMenu,
+	// PolicyChangeRules, PolicyChangeSettings or PolicyChangeAny.
 	Kind   string
 	Target string // a MAC (device) or a group name (group menu)
 }
 
 // Policy change kinds.
 const (
-	// PolicyChangeAny: bundles, groups, rules, settings, a group's
-	// assignment or several things at once: reload everything.
+	// PolicyChangeAny: bundles, groups, a group's assignment or several
+	// things at once: reload everything.
 	PolicyChangeAny = ""
 	// PolicyChangeDevice: the assignment, static group memberships or
 	// menu of the device Target (and nothing else).
 	PolicyChangeDevice = "device"
 	// PolicyChangeGroupMenu: the menu of the group Target.
 	PolicyChangeGroupMenu = "group-menu"
+	// PolicyChangeRules: the rules (and nothing else).
+	PolicyChangeRules = "rules"
+	// PolicyChangeSettings: the settings (and nothing else).
+	PolicyChangeSettings = "settings"
 )
 
 // Page is the pagination of a list: Limit 0 means the store's default

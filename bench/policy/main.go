@@ -16,7 +16,9 @@
 //     next decision follows those changes of one device);
 //   - cold: Decide right after a change to one device (its menu): the
 //     snapshot follows it;
-//   - reload: Decide right after a rule's change: the whole snapshot is
+//   - reload: Decide right after a rule's change: the rules are read
+//     again;
+//   - group: Decide right after a group's change: the whole snapshot is
 //     loaded again.
 //
 // Requests cycle over every device of the fleet in a shuffled order,
@@ -145,9 +147,9 @@ func run() error {
 	flag.IntVar(&o.n, "n", 0, "count limit of each measurement (0: 1,000,000)")
 	flag.IntVar(&o.rounds, "rounds", 1, "rounds of the measurements on each store (results merged; rates listed per round)")
 	storeFlag := flag.String("store", "sqlite", "sqlite, postgres or both")
-	opsFlag := flag.String("ops", "decide,script,register,cold,reload", "measurements to run")
+	opsFlag := flag.String("ops", "decide,script,register,cold,reload,group", "measurements to run")
 	flag.IntVar(&o.newN, "new", 300, "count limit of the register measurement (per round)")
-	flag.IntVar(&o.coldN, "cold", 30, "count limit of the cold and reload measurements (per round)")
+	flag.IntVar(&o.coldN, "cold", 30, "count limit of the cold, reload and group measurements (per round)")
 	flag.IntVar(&o.procs, "procs", 1, "GOMAXPROCS")
 	flag.IntVar(&o.cpu, "cpu", 0, "pin the process to this CPU with taskset (-1: do not pin)")
 	flag.IntVar(&o.pgCPU, "pg-cpu", 1, "pin the PostgreSQL server to this CPU (-1: do not pin; the same as -cpu: share it)")
@@ -169,11 +171,11 @@ func run() error {
 	}
 	for _, op := range strings.Split(*opsFlag, ",") {
 		switch op = strings.TrimSpace(op); op {
-		case "decide", "script", "register", "cold", "reload":
+		case "decide", "script", "register", "cold", "reload", "group":
 			o.ops[op] = true
 		case "":
 		default:
-			return fmt.Errorf("-ops: unknown measurement %q (want decide, script, register, cold, reload)", op)
+			return fmt.Errorf("-ops: unknown measurement %q (want decide, script, register, cold, reload, group)", op)
 		}
 	}
 	if o.n <= 0 {
@@ -444,8 +446,17 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 		}},
 		// A device-scope menu change before each decision (untimed): it
 		// changes the policy version, as any admin change does.
-		// A rule's change (untimed) before each decision: not one
-		// device's, so the whole snapshot is loaded again.
+		// A group's change (untimed) before each decision: the whole
+		// snapshot is loaded again.
+		{"group", "Decide after a group change", min(o.n, o.coldN), func(i int) error {
+			_, err := st.UpdateGroup(ctx, "dyn-0000", func(g *store.Group) error { return nil })
+			return err
+		}, func(i int) error {
+			_, err := e.Decide(ctx, devs[(i*7919)%len(devs)])
+			return err
+		}},
+		// A rule's change (untimed) before each decision: the rules
+		// are read again.
 		{"reload", "Decide after a rule change", min(o.n, o.coldN), func(i int) error {
 			_, err := st.UpdateRule(ctx, lastRule, func(r *store.Rule) error { r.Enabled = !r.Enabled; return nil })
 			return err

@@ -182,7 +182,7 @@ func (s *Store) Settings(ctx context.Context) (store.Settings, bool, error) {
 // and the unregistered default's bundle must exist.
 func (s *Store) SetSettings(ctx context.Context, set store.Settings) error {
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeSettings, ""); err != nil {
 			return err
 		}
 		names := set.Menu.Bundles

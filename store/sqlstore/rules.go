@@ -77,7 +77,7 @@ func (r runner) ruleCount(ctx context.Context) (int, error) {
 func (s *Store) CreateRule(ctx context.Context, v store.Rule) (store.Rule, error) {
 	var created store.Rule
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeRules, ""); err != nil {
 			return err
 		}
 		bundle, group, err := r.ruleRefs(ctx, v, 0)
@@ -141,7 +141,7 @@ func (s *Store) Rules(ctx context.Context) ([]store.Rule, error) {
 func (s *Store) UpdateRule(ctx context.Context, name string, fn func(*store.Rule) error) (store.Rule, error) {
 	var updated store.Rule
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeRules, ""); err != nil {
 			return err
 		}
 		old, err := r.rule(ctx, name)
@@ -190,7 +190,7 @@ func (s *Store) UpdateRule(ctx context.Context, name string, fn func(*store.Rule
 // DeleteRule implements store.Store; later rules move up.
 func (s *Store) DeleteRule(ctx context.Context, name string) error {
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bump(ctx); err != nil {
+		if err := r.bumpFor(ctx, store.PolicyChangeRules, ""); err != nil {
 			return err
 		}
 		var id int64

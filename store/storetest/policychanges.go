@@ -66,8 +66,18 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 	gm := want{store.PolicyChangeGroupMenu, "g"}
 	step("group menu", gm, func() error { return st.SetMenu(ctx, store.ScopeGroup, "g", store.Menu{Mode: "always"}) })
 	step("delete group menu", gm, func() error { return st.DeleteMenu(ctx, store.ScopeGroup, "g") })
-	step("settings", any, func() error { return st.SetSettings(ctx, store.Settings{Naming: store.Naming{Prefix: "x"}}) })
-	step("rule", any, func() error { _, err := st.CreateRule(ctx, store.Rule{Name: "r", Match: "true"}); return err })
+	step("settings", want{store.PolicyChangeSettings, ""}, func() error { return st.SetSettings(ctx, store.Settings{Naming: store.Naming{Prefix: "x"}}) })
+	rules := want{store.PolicyChangeRules, ""}
+	step("rule", rules, func() error { _, err := st.CreateRule(ctx, store.Rule{Name: "r", Match: "true"}); return err })
+	step("update rule", rules, func() error {
+		_, err := st.UpdateRule(ctx, "r", func(r *store.Rule) error { r.Enabled = true; return nil })
+		return err
+	})
+	step("delete rule", rules, func() error { return st.DeleteRule(ctx, "r") })
+	step("update group", any, func() error {
+		_, err := st.UpdateGroup(ctx, "g", func(g *store.Group) error { g.Priority = 3; return nil })
+		return err
+	})
 	step("add member again", dev, func() error { return st.AddMember(ctx, "g", mac) })
 	step("delete device", dev, func() error { return st.DeleteDevice(ctx, mac) })
 
