@@ -2,11 +2,7 @@ package browsertest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,12 +10,9 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/preboot/preboot/api"
-	"github.com/preboot/preboot/console"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/imagefs/imagefstest"
-	"github.com/preboot/preboot/session"
-	"github.com/preboot/preboot/store/sqlstore"
 )
 
 // TestImageExplorerPage is the image explorer in the browser, against the
@@ -43,46 +36,21 @@ func TestImageExplorerPage(t *testing.T) {
 	}
 	imagefstest.Capture(ctx, t, d, repo, "lab", 1<<20)
 
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "preboot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := session.CreateUser(ctx, st, adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	events := &api.Notifier{}
-	ns := api.NotifyingStore{Store: st, N: events}
-	sessions := session.New(ns, log)
-	sessions.FailTime = -1
-	auth := &api.Auth{Store: ns, Sessions: sessions, Logger: log}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
-	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
-	mux.Handle("/console/", console.New(console.Options{Version: "test", Logger: log, Require: sessions.Require}))
-	mux.Handle("/api/v1/", api.New(api.Options{Store: ns, Auth: auth, Events: events, Logger: log, Version: "test"}))
-	images := &httpstore.Handler{Repo: repo, Logger: log}
+	site := newConsoleSite(t)
+	images := &httpstore.Handler{Repo: repo, Logger: site.log}
 	for _, p := range images.Prefixes() {
-		mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			ctx, ok := auth.Admin(w, r)
+		site.mux.Handle(p, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			ctx, ok := site.auth.Admin(w, r)
 			if !ok {
 				return
 			}
 			images.ServeHTTP(w, r.WithContext(ctx))
 		}))
 	}
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	sum := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
 
-	b := startBrowser(t, exe, srv.URL, base64.StdEncoding.EncodeToString(sum[:]))
+	b := site.open(t, exe, api.Options{})
 	ui := b.first
-	ui.navigate("/console/images")
-	ui.waitFor("the login page", `document.body.dataset.page === "login"`)
-	ui.typeIn("#login-user", adminUser)
-	ui.typeIn("#login-password", adminPassword)
-	ui.click("#login-submit")
+	ui.login("/console/images")
 	ui.waitFor("the images page", `document.body.dataset.page === "images" && !!document.querySelector("#image-lab a.explore")`)
 	ui.click("#image-lab a.explore")
 	ui.waitFor("the explorer", `document.body.dataset.page === "image" && location.pathname === "/console/images/lab"`)

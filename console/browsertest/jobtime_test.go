@@ -2,23 +2,14 @@ package browsertest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/preboot/preboot/api"
-	"github.com/preboot/preboot/console"
 	"github.com/preboot/preboot/jobs"
-	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
-	"github.com/preboot/preboot/store/sqlstore"
 )
 
 // TestJobTimePage is the job page of a restore whose agent reports where
@@ -32,30 +23,9 @@ func TestJobTimePage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "preboot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := session.CreateUser(ctx, st, adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	events := &api.Notifier{}
-	ns := api.NotifyingStore{Store: st, N: events}
-	js := &jobs.Service{Store: ns}
-	sessions := session.New(ns, log)
-	sessions.FailTime = -1
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
-	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
-	mux.Handle("/console/", console.New(console.Options{Version: "test", Logger: log, Require: sessions.Require}))
-	mux.Handle("/api/v1/", api.New(api.Options{Store: ns, Jobs: js, Auth: &api.Auth{Store: ns, Sessions: sessions, Logger: log},
-		Events: events, Logger: log, Version: "test"}))
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	sum := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
+	site := newConsoleSite(t)
+	st, ctx := site.st, context.Background()
+	js := &jobs.Service{Store: site.ns}
 
 	const mac = "52:54:00:00:0b:01"
 	if _, err := st.CreateDevice(ctx, store.Device{MAC: mac, Name: "pc-slow", Registered: true}); err != nil {
@@ -83,15 +53,11 @@ func TestJobTimePage(t *testing.T) {
 	}
 	report(36_000_000, 1_500_000) // the network is the bottleneck
 
-	b := startBrowser(t, exe, srv.URL, base64.StdEncoding.EncodeToString(sum[:]))
+	b := site.open(t, exe, api.Options{Jobs: js})
 	ui := b.first
 	shots := screenshotDir(t)
 	page := fmt.Sprintf("/console/jobs/%d", j.ID)
-	ui.navigate(page)
-	ui.waitFor("the login page", `document.body.dataset.page === "login"`)
-	ui.typeIn("#login-user", adminUser)
-	ui.typeIn("#login-password", adminPassword)
-	ui.click("#login-submit")
+	ui.login(page)
 	ui.waitFor("the job page", fmt.Sprintf(`location.pathname === %q && document.body.dataset.page === "job"`, page))
 
 	const box = `document.querySelector("#job-time")`

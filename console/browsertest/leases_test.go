@@ -2,13 +2,7 @@ package browsertest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,10 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/preboot/preboot/api"
-	"github.com/preboot/preboot/console"
-	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
-	"github.com/preboot/preboot/store/sqlstore"
 )
 
 // TestLeasesPage is the DHCP leases page against the console and the API
@@ -31,15 +22,8 @@ func TestLeasesPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "preboot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := session.CreateUser(ctx, st, adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
+	site := newConsoleSite(t)
+	st, ctx := site.st, context.Background()
 	now := time.Now()
 	if _, err := st.BindLease(ctx, netip.MustParseAddr("10.80.0.7"), store.LeaseRequest{ClientID: "01:52:54:00:00:80:07", MAC: "52:54:00:00:80:07",
 		Hostname: "lab-pc7", Server: "srv-a", Range: store.LeaseRange{Start: netip.MustParseAddr("10.80.0.7"), End: netip.MustParseAddr("10.80.0.9")}, Now: now}, time.Hour); err != nil {
@@ -50,28 +34,9 @@ func TestLeasesPage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	log := slog.New(slog.DiscardHandler)
-	events := &api.Notifier{}
-	ns := api.NotifyingStore{Store: st, N: events}
-	sessions := session.New(ns, log)
-	sessions.FailTime = -1
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
-	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
-	mux.Handle("/console/", console.New(console.Options{Version: "test", Logger: log, Require: sessions.Require}))
-	mux.Handle("/api/v1/", api.New(api.Options{Store: ns, Auth: &api.Auth{Store: ns, Sessions: sessions, Logger: log},
-		Events: events, Logger: log, Version: "test"}))
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	sum := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
-
-	b := startBrowser(t, exe, srv.URL, base64.StdEncoding.EncodeToString(sum[:]))
+	b := site.open(t, exe, api.Options{})
 	ui := b.first
-	ui.navigate("/console/leases")
-	ui.waitFor("the login page", `document.body.dataset.page === "login"`)
-	ui.typeIn("#login-user", adminUser)
-	ui.typeIn("#login-password", adminPassword)
-	ui.click("#login-submit")
+	ui.login("/console/leases")
 	ui.waitFor("the leases page", `location.pathname === "/console/leases" && document.body.dataset.page === "leases"`)
 	ui.waitFor("its navigation entry", `!!document.querySelector('a[data-nav="leases"][aria-current="page"]')`)
 	ui.waitFor("both leases", `document.querySelectorAll("#leases-body tr.lease-row").length === 2`)

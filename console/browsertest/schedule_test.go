@@ -2,22 +2,13 @@ package browsertest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/preboot/preboot/api"
-	"github.com/preboot/preboot/console"
-	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
-	"github.com/preboot/preboot/store/sqlstore"
 	"github.com/preboot/preboot/wake"
 )
 
@@ -30,15 +21,8 @@ func TestSchedulePage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "preboot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := session.CreateUser(ctx, st, adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
+	site := newConsoleSite(t)
+	st, ctx := site.st, context.Background()
 	const mac1, mac2 = "52:54:00:00:90:01", "52:54:00:00:90:02"
 	for _, m := range []string{mac1, mac2} {
 		if _, err := st.CreateDevice(ctx, store.Device{MAC: m, Registered: true}); err != nil {
@@ -62,29 +46,9 @@ func TestSchedulePage(t *testing.T) {
 		t.Fatalf("claim: %v %+v", err, due)
 	}
 
-	log := slog.New(slog.DiscardHandler)
-	events := &api.Notifier{}
-	ns := api.NotifyingStore{Store: st, N: events}
-	sessions := session.New(ns, log)
-	sessions.FailTime = -1
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
-	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
-	mux.Handle("/console/", console.New(console.Options{Version: "test", Logger: log, Require: sessions.Require}))
-	mux.Handle("/api/v1/", api.New(api.Options{Store: ns, Auth: &api.Auth{Store: ns, Sessions: sessions, Logger: log},
-		Events: events, Logger: log, Version: "test",
-		Waker: &wake.Service{Store: ns, Sender: &wake.Sender{Interfaces: []string{"lo"}}}}))
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	sum := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
-
-	b2 := startBrowser(t, exe, srv.URL, base64.StdEncoding.EncodeToString(sum[:]))
+	b2 := site.open(t, exe, api.Options{Waker: &wake.Service{Store: site.ns, Sender: &wake.Sender{Interfaces: []string{"lo"}}}})
 	ui := b2.first
-	ui.navigate("/console/schedule")
-	ui.waitFor("the login page", `document.body.dataset.page === "login"`)
-	ui.typeIn("#login-user", adminUser)
-	ui.typeIn("#login-password", adminPassword)
-	ui.click("#login-submit")
+	ui.login("/console/schedule")
 	ui.waitFor("the schedule page", `location.pathname === "/console/schedule" && document.body.dataset.page === "schedule"`)
 	ui.waitFor("its navigation entry", `!!document.querySelector('a[data-nav="schedule"][aria-current="page"]')`)
 	ui.waitFor("both scheduled assignments", `document.querySelectorAll("#schedule-body tr.schedule-row").length === 2`)

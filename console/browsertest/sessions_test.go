@@ -2,24 +2,15 @@ package browsertest
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
 	"fmt"
-	"log/slog"
-	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/preboot/preboot/api"
 	"github.com/preboot/preboot/api/sessionstest"
-	"github.com/preboot/preboot/console"
 	"github.com/preboot/preboot/mcast"
-	"github.com/preboot/preboot/session"
 	"github.com/preboot/preboot/store"
-	"github.com/preboot/preboot/store/sqlstore"
 )
 
 // TestSessionsPage is the multicast sessions page against the console and
@@ -33,42 +24,16 @@ func TestSessionsPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "preboot.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := session.CreateUser(ctx, st, adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
+	site := newConsoleSite(t)
+	st, ctx := site.st, context.Background()
 	now := time.Now().UTC()
 	fake := sessionstest.New(sessionstest.Running("s2", now))
 
-	events := &api.Notifier{}
-	ns := api.NotifyingStore{Store: st, N: events}
-	sessions := session.New(ns, log)
-	sessions.FailTime = -1
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+session.LoginPath, sessions.Login)
-	mux.HandleFunc("POST "+session.LogoutPath, sessions.Logout)
-	mux.Handle("/console/", console.New(console.Options{Version: "test", Logger: log, Require: sessions.Require}))
-	mux.Handle("/api/v1/", api.New(api.Options{Store: ns, Auth: &api.Auth{Store: ns, Sessions: sessions, Logger: log},
-		Events: events, Logger: log, Version: "test", Sessions: fake}))
-	srv := httptest.NewTLSServer(mux)
-	t.Cleanup(srv.Close)
-	sum := sha256.Sum256(srv.Certificate().RawSubjectPublicKeyInfo)
-
-	b := startBrowser(t, exe, srv.URL, base64.StdEncoding.EncodeToString(sum[:]))
+	b := site.open(t, exe, api.Options{Sessions: fake})
 	ui := b.first
 	shots := screenshotDir(t)
 
-	ui.navigate("/console/sessions")
-	ui.waitFor("the login page", `document.body.dataset.page === "login"`)
-	ui.typeIn("#login-user", adminUser)
-	ui.typeIn("#login-password", adminPassword)
-	ui.click("#login-submit")
+	ui.login("/console/sessions")
 	ui.waitFor("the sessions page", `location.pathname === "/console/sessions" && document.body.dataset.page === "sessions"`)
 	ui.waitFor("its navigation entry", `!!document.querySelector('a[data-nav="sessions"][aria-current="page"]')`)
 
