@@ -40,14 +40,7 @@ func TestUEFIHTTPBoot(t *testing.T) {
 	l.siteDHCP = l.startSiteDHCP()
 	mac := "52:54:00:" + randomHex(1) + ":" + randomHex(1) + ":" + randomHex(1)
 	uuid := newUUID()
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-		}
-	})
+	srv.logOnFailure(t, nil)
 
 	args := l.addTap("virtio-net-pci,mac=" + mac + ",romfile=,bootindex=1")
 	args = append(args, httpBootFirmwareArgs...)

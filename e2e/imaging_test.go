@@ -89,6 +89,27 @@ func (s *prebootServer) images() httpstore.ImageList {
 	return l
 }
 
+// logOnFailure registers a cleanup that, when the test has failed, logs
+// the server's events, the jobs of the devices macs returns (nil: none)
+// and the tail of its log without the test's own admin requests.
+func (s *prebootServer) logOnFailure(t *testing.T, macs func() []string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := s.cli(ctx, "event", "list")
+		t.Logf("preboot event list (%v):\n%s", err, out)
+		if macs != nil {
+			for _, mac := range macs() {
+				s.logJobs(t, mac)
+			}
+		}
+		t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(s.proc.Log, `"remote":"127.0.0.1`, 60))
+	})
+}
+
 // logJobs logs every job of the device with its log (for failures).
 func (s *prebootServer) logJobs(t *testing.T, mac string) {
 	t.Helper()
@@ -341,18 +362,7 @@ func TestImaging(t *testing.T) {
 	l.siteDHCP = l.startSiteDHCP()
 	buildImagingEnv(t, srv, art.Kernel)
 	var macs []string
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			for _, mac := range macs {
-				srv.logJobs(t, mac)
-			}
-			t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(srv.proc.Log, `"remote":"127.0.0.1`, 40))
-		}
-	})
+	srv.logOnFailure(t, func() []string { return macs })
 	deadline := imagingDeadlineFor()
 	osLine := osMarker + " " + src.ID
 

@@ -225,18 +225,7 @@ func TestImagingUEFI(t *testing.T) {
 	l.siteDHCP = l.startSiteDHCP()
 	buildImagingEnv(t, srv, art.Kernel)
 	var macs []string
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			for _, mac := range macs {
-				srv.logJobs(t, mac)
-			}
-			t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(srv.proc.Log, `"remote":"127.0.0.1`, 40))
-		}
-	})
+	srv.logOnFailure(t, func() []string { return macs })
 	deadline := imagingDeadlineFor()
 	osLine := osMarker + " " + src.ID
 

@@ -113,15 +113,7 @@ func TestPXEv6(t *testing.T) {
 		"--dhcp6-range", labULA + "100-" + labULA + "1ff",
 	}}, art)
 	mac := "52:54:00:" + randomHex(1) + ":" + randomHex(1) + ":" + randomHex(1)
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			t.Logf("preboot log:\n%s", tailFile(srv.proc.Log, 60))
-		}
-	})
+	srv.logOnFailure(t, nil)
 	args := l.addTap("virtio-net-pci,mac=" + mac + ",romfile=,bootindex=1")
 	args = append(args, pxev6FirmwareArgs...)
 	v := startVM(t, vmConfig{Name: "guest", Dir: l.Dir, Netns: l.NetNS, UEFI: true, Args: args})

@@ -52,16 +52,7 @@ func TestImagingIPv6(t *testing.T) {
 
 	mac := randomMAC()
 	uuid := newUUID()
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			srv.logJobs(t, mac)
-			t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(srv.proc.Log, `"remote":"127.0.0.1`, 60))
-		}
-	})
+	srv.logOnFailure(t, func() []string { return []string{mac} })
 	srv.mustCLI("bundle", "create", "inv6", "--kind", store.KindInventory)
 	srv.mustCLI("device", "add", mac)
 	srv.mustCLI("assign", "inv6", "--device", mac, "--once")

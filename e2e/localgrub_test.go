@@ -38,15 +38,7 @@ func TestLocalBootGRUB(t *testing.T) {
 	srv := l.startPreboot(serverOptions{}, art) // ipxe.efi
 	l.siteDHCP = l.startSiteDHCP()
 	mac := randomMAC()
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(srv.proc.Log, `"remote":"127.0.0.1`, 40))
-		}
-	})
+	srv.logOnFailure(t, nil)
 	srv.mustCLI("bundle", "create", "local-grub", "--kind", store.KindLocalBoot, "--method", "grub")
 	srv.mustCLI("assign", "local-grub", "--device", mac)
 

@@ -52,16 +52,7 @@ func TestRuleInventory(t *testing.T) {
 	mac := ruleMACPrefix + ":" + randomHex(1) + ":" + randomHex(1)
 	serial := "E2E-" + strings.ToUpper(randomHex(4))
 	uuid := newUUID()
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-			srv.logJobs(t, mac)
-			t.Logf("preboot log without admin requests (tail):\n%s", filteredTail(srv.proc.Log, `"remote":"127.0.0.1`, 40))
-		}
-	})
+	srv.logOnFailure(t, func() []string { return []string{mac} })
 
 	// The administrator's side, all through the CLI.
 	srv.mustCLI("bundle", "create", inventoryBundle, "--kind", store.KindInventory, "--description", "collect the hardware of new lab VMs")

@@ -65,14 +65,7 @@ func runScenario(t *testing.T, sc scenario) *bootResult {
 	sc.server.UEFIBootFile = sc.uefiBootFile
 	srv := l.startPreboot(sc.server, art)
 	l.siteDHCP = l.startSiteDHCP()
-	t.Cleanup(func() {
-		if t.Failed() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			out, err := srv.cli(ctx, "event", "list")
-			t.Logf("preboot event list (%v):\n%s", err, out)
-		}
-	})
+	srv.logOnFailure(t, nil)
 
 	r := &bootResult{
 		lab:    l,
