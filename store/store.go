@@ -419,6 +419,9 @@ type Token struct {
 	Prefix    string    `json:"prefix"` // first characters, to recognise it
 	CreatedAt time.Time `json:"created_at"`
 	LastUsed  time.Time `json:"last_used,omitzero"`
+	// Scope is what the token may do: ScopeAdmin ("", everything) or
+	// ScopeReplication.
+	Scope string `json:"scope,omitempty"`
 }
 
 // Applied records the last bundle applied to a device (for "force").
@@ -538,6 +541,8 @@ type Store interface {
 	Tokens(ctx context.Context) ([]Token, error)
 	DeleteToken(ctx context.Context, id int64) error
 	TouchToken(ctx context.Context, id int64, at time.Time) error
+
+	SiteStore
 
 	// AddEvent stores an event and returns it with its ID.
 	AddEvent(ctx context.Context, e Event) (Event, error)

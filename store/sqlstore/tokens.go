@@ -10,12 +10,12 @@ import (
 	"github.com/preboot/preboot/store"
 )
 
-const tokenCols = `id, name, hash, prefix, created_at, last_used`
+const tokenCols = `id, name, hash, prefix, created_at, last_used, scope`
 
 func scanToken(r scanner) (store.Token, error) {
 	var t store.Token
 	var created, used int64
-	if err := r.Scan(&t.ID, &t.Name, &t.Hash, &t.Prefix, &created, &used); err != nil {
+	if err := r.Scan(&t.ID, &t.Name, &t.Hash, &t.Prefix, &created, &used, &t.Scope); err != nil {
 		return store.Token{}, err
 	}
 	t.CreatedAt, t.LastUsed = fromMicros(created), optTime(used)
@@ -23,10 +23,13 @@ func scanToken(r scanner) (store.Token, error) {
 }
 
 // CreateToken implements store.Store: Name and Hash are required and
-// unique.
+// unique; Scope is store.ScopeAdmin or store.ScopeReplication.
 func (s *Store) CreateToken(ctx context.Context, t store.Token) (store.Token, error) {
 	if t.Name == "" || t.Hash == "" {
 		return store.Token{}, fmt.Errorf("create token: a name and a hash are required: %w", store.ErrInvalid)
+	}
+	if t.Scope != store.ScopeAdmin && t.Scope != store.ScopeReplication {
+		return store.Token{}, fmt.Errorf("create token: unknown scope %q: %w", t.Scope, store.ErrInvalid)
 	}
 	t.CreatedAt = normTime(t.CreatedAt)
 	t.LastUsed = time.Time{}
@@ -38,8 +41,8 @@ func (s *Store) CreateToken(ctx context.Context, t store.Token) (store.Token, er
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		return s.dbErr(r.queryRow(ctx, `INSERT INTO tokens (name, hash, prefix, created_at, last_used) VALUES (?, ?, ?, ?, 0) RETURNING id`,
-			t.Name, t.Hash, t.Prefix, micros(t.CreatedAt)).Scan(&t.ID))
+		return s.dbErr(r.queryRow(ctx, `INSERT INTO tokens (name, hash, prefix, created_at, last_used, scope) VALUES (?, ?, ?, ?, 0, ?) RETURNING id`,
+			t.Name, t.Hash, t.Prefix, micros(t.CreatedAt), t.Scope).Scan(&t.ID))
 	})
 	if err != nil {
 		return store.Token{}, fmt.Errorf("create token %q: %w", t.Name, err)

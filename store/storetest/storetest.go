@@ -44,6 +44,8 @@ func Run(t *testing.T, open Opener) {
 		{"PolicyVersion", testPolicyVersion},
 		{"PolicyChanges", testPolicyChanges},
 		{"Tokens", testTokens},
+		{"TokenScopes", testTokenScopes},
+		{"Sites", testSites},
 		{"Jobs", testJobs},
 		{"JobLog", testJobLog},
 		{"JobTiming", testJobTiming},
