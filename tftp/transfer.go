@@ -8,13 +8,14 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Results of a transfer, as logged and counted in preboot_tftp_transfers_total.
@@ -47,10 +48,17 @@ func (e *clientError) Error() string {
 	return fmt.Sprintf("client sent error %d: %q", e.pkt.Code, e.pkt.Message)
 }
 
-// transfer is one read request being served.
+// transfer is one read request being served. A goroutine opens it (open: the generator or the
+// file, the options, the socket), then hands it to an event loop that runs its data phase: start,
+// then onAck and onTimeout as packets and timeouts come, until it is over and ends (end).
 type transfer struct {
-	cfg   *config
-	conn  *net.UDPConn
+	cfg     *config
+	ctx     context.Context // the server's: generators and logs
+	release func()          // frees its place in the limiter
+	begun   time.Time
+
+	fd    int      // the transfer's socket (its TID), -1 until opened
+	to    sockaddr // peer, in the kernel's form
 	peer  netip.AddrPort
 	local netip.Addr
 	file  string
@@ -65,28 +73,171 @@ type transfer struct {
 	retransmits int
 	acked       bool // the client acknowledged something: its address is its own
 	rtt         rttEstimator
-	rbuf        []byte
 
-	// mapped is the file's content when it is a regular file mapped into memory: its blocks go
-	// out with vw straight from the page cache, behind hdr.
-	mapped []byte
-	vw     *vecWriter
-	hdr    [4]byte
+	// The content: mapped when it is a regular file sent in octet mode (its blocks go out
+	// straight from the page cache), else read from src into the window's slots.
+	src      io.Reader
+	closeSrc func()
+	mapped   []byte
 
-	// deadline is the read deadline set on conn (zero: none, or passed).
-	deadline time.Time
+	oack       []byte // the OACK packet, nil if none
+	waitOACK   bool   // the OACK is sent, ACK 0 not yet received
+	oackSentAt time.Time
+
+	// The window (RFC 7440). Sequence numbers count blocks from 1 without wrapping; the wire
+	// block is the low 16 bits.
+	base    uint64 // first unacknowledged block
+	next    uint64 // next block to send
+	filled  uint64 // next block to read from the content
+	maxSent uint64 // highest block sent so far
+	last    uint64 // the final (short) block, once read
+	retries int    // timeouts in a row
+	slots   [][]byte
+	lens    []int
+	sentAt  []time.Time
+	resent  []bool
+
+	// Timer: due is the retransmission deadline, at the time the loop's heap looks at it
+	// (see timers), timer the index in the heap (-1: not in).
+	due, at time.Time
+	timer   int
+
+	over   bool
+	result string
+	err    error
 }
 
-func serveRequest(ctx context.Context, cfg *config, req *RequestPacket, peer netip.AddrPort, local netip.Addr) {
-	start := time.Now()
+func newTransfer(ctx context.Context, cfg *config, req *RequestPacket, peer netip.AddrPort, local netip.Addr, release func()) *transfer {
 	cfg.metrics.start()
-	t := &transfer{cfg: cfg, peer: peer, local: local, file: req.Filename, mode: req.Mode, blksize: 512, window: 1, tsize: -1}
-	result, err := t.run(ctx, req)
-	d := time.Since(start)
-	cfg.metrics.finish(result, t.sent, t.retransmits, d)
+	return &transfer{
+		cfg: cfg, ctx: ctx, release: release, begun: time.Now(), fd: -1, timer: -1,
+		peer: peer, local: local, file: req.Filename, mode: req.Mode,
+		blksize: 512, window: 1, tsize: -1, base: 1, next: 1, filled: 1,
+		rtt: rttEstimator{rto: cfg.initialRTO, min: cfg.minRTO, max: cfg.maxRTO},
+	}
+}
+
+// serveRequest opens the transfer of req and hands it to l. It runs in its own goroutine: a
+// generator may take its time.
+func serveRequest(ctx context.Context, cfg *config, l *loop, req *RequestPacket, peer netip.AddrPort, local netip.Addr, release func()) {
+	t := newTransfer(ctx, cfg, req, peer, local, release)
+	if !t.open(req) {
+		t.end()
+		return
+	}
+	if !l.add(t) {
+		t.fail(errShutdown)
+		t.end()
+	}
+}
+
+// open prepares the transfer: socket, content, options. It reports false if the transfer is
+// already over (refused, or the server cannot serve it).
+func (t *transfer) open(req *RequestPacket) bool {
+	fd, err := openTID(t.local, t.peer)
+	if err != nil {
+		t.over, t.result, t.err = true, resultError, err
+		return false
+	}
+	t.fd, t.to = fd, newSockaddr(t.peer)
+
+	src, size, closeSrc, err := t.prepare(t.ctx, req)
+	if err != nil {
+		var pe *protoError
+		if errors.As(err, &pe) {
+			t.sendError(pe.code, pe.msg)
+			t.over, t.result, t.err = true, pe.result, err
+			return false
+		}
+		t.sendError(ErrUndefined, "Internal error")
+		t.over, t.result, t.err = true, resultError, err
+		return false
+	}
+	t.closeSrc = closeSrc
+
+	oack, err := t.negotiate(req.Options, src, size)
+	if err == nil && len(oack) > 0 {
+		t.oack, err = (&OAckPacket{Options: oack}).AppendBinary(nil)
+	}
+	if err != nil {
+		t.sendError(ErrUndefined, "Internal error")
+		t.over, t.result, t.err = true, resultError, err
+		return false
+	}
+	switch {
+	case t.mode == "netascii":
+		t.src = newNetasciiReader(src)
+	case t.mapSource(src):
+	case t.window*t.blksize < sourceBuffer:
+		t.src = newBufferedReader(src)
+	default:
+		t.src = src
+	}
+	w := t.window
+	t.lens, t.sentAt, t.resent = make([]int, w), make([]time.Time, w), make([]bool, w)
+	if t.mapped == nil {
+		// One packet buffer per block of the window, allocated when first needed: a small file
+		// asked for with a large window and blksize costs only the blocks it has.
+		t.slots = make([][]byte, w)
+	}
+	return true
+}
+
+// mapSource maps src when it is a regular file sent in octet mode. It reports whether it did.
+func (t *transfer) mapSource(src io.ReadSeeker) bool {
+	f, ok := src.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	t.mapped = mapFile(f, fi.Size())
+	return t.mapped != nil
+}
+
+// fail ends the transfer with err, telling the client when the error is for it.
+func (t *transfer) fail(err error) {
+	if t.over {
+		return
+	}
+	t.over, t.err = true, err
+	var ce *clientError
+	var pe *protoError
+	switch {
+	case errors.As(err, &ce):
+		t.result = resultClientError
+	case errors.As(err, &pe):
+		t.sendError(pe.code, pe.msg)
+		t.result = pe.result
+	case errors.Is(err, errShutdown) || t.ctx.Err() != nil:
+		t.result = resultAborted
+	case errors.Is(err, errGaveUp):
+		t.result = resultTimeout
+	default:
+		t.sendError(ErrUndefined, "Internal error")
+		t.result = resultError
+	}
+}
+
+// end releases what the transfer holds, counts it and logs it.
+func (t *transfer) end() {
+	if t.fd >= 0 {
+		unix.Close(t.fd)
+		t.fd = -1
+	}
+	unmapFile(t.mapped)
+	t.mapped = nil
+	if t.closeSrc != nil {
+		t.closeSrc()
+	}
+	t.release()
+	d := time.Since(t.begun)
+	t.cfg.metrics.finish(t.result, t.sent, t.retransmits, d)
 
 	attrs := []slog.Attr{
-		slog.String("peer", peer.String()),
+		slog.String("peer", t.peer.String()),
 		slog.String("file", t.file),
 		slog.String("mode", t.mode),
 		slog.Int("blksize", t.blksize),
@@ -98,108 +249,18 @@ func serveRequest(ctx context.Context, cfg *config, req *RequestPacket, peer net
 	if t.timeoutOpt > 0 {
 		attrs = append(attrs, slog.Int("timeout", t.timeoutOpt))
 	}
-	if local.IsValid() {
-		attrs = append(attrs, slog.String("local", local.String()))
+	if t.local.IsValid() {
+		attrs = append(attrs, slog.String("local", t.local.String()))
 	}
 	attrs = append(attrs,
 		slog.Int64("bytes", t.bytes),
 		slog.Duration("duration", d),
 		slog.Int("retransmits", t.retransmits),
-		slog.String("result", result))
-	if err != nil {
-		attrs = append(attrs, slog.String("error", err.Error()))
+		slog.String("result", t.result))
+	if t.err != nil {
+		attrs = append(attrs, slog.String("error", t.err.Error()))
 	}
-	cfg.log.LogAttrs(ctx, slog.LevelInfo, "tftp transfer", attrs...)
-}
-
-func (t *transfer) run(ctx context.Context, req *RequestPacket) (string, error) {
-	conn, err := listenTID(t.local, t.peer)
-	if err != nil {
-		return resultError, err
-	}
-	t.conn = conn
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	t.rbuf = make([]byte, 2048)
-	t.rtt = rttEstimator{rto: t.cfg.initialRTO, min: t.cfg.minRTO, max: t.cfg.maxRTO}
-
-	src, size, closeSrc, err := t.prepare(ctx, req)
-	if err != nil {
-		var pe *protoError
-		if errors.As(err, &pe) {
-			t.sendError(t.peer, pe.code, pe.msg)
-			return pe.result, err
-		}
-		t.sendError(t.peer, ErrUndefined, "Internal error")
-		return resultError, err
-	}
-	defer closeSrc()
-
-	oack, err := t.negotiate(req.Options, src, size)
-	if err != nil {
-		t.sendError(t.peer, ErrUndefined, "Internal error")
-		return resultError, err
-	}
-	if len(oack) > 0 {
-		if err := t.sendOACK(oack); err != nil {
-			return t.failure(ctx, err)
-		}
-	}
-	var r io.Reader = src
-	if t.mode == "netascii" {
-		r = newNetasciiReader(src)
-	} else if t.mapSource(src) {
-		defer unmapFile(t.mapped)
-	} else if t.window*t.blksize < sourceBuffer {
-		r = newBufferedReader(src)
-	}
-	if err := t.sendData(r); err != nil {
-		return t.failure(ctx, err)
-	}
-	return resultOK, nil
-}
-
-// mapSource maps src when it is a regular file sent in octet mode, and prepares the vector
-// writer its blocks are sent with. It reports whether it did.
-func (t *transfer) mapSource(src io.ReadSeeker) bool {
-	f, ok := src.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return false
-	}
-	vw, err := newVecWriter(t.conn, t.peer)
-	if err != nil {
-		return false
-	}
-	m := mapFile(f, fi.Size())
-	if m == nil {
-		return false
-	}
-	t.mapped, t.vw = m, vw
-	return true
-}
-
-// failure classifies the error that ended a transfer after it started.
-func (t *transfer) failure(ctx context.Context, err error) (string, error) {
-	var ce *clientError
-	var pe *protoError
-	switch {
-	case errors.As(err, &ce):
-		return resultClientError, err
-	case errors.As(err, &pe):
-		t.sendError(t.peer, pe.code, pe.msg)
-		return pe.result, err
-	case ctx.Err() != nil || errors.Is(err, net.ErrClosed):
-		return resultAborted, err
-	case errors.Is(err, errGaveUp):
-		return resultTimeout, err
-	}
-	t.sendError(t.peer, ErrUndefined, "Internal error")
-	return resultError, err
+	t.cfg.log.LogAttrs(t.ctx, slog.LevelInfo, "tftp transfer", attrs...)
 }
 
 // prepare checks the request and opens its content.
@@ -390,285 +451,196 @@ func (t *transfer) maxRetries() int {
 	return t.cfg.retries
 }
 
-// sendOACK sends the option acknowledgement and waits for ACK 0.
-func (t *transfer) sendOACK(opts []Option) error {
-	pkt, err := (&OAckPacket{Options: opts}).AppendBinary(nil)
-	if err != nil {
-		return err
+// start sends the first packet: the OACK, or the first window.
+func (t *transfer) start(now time.Time, out *batch) {
+	if t.oack == nil {
+		t.sendWindow(now, out)
+		return
 	}
-	for retries := 0; ; retries++ {
-		sentAt := time.Now()
-		if err := t.write(pkt); err != nil {
-			return err
+	t.waitOACK = true
+	t.oackSentAt = now
+	t.to.sendto(t.fd, t.oack)
+	t.due = now.Add(t.rtt.rto)
+}
+
+// onAck handles ACK block. The data phase follows RFC 7440 with go-back-N recovery: an ACK inside
+// the window restarts the window after the acknowledged block; an ACK for an already acknowledged
+// block (duplicate) is ignored, never answered with a resend (Sorcerer's Apprentice). Block
+// numbers wrap from 65535 to 0.
+func (t *transfer) onAck(block uint16, now time.Time, out *batch) {
+	if t.waitOACK {
+		if block != 0 {
+			return
 		}
-		if retries > 0 {
-			t.retransmits++
+		if t.retries == 0 {
+			t.rtt.sample(now.Sub(t.oackSentAt))
 		}
-		if err := t.conn.SetReadDeadline(sentAt.Add(t.rtt.rto)); err != nil {
-			return err
-		}
-		for {
-			block, isAck, err := t.recv()
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if isAck && block == 0 {
-				if retries == 0 {
-					t.rtt.sample(time.Since(sentAt))
-				}
-				t.acked = true
-				return nil
-			}
-		}
-		if retries >= t.maxRetries() {
-			return fmt.Errorf("%w: no ACK for OACK after %d retries", errGaveUp, retries)
+		t.waitOACK, t.acked, t.retries = false, true, 0
+		t.sendWindow(now, out)
+		return
+	}
+	d := uint64(block - uint16(t.base-1)) // distance from the last acknowledged block
+	s := t.base - 1 + d
+	if d == 0 || s > t.maxSent {
+		return // duplicate (or not a block we sent): never resend on it
+	}
+	i := int(s % uint64(t.window))
+	if s == t.next-1 && !t.resent[i] {
+		t.rtt.sample(now.Sub(t.sentAt[i]))
+	}
+	t.base = s + 1
+	t.retries = 0
+	t.acked = true
+	if s == t.last {
+		t.over, t.result = true, resultOK
+		return
+	}
+	if t.next > t.base {
+		t.next = t.base // ACK inside the window: go back to the block after it
+	}
+	t.sendWindow(now, out)
+}
+
+// onTimeout handles the retransmission timer. The OACK is sent again. In the data phase a first
+// timeout sends the first unacknowledged block alone (a probe the receiver answers with the ACK of
+// the last block it holds), a second one resends the window from that block. The timeout doubles
+// each time; after maxRetries in a row the transfer is given up.
+func (t *transfer) onTimeout(now time.Time, out *batch) {
+	if t.waitOACK {
+		if t.retries >= t.maxRetries() {
+			t.fail(fmt.Errorf("%w: no ACK for OACK after %d retries", errGaveUp, t.retries))
+			return
 		}
 		t.rtt.backoff()
+		t.retries++
+		t.retransmits++
+		t.oackSentAt = now
+		t.to.sendto(t.fd, t.oack)
+		t.due = now.Add(t.rtt.rto)
+		return
 	}
+	t.retries++
+	if t.retries > t.maxRetries() {
+		t.fail(fmt.Errorf("%w: no ACK for block %d after %d retries", errGaveUp, t.base, t.maxRetries()))
+		return
+	}
+	t.rtt.backoff()
+	if t.retries == 1 && t.window > 1 {
+		// A receiver that has more (its ACK was lost, or only the tail of the window was)
+		// answers with the last block it holds, and the window restarts from there, instead of
+		// a whole window of duplicates filling its socket buffer.
+		i := int(t.base % uint64(t.window))
+		t.resent[i] = true
+		t.retransmits++
+		err := t.queue(t.base, out)
+		if err == nil {
+			err = out.flush(t.fd)
+		}
+		if err != nil {
+			t.failSend(err, out)
+			return
+		}
+		t.sent += int64(t.lens[i])
+		t.due = now.Add(t.rtt.rto)
+		return
+	}
+	t.next = t.base
+	t.sendWindow(now, out)
 }
 
-// sendData sends the content as DATA blocks, windowsize blocks at a time (RFC 7440), with
-// go-back-N recovery: a first timeout sends the first unacknowledged block alone (a probe the
-// receiver answers with the ACK of the last block it holds), a second one resends the window
-// from that block; an ACK inside the window restarts the window after the acknowledged block; an
-// ACK for an already acknowledged block (duplicate) is ignored, never answered with a resend
-// (Sorcerer's Apprentice). Block numbers wrap from 65535 to 0.
-func (t *transfer) sendData(src io.Reader) error {
-	bs := t.blksize
-	w := t.window
-	// One packet buffer per block of the window, allocated when first needed: a small file
-	// asked for with a large window and blksize costs only the blocks it has.
-	slots := make([][]byte, w)
-	lens := make([]int, w)
-	sentAt := make([]time.Time, w)
-	resent := make([]bool, w)
-
-	// Sequence numbers count blocks from 1 without wrapping; the wire block is the low 16 bits.
-	var (
-		base    uint64 = 1 // first unacknowledged block
-		next    uint64 = 1 // next block to send
-		filled  uint64 = 1 // next block to read from src
-		maxSent uint64     // highest block sent so far
-		last    uint64     // the final (short) block, once read
-		retries int
-	)
-	for {
-		for next < base+uint64(w) && (last == 0 || next <= last) {
-			i := int(next % uint64(w))
-			if t.mapped != nil {
-				if next == filled {
-					n := t.mappedBlock(next, &last)
-					lens[i] = n
-					filled++
-					t.bytes += int64(n)
-				}
-				if next <= maxSent {
-					resent[i] = true
-					t.retransmits++
-				} else {
-					resent[i] = false
-					maxSent = next
-				}
-				sentAt[i] = time.Now()
-				if err := t.sendMapped(next); err != nil {
-					return err
-				}
-				t.sent += int64(lens[i])
-				next++
-				continue
+// sendWindow sends the blocks from next to the end of the window (or of the content), reading
+// those not read yet, with one sendmmsg(2), and sets the retransmission deadline.
+func (t *transfer) sendWindow(now time.Time, out *batch) {
+	w := uint64(t.window)
+	for t.next < t.base+w && (t.last == 0 || t.next <= t.last) {
+		i := int(t.next % w)
+		if t.next == t.filled {
+			if err := t.fill(i); err != nil {
+				t.failSend(err, out)
+				return
 			}
-			if slots[i] == nil {
-				slots[i] = make([]byte, 4+bs)
-			}
-			b := slots[i]
-			if next == filled {
-				n, err := io.ReadFull(src, b[4:])
-				switch {
-				case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-					last = next
-				case err != nil:
-					return &protoError{ErrUndefined, "Read error", resultError, fmt.Errorf("reading %s: %w", t.file, err)}
-				}
-				binary.BigEndian.PutUint16(b, uint16(OpDATA))
-				lens[i] = n
-				filled++
-				t.bytes += int64(n)
-			}
-			binary.BigEndian.PutUint16(b[2:], uint16(next))
-			if next <= maxSent {
-				resent[i] = true
-				t.retransmits++
-			} else {
-				resent[i] = false
-				maxSent = next
-			}
-			sentAt[i] = time.Now()
-			if err := t.write(b[:4+lens[i]]); err != nil {
-				return err
-			}
-			t.sent += int64(lens[i])
-			next++
 		}
-
-		if err := t.armTimer(); err != nil {
-			return err
+		if t.next <= t.maxSent {
+			t.resent[i] = true
+			t.retransmits++
+		} else {
+			t.resent[i] = false
+			t.maxSent = t.next
 		}
-		for {
-			block, isAck, err := t.recv()
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.deadline = time.Time{} // passed: the next wait sets its own
-				retries++
-				if retries > t.maxRetries() {
-					return fmt.Errorf("%w: no ACK for block %d after %d retries", errGaveUp, base, t.maxRetries())
-				}
-				t.rtt.backoff()
-				if retries == 1 && w > 1 {
-					// First timeout: probe with the first unacknowledged block alone. A receiver
-					// that has more (its ACK was lost, or only the tail of the window was) answers
-					// with the last block it holds, and the window restarts from there, instead of
-					// a whole window of duplicates filling its socket buffer.
-					i := int(base % uint64(w))
-					resent[i] = true
-					t.retransmits++
-					if t.mapped != nil {
-						if err := t.sendMapped(base); err != nil {
-							return err
-						}
-					} else if err := t.write(slots[i][:4+lens[i]]); err != nil {
-						return err
-					}
-					t.sent += int64(lens[i])
-					t.deadline = time.Time{}
-					if err := t.armTimer(); err != nil {
-						return err
-					}
-					continue
-				}
-				next = base
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if !isAck {
-				continue
-			}
-			d := uint64(block - uint16(base-1)) // distance from the last acknowledged block
-			s := base - 1 + d
-			if d == 0 || s > maxSent {
-				continue // duplicate (or not a block we sent): never resend on it
-			}
-			i := int(s % uint64(w))
-			if s == next-1 && !resent[i] {
-				t.rtt.sample(time.Since(sentAt[i]))
-			}
-			base = s + 1
-			retries = 0
-			t.acked = true
-			if s == last {
-				return nil
-			}
-			if next > base {
-				next = base // ACK inside the window: go back to the block after it
-			}
-			break
+		t.sentAt[i] = now
+		if err := t.queue(t.next, out); err != nil {
+			t.failSend(err, out)
+			return
 		}
+		t.sent += int64(t.lens[i])
+		t.next++
 	}
+	if err := out.flush(t.fd); err != nil {
+		t.failSend(err, out)
+		return
+	}
+	t.due = now.Add(t.rtt.rto)
 }
 
-// armTimer makes the next read time out no sooner than one retransmission timeout from now and
-// at most a quarter of one later. Lock-step transfers wait for an ACK after every block, a fraction
-// of the timeout apart: re-arming the socket's deadline (a runtime timer update) only when it falls
-// short saves one per block, at the price of a timeout firing up to 25 % late.
-func (t *transfer) armTimer() error {
-	now := time.Now()
-	need := now.Add(t.rtt.rto)
-	if !t.deadline.IsZero() && !t.deadline.Before(need) && t.deadline.Sub(need) <= t.rtt.rto/4 {
-		return nil
+// fill reads block filled into slot i (a mapped file needs no reading: only its length).
+func (t *transfer) fill(i int) error {
+	var n int
+	if t.mapped != nil {
+		off := int64(t.filled-1) * int64(t.blksize)
+		n = int(max(0, min(int64(t.blksize), int64(len(t.mapped))-off)))
+	} else {
+		if t.slots[i] == nil {
+			t.slots[i] = make([]byte, 4+t.blksize)
+		}
+		b := t.slots[i]
+		var err error
+		n, err = io.ReadFull(t.src, b[4:])
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		case err != nil:
+			return fmt.Errorf("reading %s: %w", t.file, err)
+		}
+		binary.BigEndian.PutUint16(b, uint16(OpDATA))
 	}
-	d := need.Add(t.rtt.rto / 4)
-	if err := t.conn.SetReadDeadline(d); err != nil {
-		return err
-	}
-	t.deadline = d
-	return nil
-}
-
-// mappedBlock returns the payload length of block seq of the mapped file, and sets *last when
-// it is the final (short, possibly empty) block.
-func (t *transfer) mappedBlock(seq uint64, last *uint64) int {
-	off := int64(seq-1) * int64(t.blksize)
-	n := int(max(0, min(int64(t.blksize), int64(len(t.mapped))-off)))
 	if n < t.blksize {
-		*last = seq
+		t.last = t.filled
 	}
-	return n
-}
-
-// sendMapped sends block seq of the mapped file.
-func (t *transfer) sendMapped(seq uint64) error {
-	off := min(int64(seq-1)*int64(t.blksize), int64(len(t.mapped)))
-	end := min(off+int64(t.blksize), int64(len(t.mapped)))
-	binary.BigEndian.PutUint16(t.hdr[:], uint16(OpDATA))
-	binary.BigEndian.PutUint16(t.hdr[2:], uint16(seq))
-	err := t.vw.write(t.hdr[:], t.mapped[off:end])
-	if errors.Is(err, errPayload) {
-		return &protoError{ErrUndefined, "Read error", resultError, fmt.Errorf("reading %s: %w", t.file, err)}
-	}
-	return err
-}
-
-// recv waits (until the read deadline) for the next packet from the peer. It answers packets
-// from any other address with "Unknown transfer ID" and drops malformed packets. It returns
-// ACKs without allocating; an ERROR from the peer is returned as a *clientError.
-func (t *transfer) recv() (block uint16, isAck bool, err error) {
-	for {
-		n, from, err := t.conn.ReadFromUDPAddrPort(t.rbuf)
-		if err != nil {
-			return 0, false, err
-		}
-		if from.Addr().Is4In6() {
-			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		}
-		if from != t.peer {
-			t.cfg.log.Debug("tftp: packet from unknown transfer ID", "peer", t.peer, "from", from)
-			t.sendError(from, ErrUnknownTID, "Unknown transfer ID")
-			continue
-		}
-		b := t.rbuf[:n]
-		if n >= 4 && Opcode(binary.BigEndian.Uint16(b)) == OpACK {
-			return binary.BigEndian.Uint16(b[2:]), true, nil
-		}
-		p, err := ParsePacket(b)
-		if err != nil {
-			t.cfg.log.Debug("tftp: dropping malformed packet", "peer", from, "len", n, "error", err)
-			continue
-		}
-		if ep, ok := p.(*ErrorPacket); ok {
-			return 0, false, &clientError{ep}
-		}
-		// Anything else (DATA, a repeated request, ...) is not part of a read transfer: ignore.
-	}
-}
-
-func (t *transfer) write(b []byte) error {
-	_, err := t.conn.WriteToUDPAddrPort(b, t.peer)
-	if err != nil && errors.Is(err, net.ErrClosed) {
-		return err
-	}
-	// Other send errors (no buffer space, unreachable for a moment) count as a lost packet.
+	t.lens[i] = n
+	t.filled++
+	t.bytes += int64(n)
 	return nil
 }
 
-func (t *transfer) sendError(to netip.AddrPort, code ErrorCode, msg string) {
+// queue adds block seq, already filled, to out.
+func (t *transfer) queue(seq uint64, out *batch) error {
+	i := int(seq % uint64(t.window))
+	if t.mapped == nil {
+		b := t.slots[i]
+		binary.BigEndian.PutUint16(b[2:], uint16(seq))
+		return out.add(t.fd, &t.to, nil, b[:4+t.lens[i]])
+	}
+	hdr := out.hdr()
+	binary.BigEndian.PutUint16(hdr, uint16(OpDATA))
+	binary.BigEndian.PutUint16(hdr[2:], uint16(seq))
+	off := int64(seq-1) * int64(t.blksize)
+	return out.add(t.fd, &t.to, hdr, t.mapped[off:off+int64(t.lens[i])])
+}
+
+// failSend ends the transfer on an error reading its content; what is queued is sent first.
+func (t *transfer) failSend(err error, out *batch) {
+	_ = out.flush(t.fd)
+	if errors.Is(err, errPayload) {
+		err = fmt.Errorf("reading %s: %w", t.file, err)
+	}
+	t.fail(&protoError{ErrUndefined, "Read error", resultError, err})
+}
+
+func (t *transfer) sendError(code ErrorCode, msg string) {
 	b, err := (&ErrorPacket{Code: code, Message: msg}).AppendBinary(make([]byte, 0, 4+len(msg)+1))
 	if err != nil {
 		return
 	}
-	_, _ = t.conn.WriteToUDPAddrPort(b, to)
+	t.to.sendto(t.fd, b)
 }
 
 // rttEstimator is the retransmission timer of RFC 6298, bounded by [min, max].
