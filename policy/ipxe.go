@@ -279,12 +279,18 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 }
 
 func (e *Engine) event(ctx context.Context, mac, kind, msg string) error {
+	_, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: kind, Message: e.takeNote(ctx) + msg})
+	return err
+}
+
+// takeNote returns the request's boot note as the prefix of the first
+// event the request records ("" once taken, or when there is none).
+func (e *Engine) takeNote(ctx context.Context) string {
 	if n, ok := ctx.Value(bootNoteKey{}).(*bootNote); ok && !n.used {
 		n.used = true
-		msg = n.text + ": " + msg
+		return n.text + ": "
 	}
-	_, err := e.Store.AddEvent(ctx, store.Event{MAC: mac, Time: e.now(), Kind: kind, Message: msg})
-	return err
+	return ""
 }
 
 // bootNote carries a boot request's description to the first event the

@@ -160,7 +160,9 @@ func (e *Engine) handOut(ctx context.Context, dev store.Device, d Decision, why 
 // the unregistered default: the device is registered (and named), joins
 // the rule's group, and the bundle becomes a once assignment of the
 // device, so that a failed run runs again at the next boot and a
-// successful one is not repeated.
+// successful one is not repeated. All of it, with its event, is one
+// store transaction (Store.Register): a failure leaves no half-registered
+// device.
 func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (Decision, error) {
 	if !d.Register {
 		return d, nil
@@ -169,85 +171,69 @@ func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (De
 	if err != nil {
 		return d, err
 	}
-	name, err := e.nameDevice(ctx, dev, set.Naming)
+	base, err := e.nameBase(ctx, dev, set.Naming)
 	if err != nil {
 		return d, err
 	}
-	msg := fmt.Sprintf("registered by %s", d.Source)
-	if name != "" {
-		msg += " as " + name
-	}
-	if d.JoinGroup != "" {
-		if err := e.Store.AddMember(ctx, d.JoinGroup, dev.MAC); err != nil {
-			return d, fmt.Errorf("register %s: join group %s: %w", dev.MAC, d.JoinGroup, err)
-		}
-		msg += ", joined group " + d.JoinGroup
-	}
+	reg := store.Registration{MAC: dev.MAC, Name: base, Group: d.JoinGroup}
 	if d.Bundle != nil && d.Assignment == nil && d.Bundle.Kind != store.KindLocalBoot {
-		a, err := e.Store.CreateAssignment(ctx, store.Assignment{BundleID: d.Bundle.ID, MAC: dev.MAC, Once: true})
-		if err != nil {
-			return d, fmt.Errorf("register %s: assign bundle %s: %w", dev.MAC, d.Bundle.Name, err)
+		reg.BundleID = d.Bundle.ID
+	}
+	note := e.takeNote(ctx)
+	at := e.now()
+	reg.Event = func(r store.Registered) store.Event {
+		msg := fmt.Sprintf("registered by %s", d.Source)
+		if r.Name != "" {
+			msg += " as " + r.Name
 		}
-		d.Assignment = &a
-		msg += ", bundle " + d.Bundle.Name + " assigned once"
+		if d.JoinGroup != "" {
+			msg += ", joined group " + d.JoinGroup
+		}
+		if r.Assignment != nil {
+			msg += ", bundle " + d.Bundle.Name + " assigned once"
+		}
+		return store.Event{Time: at, Kind: store.EventPolicy, Message: note + msg}
 	}
-	if err := e.event(ctx, dev.MAC, store.EventPolicy, msg); err != nil {
-		return d, err
+	r, err := e.Store.Register(ctx, reg)
+	if err != nil {
+		return d, fmt.Errorf("register %s: %w", dev.MAC, err)
 	}
-	e.logger().InfoContext(ctx, "device registered", "mac", dev.MAC, "source", d.Source, "name", name, "group", d.JoinGroup)
+	if r.Assignment != nil {
+		d.Assignment = r.Assignment
+	}
+	e.logger().InfoContext(ctx, "device registered", "mac", dev.MAC, "source", d.Source, "name", r.Name, "group", d.JoinGroup)
 	return d, nil
 }
 
 var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-// nameDevice marks the device registered and names it by the naming
-// settings (keeping a name it already has); a taken name gets -2, -3...
-func (e *Engine) nameDevice(ctx context.Context, dev store.Device, n store.Naming) (string, error) {
+// nameBase is the name the naming settings give a device that has none
+// ("" for a device that has one, or when naming is off); the store adds
+// -2, -3... when another device has it.
+func (e *Engine) nameBase(ctx context.Context, dev store.Device, n store.Naming) (string, error) {
+	if dev.Name != "" {
+		return "", nil
+	}
 	base := ""
-	if dev.Name == "" {
-		switch n.From {
-		case store.NameFromSerial:
-			base = dev.Serial
-		case store.NameFromAsset:
-			base = dev.AssetTag
-		case store.NameFromSequence:
-			cnt, err := e.Store.CountDevices(ctx, store.DeviceFilter{Registered: ptr(true)})
-			if err != nil {
-				return "", err
-			}
-			base = fmt.Sprintf("%03d", cnt+1)
-		}
-		if n.From != "" && strings.Trim(nameUnsafe.ReplaceAllString(base, ""), "-._") == "" {
-			base = strings.ReplaceAll(dev.MAC, ":", "") // fall back when the source is empty
-		}
-		if base != "" {
-			base = n.Prefix + strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-")
-		}
-	}
-	for i := 1; i <= 20; i++ {
-		name := base
-		if i > 1 {
-			name = fmt.Sprintf("%s-%d", base, i)
-		}
-		_, err := e.Store.UpdateDevice(ctx, dev.MAC, func(d *store.Device) error {
-			d.Registered = true
-			if name != "" && d.Name == "" {
-				d.Name = name
-			}
-			return nil
-		})
-		if errors.Is(err, store.ErrConflict) && base != "" {
-			continue
-		}
+	switch n.From {
+	case store.NameFromSerial:
+		base = dev.Serial
+	case store.NameFromAsset:
+		base = dev.AssetTag
+	case store.NameFromSequence:
+		cnt, err := e.Store.CountDevices(ctx, store.DeviceFilter{Registered: ptr(true)})
 		if err != nil {
-			return "", fmt.Errorf("register %s: %w", dev.MAC, err)
+			return "", err
 		}
-		if dev.Name != "" {
-			return dev.Name, nil
-		}
-		return name, nil
+		base = fmt.Sprintf("%03d", cnt+1)
 	}
-	return "", fmt.Errorf("register %s: names %s..%s-20 are all taken", dev.MAC, base, base)
+	if n.From != "" && strings.Trim(nameUnsafe.ReplaceAllString(base, ""), "-._") == "" {
+		base = strings.ReplaceAll(dev.MAC, ":", "") // fall back when the source is empty
+	}
+	if base != "" {
+		base = n.Prefix + strings.Trim(nameUnsafe.ReplaceAllString(base, "-"), "-")
+	}
+	return base, nil
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -302,6 +288,16 @@ func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device,
 	cmdline := fmt.Sprintf("%s preboot.server=%s preboot.token=%s preboot.job=%d", e.Imaging.Cmdline, server, token, job.ID)
 	if e.AgentFingerprint != "" {
 		cmdline += " preboot.tls=" + e.AgentFingerprint
+	}
+	if e.ImageServer != nil && job.Kind == store.KindImageRestore && job.ClientIP != "" {
+		// A device of a site: image data from its site server, job
+		// control here (docs/scale-out.md).
+		if u, pin := e.ImageServer(ctx, job.ClientIP); u != "" {
+			cmdline += " preboot.images=" + u
+			if pin != "" {
+				cmdline += " preboot.images.tls=" + pin
+			}
+		}
 	}
 	if job.ClientIP != "" {
 		// The token works only from this address: the imaging

@@ -544,6 +544,10 @@ type Store interface {
 
 	SiteStore
 
+	// Registrar registers a device a rule took charge of in one
+	// transaction.
+	Registrar
+
 	// AddEvent stores an event and returns it with its ID.
 	AddEvent(ctx context.Context, e Event) (Event, error)
 	// Events are newest first, unless f.AfterID is set (then oldest first).

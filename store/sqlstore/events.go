@@ -21,8 +21,8 @@ func (s *Store) AddEvent(ctx context.Context, e store.Event) (store.Event, error
 		return store.Event{}, fmt.Errorf("add event: a kind is required: %w", store.ErrInvalid)
 	}
 	e.Time = normTime(e.Time)
-	if err := s.r().queryRow(ctx, `INSERT INTO events (mac, time, kind, message, job, actor) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-		e.MAC, micros(e.Time), e.Kind, e.Message, e.Job, e.Actor).Scan(&e.ID); err != nil {
+	// Written with the events of concurrent requests (group commit).
+	if err := s.batch.addEvent(ctx, &e); err != nil {
 		return store.Event{}, fmt.Errorf("add %s event for %q: %w", e.Kind, e.MAC, err)
 	}
 	return e, nil

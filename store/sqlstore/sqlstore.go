@@ -102,6 +102,7 @@ type Store struct {
 
 	checkpoints *checkpointer // SQLite only
 	walSync     *groupSync    // SQLite only: fsyncs the WAL for durable lease commits
+	batch       *groupCommit  // events and registrations of concurrent requests, one commit per batch
 }
 
 var _ store.Store = (*Store)(nil)
@@ -154,6 +155,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
 	s := &Store{db: db, d: &sqliteDialect, stmts: map[string]*sql.Stmt{}, walSync: newGroupSync(path + "-wal")}
+	s.batch = newGroupCommit(s)
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate sqlite %s: %w", path, err)
@@ -234,6 +236,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("open postgres: %w", err)
 	}
 	s := &Store{db: db, d: &postgresDialect}
+	s.batch = newGroupCommit(s)
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("migrate postgres: %w", err)
@@ -305,6 +308,7 @@ func (s *Store) Driver() string { return s.d.name }
 
 // Close closes the database.
 func (s *Store) Close() error {
+	s.batch.close()
 	s.mu.Lock()
 	for q, st := range s.stmts {
 		st.Close()

@@ -65,6 +65,9 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentLeases6", testConcurrentLeases6},
 		{"Schedules", testSchedules},
 		{"ConcurrentWakeClaims", testConcurrentWakeClaims},
+		{"Register", testRegister},
+		{"RegisterAtomic", testRegisterAtomic},
+		{"ConcurrentWrites", testConcurrentWrites},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
