@@ -115,6 +115,10 @@ func newRepo(b Backend, opts RepoOptions) *Repo {
 	case r.grace < 0:
 		r.grace = 0
 	}
+	if sw, ok := b.(singleWriter); ok && sw.SingleWriter() {
+		r.log.Warn("image store does not honour conditional writes: only this server may publish, roll back or remove images in it; a second server sharing it could give two publishes the same version number",
+			"store", b.String())
+	}
 	return r
 }
 
@@ -389,13 +393,6 @@ func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 	h, err := r.readHead(ctx, m.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		vs, err := r.versionNumbers(ctx, m.Name) // versions without a head: a crash
-		if err != nil {
-			return 0, fmt.Errorf("publish %s: %w", m.Name, err)
-		}
-		if len(vs) > 0 {
-			h.Last = vs[len(vs)-1]
-		}
 	case err != nil:
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	default:
@@ -403,18 +400,36 @@ func (r *Repo) PublishVersion(ctx context.Context, m *Manifest) (int, error) {
 			return h.Current, nil
 		}
 	}
+	// The next number past head's "last" and past every version present
+	// (versions without a head: a crash). Another server may take it
+	// meanwhile: createVersion then moves on to the next.
 	v := h.Last + 1
-	if vs, err := r.versionNumbers(ctx, m.Name); err == nil && len(vs) > 0 && vs[len(vs)-1] >= v {
+	vs, err := r.versionNumbers(ctx, m.Name)
+	if err != nil {
+		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+	}
+	if len(vs) > 0 && vs[len(vs)-1] >= v {
 		v = vs[len(vs)-1] + 1
 	}
-	if err := r.obj.Put(ctx, versionKey(m.Name, v), buf.Bytes()); err != nil {
+	if v, err = r.createVersion(ctx, m.Name, v, buf.Bytes()); err != nil {
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
 	if err := r.obj.Sync(ctx); err != nil {
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
 	}
-	if err := r.writeHead(ctx, m.Name, head{Current: v, Last: v}); err != nil {
+	// The highest version published is current: a concurrent publish that
+	// took a higher number and moved head.json first stays current.
+	nh, err := r.updateHead(ctx, m.Name, func(h head, exists bool) (head, bool, error) {
+		if exists && h.Last >= v {
+			return h, false, nil
+		}
+		return head{Current: v, Last: v}, true, nil
+	})
+	if err != nil {
 		return 0, fmt.Errorf("publish %s: %w", m.Name, err)
+	}
+	if nh.Current != v {
+		r.log.InfoContext(ctx, "image version published; a higher one published meanwhile stays current", "image", m.Name, "version", v, "current", nh.Current)
 	}
 	r.log.InfoContext(ctx, "image published", "image", m.Name, "version", v, "chunks", len(hashes), "used", m.Sizes.Used)
 	return v, nil
@@ -476,12 +491,18 @@ func (r *Repo) Remove(ctx context.Context, ref string) error {
 			return fmt.Errorf("image %s: %w", ref, ErrNotFound)
 		}
 		if len(vs) > 1 {
-			if v == h.Current {
+			// Another server may publish or roll back meanwhile: the
+			// head is moved off v only if it still names v.
+			h, err = r.updateHead(ctx, name, func(h head, exists bool) (head, bool, error) {
+				if !exists || h.Current != v {
+					return h, false, nil
+				}
 				rest := slices.DeleteFunc(slices.Clone(vs), func(x int) bool { return x == v })
 				h.Current = rest[len(rest)-1]
-				if err := r.writeHead(ctx, name, h); err != nil {
-					return fmt.Errorf("remove %s: %w", ref, err)
-				}
+				return h, true, nil
+			})
+			if err != nil {
+				return fmt.Errorf("remove %s: %w", ref, err)
 			}
 			if err := r.obj.Delete(ctx, versionKey(name, v)); err != nil {
 				return fmt.Errorf("remove %s: %w", ref, err)

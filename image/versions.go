@@ -242,31 +242,39 @@ func (r *Repo) Rollback(ctx context.Context, name string, to int) (int, error) {
 	defer r.mu.RUnlock()
 	r.pubMu.Lock()
 	defer r.pubMu.Unlock()
-	h, err := r.readHead(ctx, name)
-	if err != nil {
-		return 0, err
-	}
-	vs, err := r.versionNumbers(ctx, name)
-	if err != nil {
-		return 0, fmt.Errorf("rollback %s: %w", name, err)
-	}
-	if to == 0 {
-		for _, v := range vs {
-			if v < h.Current {
-				to = v
-			}
+	var from int
+	h, err := r.updateHead(ctx, name, func(h head, exists bool) (head, bool, error) {
+		if !exists {
+			return h, false, fmt.Errorf("image %s: %w", name, ErrNotFound)
 		}
+		vs, err := r.versionNumbers(ctx, name)
+		if err != nil {
+			return h, false, fmt.Errorf("rollback %s: %w", name, err)
+		}
+		to := to
 		if to == 0 {
-			return 0, fmt.Errorf("rollback %s: version %d is the oldest: %w", name, h.Current, ErrNoVersion)
+			for _, v := range vs {
+				if v < h.Current {
+					to = v
+				}
+			}
+			if to == 0 {
+				return h, false, fmt.Errorf("rollback %s: version %d is the oldest: %w", name, h.Current, ErrNoVersion)
+			}
+		} else if !slices.Contains(vs, to) {
+			return h, false, fmt.Errorf("rollback %s: version %d: %w", name, to, ErrNotFound)
 		}
-	} else if !slices.Contains(vs, to) {
-		return 0, fmt.Errorf("rollback %s: version %d: %w", name, to, ErrNotFound)
-	}
-	from := h.Current
-	h.Current = to
-	if err := r.writeHead(ctx, name, h); err != nil {
+		from = h.Current
+		h.Current = to
+		return h, true, nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, ErrNoVersion) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("rollback %s: %w", name, err)
 	}
+	to = h.Current
 	r.log.InfoContext(ctx, "image rolled back", "image", name, "from", from, "to", to)
 	return to, nil
 }

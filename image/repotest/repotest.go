@@ -135,6 +135,8 @@ func Run(t *testing.T, open Open) {
 	t.Run("CorruptObjectDetected", func(t *testing.T) { testCorrupt(t, open) })
 	t.Run("UsageAndQuota", func(t *testing.T) { testUsageQuota(t, open) })
 	t.Run("MissingRenewsOldChunks", func(t *testing.T) { testMissingTouches(t, open) })
+	t.Run("ConcurrentPublishTwoRepos", func(t *testing.T) { testConcurrentPublish(t, open) })
+	t.Run("GCWhileConcurrentCaptures", func(t *testing.T) { testGCWhileConcurrentCaptures(t, open) })
 }
 
 func must(t *testing.T, err error) {
@@ -520,4 +522,173 @@ func testMissingTouches(t *testing.T, open Open) {
 	_, err = repo.PublishVersion(ctx, m)
 	must(t, err)
 	must(t, repo.Verify(ctx, "touched", 1))
+}
+
+// testConcurrentPublish: two Repos on the same backend (two servers on
+// one bucket or directory, each with its own in-process locks) publish
+// versions of one image name at the same moment, several rounds, with a
+// rollback and a version removal racing them: every publish succeeds with
+// its own version number, every manifest is found whole at the number its
+// publish returned (none overwritten), numbers are never reused, and the
+// current version is the highest.
+func testConcurrentPublish(t *testing.T, open Open) {
+	ctx := t.Context()
+	a := open(t, image.RepoOptions{GCGrace: -1})
+	b := image.OpenRepoBackend(a.Backend(), image.RepoOptions{GCGrace: -1})
+	m, err := Capture(ctx, NewDisk(30), a, "race")
+	must(t, err)
+	const rounds, perRepo = 3, 4
+	type result struct {
+		id  string
+		v   int
+		err error
+	}
+	got := make(map[int]string) // version -> publisher id
+	total := 0
+	for round := range rounds {
+		start := make(chan struct{})
+		results := make(chan result, 2*perRepo+1)
+		var wg sync.WaitGroup
+		for i := range 2 * perRepo {
+			repo := a
+			if i%2 == 1 {
+				repo = b
+			}
+			id := fmt.Sprintf("round %d publisher %d", round, i)
+			mi := *m
+			mi.Source = map[string]string{"publisher": id}
+			wg.Go(func() {
+				<-start
+				v, err := repo.PublishVersion(ctx, &mi)
+				results <- result{id, v, err}
+			})
+		}
+		if round > 0 {
+			// An administrator on server b rolls back meanwhile.
+			wg.Go(func() {
+				<-start
+				to, err := b.Rollback(ctx, "race", 0)
+				if errors.Is(err, image.ErrNoVersion) {
+					err = nil
+				}
+				results <- result{"rollback", to, err}
+			})
+		}
+		close(start)
+		wg.Wait()
+		close(results)
+		rolledTo := -1
+		for r := range results {
+			if r.err != nil {
+				t.Fatalf("%s: %v", r.id, r.err)
+			}
+			if r.id == "rollback" {
+				rolledTo = r.v
+				continue
+			}
+			if prev, dup := got[r.v]; dup {
+				t.Fatalf("%s and %s both got version %d", prev, r.id, r.v)
+			}
+			got[r.v] = r.id
+			total++
+		}
+		// After the round the highest version is current, or the one
+		// the racing rollback chose if it came after every publish.
+		vs, err := a.VersionNumbers("race")
+		must(t, err)
+		if _, cur, err := b.Resolve("race"); err != nil || (cur != vs[len(vs)-1] && cur != rolledTo) {
+			t.Fatalf("round %d: current is @%d (%v), versions %v, rollback to @%d: want the highest current", round, cur, err, vs, rolledTo)
+		}
+		if round == 1 {
+			// Remove a version that is not current: its number is
+			// never given again.
+			must(t, a.Remove(ctx, image.Ref("race", vs[0])))
+			delete(got, vs[0])
+			total--
+		}
+	}
+	vs, err := b.VersionNumbers("race")
+	must(t, err)
+	if len(vs) != total || len(got) != total {
+		t.Fatalf("versions %v, want %d (publishes returned %v)", vs, total, got)
+	}
+	for _, v := range vs {
+		mv, err := a.Manifest(image.Ref("race", v))
+		must(t, err)
+		if mv.Source["publisher"] != got[v] {
+			t.Fatalf("version %d holds the manifest of %q, its publish was %q: overwritten", v, mv.Source["publisher"], got[v])
+		}
+	}
+	if vs[0] != 2 || vs[len(vs)-1] != rounds*2*perRepo {
+		t.Fatalf("versions %v: want 2..%d (1 removed, none reused)", vs, rounds*2*perRepo)
+	}
+	must(t, a.Verify(ctx, "race", 2))
+}
+
+// testGCWhileConcurrentCaptures: GC runs in a loop while two jobs capture
+// at once (each recording its uploads first, as the server's upload
+// handler does) and then publish concurrently: both images verify, and GC
+// was not idle (it removed the stray chunks no job recorded).
+func testGCWhileConcurrentCaptures(t *testing.T, open Open) {
+	ctx := t.Context()
+	repo := open(t, image.RepoOptions{GCGrace: -1, OpenJob: func(context.Context, int64) (bool, error) { return true, nil }})
+	publish(t, repo, NewDisk(40), "base")
+	const strays = 8
+	for i := range strays {
+		data := []byte(fmt.Sprintf("stray chunk %d, recorded by no job", i))
+		must(t, repo.Put(ctx, image.Sum(data), data))
+	}
+	stop := make(chan struct{})
+	var gcWG, wg sync.WaitGroup
+	var gcErr error
+	removed, runs := 0, 0
+	gcWG.Go(func() {
+		for i := 0; i < 200; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			st, err := repo.GC(ctx)
+			if err != nil {
+				gcErr = err
+				return
+			}
+			removed += st.Removed
+			runs++
+		}
+	})
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() {
+			name := fmt.Sprintf("live%d", i)
+			m, err := Capture(ctx, NewDisk(uint64(41+i)), recording{repo, int64(31 + i)}, name)
+			if err == nil {
+				_, err = repo.PublishVersion(ctx, m)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	close(stop)
+	gcWG.Wait()
+	must(t, errors.Join(errs...))
+	must(t, gcErr)
+	if runs == 0 {
+		t.Fatal("GC never ran during the captures")
+	}
+	if _, err := repo.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		must(t, repo.Verify(ctx, fmt.Sprintf("live%d", i), 2))
+		must(t, repo.DropUploads(int64(31+i)))
+	}
+	must(t, repo.Verify(ctx, "base", 2))
+	u, err := repo.Usage(ctx)
+	must(t, err)
+	if u.GarbageBytes != 0 {
+		t.Fatalf("after GC %d garbage bytes remain: the stray chunks were not removed", u.GarbageBytes)
+	}
+	t.Logf("%d GC runs during two concurrent captures removed %d chunks", runs, removed)
 }

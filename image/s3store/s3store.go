@@ -11,11 +11,17 @@
 // AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) or, with credentials=FILE, from
 // an AWS shared-credentials file (profile P, default "default"); never
 // from the URL itself. create=true makes the bucket when it is missing.
+//
+// Open probes whether the store honours conditional PUTs (If-None-Match: *
+// and If-Match: ETAG), which let several servers share the bucket safely
+// (see image.Conditional), and refuses a store that ignores them unless
+// single-server=true says only this server writes to the prefix.
 package s3store
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -37,6 +43,9 @@ type Store struct {
 	bucket string
 	prefix string // "" or ending in "/"
 	loc    string
+	// single: the store ignores conditional PUTs and the location says
+	// only this server writes (Create and Swap check, then PUT).
+	single bool
 }
 
 // Options are what a location URL says, for callers that build one.
@@ -49,6 +58,9 @@ type Options struct {
 	CredentialsFile string
 	Profile         string
 	Create          bool
+	// SingleServer accepts a store that does not honour conditional
+	// writes, on the promise that no other server writes to the prefix.
+	SingleServer bool
 	// Transport replaces the HTTP transport (tests).
 	Transport http.RoundTripper
 }
@@ -69,7 +81,7 @@ func ParseURL(raw string) (Options, error) {
 	q := u.Query()
 	for k := range q {
 		switch k {
-		case "endpoint", "region", "insecure", "credentials", "profile", "create":
+		case "endpoint", "region", "insecure", "credentials", "profile", "create", "single-server":
 		default:
 			return o, fmt.Errorf("image store %q: unknown parameter %q", raw, k)
 		}
@@ -85,6 +97,7 @@ func ParseURL(raw string) (Options, error) {
 	o.CredentialsFile = q.Get("credentials")
 	o.Profile = q.Get("profile")
 	o.Create = q.Get("create") == "true" || q.Get("create") == "1"
+	o.SingleServer = q.Get("single-server") == "true" || q.Get("single-server") == "1"
 	return o, nil
 }
 
@@ -130,6 +143,16 @@ func OpenOptions(ctx context.Context, o Options) (*Store, error) {
 			return nil, fmt.Errorf("image store %s: make bucket: %w", s.loc, err)
 		}
 	}
+	if err := s.probe(ctx); err != nil {
+		if !errors.Is(err, errIgnored) {
+			return nil, fmt.Errorf("image store %s (endpoint %s): %w", s.loc, o.Endpoint, err)
+		}
+		if !o.SingleServer {
+			return nil, fmt.Errorf("image store %s (endpoint %s): %w; several servers sharing it could give two publishes the same version number: "+
+				"use a store that honours them (AWS S3, MinIO, SeaweedFS, …) or, if only this server ever writes to this prefix, add single-server=true", s.loc, o.Endpoint, err)
+		}
+		s.single = true
+	}
 	return s, nil
 }
 
@@ -151,8 +174,7 @@ func (s *Store) wrap(key string, err error) error {
 // Put uploads data in one PUT with its MD5 (the store refuses a body
 // damaged on the way).
 func (s *Store) Put(ctx context.Context, key string, data []byte) error {
-	_, err := s.c.PutObject(ctx, s.bucket, s.prefix+key, bytes.NewReader(data), int64(len(data)),
-		minio.PutObjectOptions{ContentType: "application/octet-stream", SendContentMd5: true, DisableMultipart: true})
+	_, err := s.c.PutObject(ctx, s.bucket, s.prefix+key, bytes.NewReader(data), int64(len(data)), s.putOpts())
 	if err != nil {
 		return s.wrap(key, err)
 	}
