@@ -168,6 +168,11 @@ func (h *Handler) routes() []route {
 		{"GET /api/v1/tokens", h.listTokens},
 		{"POST /api/v1/tokens", h.createToken},
 		{"DELETE /api/v1/tokens/{id}", h.deleteToken},
+		{"POST " + IntrospectPath, h.introspectToken},
+
+		{"GET /api/v1/sites", h.listSites},
+		{"POST /api/v1/sites", h.createSite},
+		{"DELETE /api/v1/sites/{name}", h.deleteSite},
 
 		{"GET /api/v1/replicas", h.replicas},
 		{"POST /api/v1/replicas/sync", h.syncReplicas},

@@ -153,6 +153,12 @@ func (a *Auth) tokenOrLoopback(ctx context.Context, r *http.Request, tok string)
 	if err != nil {
 		return "", fmt.Errorf("check token: %w", err)
 	}
+	if !scopeAllows(t.Scope, r) {
+		if a.Logger != nil {
+			a.Logger.WarnContext(ctx, "token used outside its scope: refused", "token", t.Name, "scope", t.Scope, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+		}
+		return "", fmt.Errorf("%w (token %s, scope %s): %s %s", ErrScope, t.Name, t.Scope, r.Method, r.URL.Path)
+	}
 	a.touch(ctx, t.ID)
 	return "token:" + t.Name, nil
 }
@@ -187,7 +193,7 @@ func (a *Auth) Admin(w http.ResponseWriter, r *http.Request) (context.Context, b
 			ctx = session.NewContext(ctx, *sess)
 		}
 		return ctx, true
-	case errors.Is(err, ErrJobToken), errors.Is(err, ErrCSRF), errors.Is(err, ErrPeerDenied):
+	case errors.Is(err, ErrJobToken), errors.Is(err, ErrCSRF), errors.Is(err, ErrPeerDenied), errors.Is(err, ErrScope):
 		writeError(w, http.StatusForbidden, err.Error())
 	case errors.Is(err, ErrNoCredentials), errors.Is(err, ErrBadToken):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="preboot"`)

@@ -86,7 +86,8 @@ var contractRoutes = []string{
 
 	"GET /settings", "PATCH /settings", "GET /menu", "PUT /menu",
 
-	"GET /tokens", "POST /tokens", "DELETE /tokens/{id}",
+	"GET /tokens", "POST /tokens", "DELETE /tokens/{id}", "POST /tokens/introspect",
+	"GET /sites", "POST /sites", "DELETE /sites/{name}",
 
 	"GET /replicas", "POST /replicas/sync", "POST /replicas/verify",
 
@@ -1216,6 +1217,23 @@ func TestOpenAPIMatchesLiveAnswers(t *testing.T) {
 	l.bad("GET", "/replicas", nil, 503)
 	l.bad("POST", "/replicas/sync", nil, 503)
 	l.bad("POST", "/replicas/verify", map[string]any{"repair": true}, 503)
+	// Sites, a replication token, and job token introspection (a job
+	// token this server does not know is inactive).
+	l.do("POST", "/sites", map[string]any{"name": "branch-a", "subnets": []string{"10.20.0.0/16", "2001:db8:20::/48"}, "server_url": "https://site-a.example:8443"}, 201, nil)
+	l.bad("POST", "/sites", map[string]any{"name": "branch-a", "subnets": []string{"10.30.0.0/16"}, "server_url": "https://site-b.example:8443"}, 409)
+	l.bad("POST", "/sites", map[string]any{"name": "bad", "subnets": []string{"10.30.0.0"}, "server_url": "https://site-b.example:8443"}, 422)
+	l.bad("POST", "/sites", map[string]any{"name": "bad", "subnets": []string{"10.30.0.0/16"}, "server_url": "ftp://site-b"}, 422)
+	l.do("GET", "/sites", nil, 200, nil)
+	l.do("DELETE", "/sites/branch-a", nil, 204, nil)
+	l.bad("DELETE", "/sites/branch-a", nil, 404)
+	l.do("POST", "/tokens", map[string]any{"name": "site-a", "scope": "replication"}, 201, nil)
+	l.bad("POST", "/tokens", map[string]any{"name": "site-b", "scope": "root"}, 422)
+	var scope map[string]any
+	l.do("POST", "/tokens/introspect", map[string]any{"token": "pbj_0123456789abcdef"}, 200, &scope)
+	if scope["active"] != false || len(scope) != 1 {
+		t.Errorf("introspection of an unknown job token: %v", scope)
+	}
+	l.bad("POST", "/tokens/introspect", map[string]any{"token": "pba_0123"}, 422)
 
 	// Bundles: one of every example, and what is refused.
 	_, tree := readDoc(t)

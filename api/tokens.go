@@ -26,7 +26,8 @@ func (h *Handler) listTokens(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 	var req struct {
-		Name string `json:"name"`
+		Name  string `json:"name"`
+		Scope string `json:"scope"`
 	}
 	if !decode(w, r, &req) {
 		return
@@ -35,17 +36,21 @@ func (h *Handler) createToken(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, invalid("%v", err))
 		return
 	}
+	if !ValidScope(req.Scope) {
+		h.fail(w, r, invalid("scope %q: want \"\" (admin) or %q", req.Scope, store.ScopeReplication))
+		return
+	}
 	tok, hash, err := NewToken()
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	t, err := h.Store.CreateToken(r.Context(), store.Token{Name: req.Name, Hash: hash, Prefix: tok[:len(AdminTokenPrefix)+6]})
+	t, err := h.Store.CreateToken(r.Context(), store.Token{Name: req.Name, Hash: hash, Prefix: tok[:len(AdminTokenPrefix)+6], Scope: req.Scope})
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	h.audit(r, "", fmt.Sprintf("token %s created (id %d)", t.Name, t.ID))
+	h.audit(r, "", fmt.Sprintf("token %s created (id %d%s)", t.Name, t.ID, scopeNote(t.Scope)))
 	writeJSON(w, http.StatusCreated, NewTokenResponse{Secret: tok, Token: t})
 }
 
@@ -60,4 +65,11 @@ func (h *Handler) deleteToken(w http.ResponseWriter, r *http.Request) {
 	}
 	h.audit(r, "", fmt.Sprintf("token %d revoked", id))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func scopeNote(scope string) string {
+	if scope == "" {
+		return ""
+	}
+	return ", scope " + scope
 }

@@ -56,6 +56,11 @@ type Engine struct {
 	// this one's database and image store; they follow this server's on
 	// preboot.server= so that the agent goes on with them when it dies.
 	PeerServers []string
+	// ImageServer, when set, returns the base URL and TLS pin of the
+	// server a restore's agent handed out to clientIP fetches its image
+	// data from (a site server for a device of a site's subnet:
+	// preboot.images=URL preboot.images.tls=PIN); "": this server's.
+	ImageServer func(ctx context.Context, clientIP string) (url, pin string)
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 	// GRUBConfigWait: how long after a Secure Boot client fetched GRUB the

@@ -13,6 +13,7 @@ import (
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/image/httpstore"
 	"github.com/preboot/preboot/jobs"
+	"github.com/preboot/preboot/siteauth"
 	"github.com/preboot/preboot/store"
 )
 
@@ -21,10 +22,21 @@ type jobKey struct{}
 // imageAuth lets the image repository answer administrators (an admin
 // token, or loopback when trusted) and agents with the token of an open
 // job; imageAccess then confines each job to its image.
-func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store, repo *image.Repo) http.Handler {
+//
+// On a site server (upstream set), a job token it does not know is one of
+// its upstream's: the upstream says what it may do (siteauth), and only a
+// restore's reads of its pinned image, from the address the job was
+// handed to, pass.
+func imageAuth(next http.Handler, js *jobs.Service, auth *api.Auth, st store.Store, repo *image.Repo, upstream *siteauth.Checker) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if tok := jobs.BearerToken(r); strings.HasPrefix(tok, api.JobTokenPrefix) {
-			j, ok := authenticateJob(w, r, js, tok)
+			var j store.Job
+			var ok bool
+			if upstream != nil {
+				j, ok = authenticateJobOrUpstream(w, r, js, upstream, tok)
+			} else {
+				j, ok = authenticateJob(w, r, js, tok)
+			}
 			if !ok {
 				return
 			}

@@ -123,6 +123,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if pol.PeerServers, err = peerServers(ctx, cfg.HTTP.PeerServers, pol.AgentFingerprint, log); err != nil {
 		return err
 	}
+	// Devices of a site's subnets fetch their image data from its server.
+	pol.ImageServer = siteImageServer(st, log.With("component", "sites"))
 
 	status := newStatus(cfg, st, repo)
 	if tlsLn != nil {
@@ -142,13 +144,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		})
 	}
 	// A site server keeps a verified replica of its upstream's images.
-	rep, err := newReplicator(cfg, repo, log.With("component", "replica"))
+	rep, upstreamTokens, err := newReplicator(cfg, repo, log.With("component", "replica"))
 	if err != nil {
 		return err
 	}
 	if rep != nil {
 		reg.MustRegister(rep)
-		status.replication = rep
+		status.replication, status.upstreamTokens = rep, upstreamTokens
 		g.Go(func() error {
 			rep.Run(ctx)
 			return nil
@@ -399,7 +401,7 @@ func handler(st store.Store, pol *policy.Engine, js *jobs.Service, repo *image.R
 	}
 	images := &httpstore.Handler{Repo: repo, Logger: log.With("component", "images"), Access: imageAccess}
 	for _, p := range images.Prefixes() {
-		mux.Handle(p, imageAuth(images, js, auth, st, repo))
+		mux.Handle(p, imageAuth(images, js, auth, st, repo, status.upstreamTokens))
 	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"github.com/preboot/preboot/config"
 	"github.com/preboot/preboot/image"
 	"github.com/preboot/preboot/replica"
+	"github.com/preboot/preboot/siteauth"
 	"github.com/preboot/preboot/store"
 )
 
@@ -43,6 +44,9 @@ type serverStatus struct {
 	// replication is a site server's replicator (nil: no upstream); the
 	// admin API reports it.
 	replication *replica.Replicator
+	// upstreamTokens checks the upstream's job tokens on a site server
+	// (nil: no upstream).
+	upstreamTokens *siteauth.Checker
 
 	usageMu sync.Mutex
 	usedAt  time.Time // when used was computed
