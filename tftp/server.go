@@ -93,6 +93,8 @@ type Server struct {
 	MinTimeout     time.Duration // default 10 ms
 	MaxTimeout     time.Duration // default 2 s
 	InitialTimeout time.Duration // default 250 ms
+
+	loops int // event loops serving the transfers; 0 = GOMAXPROCS (tests ask for one)
 }
 
 const (
@@ -195,7 +197,11 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
-	loops := make([]*loop, 0, runtime.GOMAXPROCS(0))
+	nloops := s.loops
+	if nloops <= 0 {
+		nloops = runtime.GOMAXPROCS(0)
+	}
+	loops := make([]*loop, 0, nloops)
 	defer func() {
 		for _, l := range loops {
 			l.stop()

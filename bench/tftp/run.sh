@@ -5,6 +5,8 @@
 #   sudo bench/tftp/run.sh            # full run (about 20 minutes)
 #   ROUNDS=1 CONC=20 bench/tftp/run.sh  # quicker
 #   CELLS="curl/512/1 curl/1468/1" CONC_ROUNDS=3 LOSS=0 bench/tftp/run.sh  # some cells only
+#   BEFORE=/tmp/tftp-before bench/tftp/run.sh  # also Preboot built from another checkout
+#                                              # ("preboot-before": a before/after in the same run)
 #
 # Needs root (network namespaces, nftables), curl, atftp, nftables, iproute2, dnsmasq-base, go.
 # The peer servers are fetched with `apt-get download` + `dpkg -x` into bench/.cache (never
@@ -28,6 +30,7 @@ LOSS_CAP=${LOSS_CAP:-120}   # seconds a peer gets for the lossy download
 PREBOOT_LOSS_RUNS=${PREBOOT_LOSS_RUNS:-3}
 CONC_ROUNDS=${CONC_ROUNDS:-1} # interleaved rounds of the concurrent downloads (median reported)
 LOSS=${LOSS:-1}             # 0: skip the lossy-link cell
+BEFORE=${BEFORE:-}          # a checkout of another commit: its Preboot runs alongside as preboot-before
 
 NS=preboot-bench-lo
 NSA=preboot-bench-a
@@ -84,6 +87,11 @@ VERSIONS="tftpd-hpa $(dpkg-deb -f "$CACHE"/tftpd-hpa_*.deb Version), atftpd $(dp
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "building tftpserve"
 (cd "$REPO" && go build -o "$WORK/tftpserve" ./bench/tftp/tftpserve)
+if [[ -n $BEFORE ]]; then
+	log "building tftpserve from $BEFORE"
+	(cd "$BEFORE" && go build -o "$WORK/tftpserve-before" ./bench/tftp/tftpserve)
+	SERVERS=(preboot preboot-before tftpd-hpa atftpd dnsmasq)
+fi
 
 # --- files -------------------------------------------------------------------------------------
 ROOT=$WORK/root
@@ -101,6 +109,7 @@ start_server() {
 	local name=$1 netns=$2 addr=$3 port=$4 logf=$WORK/$1.$2.log
 	case $name in
 	preboot) ip netns exec "$netns" "$WORK/tftpserve" -addr "$addr:$port" -root "$ROOT" >"$logf" 2>&1 & ;;
+	preboot-before) ip netns exec "$netns" "$WORK/tftpserve-before" -addr "$addr:$port" -root "$ROOT" >"$logf" 2>&1 & ;;
 	tftpd-hpa) ip netns exec "$netns" "$CACHE/root/usr/sbin/in.tftpd" -L -s "$ROOT" -a "$addr:$port" >"$logf" 2>&1 & ;;
 	atftpd) ip netns exec "$netns" "$CACHE/root/usr/sbin/atftpd" --daemon --no-fork --port "$port" --bind-address "$addr" \
 		--maxthread 300 --logfile /dev/null "$ROOT" >"$logf" 2>&1 & ;;
@@ -124,7 +133,7 @@ stop_server() {
 	wait "$1" 2>/dev/null || true
 }
 
-declare -A PORT=([preboot]=6901 [tftpd-hpa]=6902 [atftpd]=6903 [dnsmasq]=69)
+declare -A PORT=([preboot]=6901 [tftpd-hpa]=6902 [atftpd]=6903 [dnsmasq]=69 [preboot-before]=6904)
 declare -A PID
 
 # CPU time of a server and everything it forks (tftpd-hpa forks one child per transfer and lets
@@ -139,7 +148,7 @@ cpu_ns() { # NAME PID
 	if [[ -r $CG/preboot-bench-$1/cpuacct.usage ]]; then
 		cat "$CG/preboot-bench-$1/cpuacct.usage"
 	else
-		awk -v hz="$TICK" '{ sub(/.*\) /, ""); printf "%d\n", ($12 + $13 + $14 + $15) * 1e9 / hz }' "/proc/$2/stat"
+		awk -v hz="$TICK" '{ sub(/.*\) /, ""); printf "%.0f\n", ($12 + $13 + $14 + $15) * 1e9 / hz }' "/proc/$2/stat"
 	fi
 }
 
