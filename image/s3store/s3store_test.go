@@ -2,6 +2,7 @@ package s3store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -132,5 +133,38 @@ func TestS3RestartedMidCapture(t *testing.T) {
 	}
 	if err := repotest.Restore(t.Context(), d, m, client); err != nil {
 		t.Fatal(err)
+	}
+
+	// The store dies between a capture's uploads and its publish: the
+	// publish fails, nothing of it appears, and after the restart the
+	// retried publish takes version 1 and the repository is whole.
+	d2 := repotest.NewDisk(43)
+	m2, err := repotest.Capture(t.Context(), d2, repo, "down")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	_, err = repo.PublishVersion(ctx, m2)
+	cancel()
+	if err == nil {
+		t.Fatal("publish with the store down succeeded")
+	}
+	if err := srv.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Manifest("down"); !errors.Is(err, image.ErrNotFound) {
+		t.Fatalf("a publish that failed left %v", err)
+	}
+	if v, err := repo.PublishVersion(t.Context(), m2); err != nil || v != 1 {
+		t.Fatalf("publish after the restart: @%d, %v; want @1", v, err)
+	}
+	if _, err := repo.GC(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"restarted", "down"} {
+		if err := repo.Verify(t.Context(), name, 2); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
