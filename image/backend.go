@@ -24,7 +24,8 @@ import (
 //
 // A local directory (the default, OpenRepo) and an S3-compatible bucket
 // (package image/s3store) implement it. Implementations must be safe for
-// concurrent use.
+// concurrent use. Both also implement Conditional, which makes publishes
+// from several processes sharing one store safe.
 type Backend interface {
 	// Put stores data under key, replacing any object there. Readers see
 	// the whole new object or the old one (or none), never a part. The
@@ -74,7 +75,8 @@ type treeRemover interface {
 // dirBackend is the repository on a local directory. Objects are files
 // written to a temporary file, fsynced, then renamed into place, so a file
 // that exists is complete; Sync flushes the whole filesystem (syncfs),
-// which makes every rename durable in one call.
+// which makes every rename durable in one call. Conditional writes (see
+// conditional.go) use link(2) and an flock(2) of ROOT/lock.
 type dirBackend struct{ root string }
 
 func newDirBackend(root string) (*dirBackend, error) {
