@@ -39,6 +39,11 @@ type Env struct {
 	// TLS pins the server's certificate (sha256:HEX): with an https
 	// server, exactly that certificate is accepted.
 	TLS string
+	// Images, when set (preboot.images=URL), is the site server a
+	// restore reads its image data from, the job's servers being the
+	// fallback; ImagesTLS (preboot.images.tls=) pins its certificate.
+	Images    string
+	ImagesTLS string
 }
 
 // ParseCmdline reads the preboot.* keys of a kernel command line.
@@ -60,6 +65,13 @@ func ParseCmdline(cmdline string) (Env, error) {
 				return e, fmt.Errorf("preboot.tls: %w", err)
 			}
 			e.TLS = v
+		case "preboot.images":
+			e.Images = v
+		case "preboot.images.tls":
+			if _, err := tlspin.Parse(v); err != nil {
+				return e, fmt.Errorf("preboot.images.tls: %w", err)
+			}
+			e.ImagesTLS = v
 		case "preboot.job":
 			n, err := strconv.ParseInt(v, 10, 64)
 			if err != nil {
@@ -338,6 +350,14 @@ func (r *jobRun) restore(ctx context.Context, img, device string, partitions []i
 	opts := r.imagingOptions(img, dev, 0)
 	opts.Partitions = partitions
 	opts.GrowPartition, opts.BootEntry = r.resize.GrowPartition, r.resize.BootEntry
+	if centre, ok := opts.Store.(*httpstore.Client); ok && !multicast && r.env.Images != "" {
+		// A device of a site: image data from the site server, the
+		// job's servers when it lacks them.
+		ss := &siteStore{centre: centre, log: r.log, site: &httpstore.Client{BaseURL: r.env.Images, Token: r.env.Token,
+			TLSFingerprint: r.env.ImagesTLS, Image: img, Attempts: 2, Logger: r.log}}
+		opts.Store = ss
+		defer ss.report(ctx)
+	}
 	if opts.Manifest, err = fetchManifest(ctx, opts); err != nil {
 		return fmt.Errorf("restore %s: get manifest: %w", img, err)
 	}

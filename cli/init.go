@@ -24,7 +24,8 @@ func RunInit() int {
 			return runMediaInit(ctx, env, log)
 		}
 		job, _ := strconv.ParseInt(env.Job, 10, 64)
-		out, err := agent.Auto(ctx, agent.Env{Server: env.Server, Servers: env.Servers, Token: env.Token, Job: job, Debug: env.Debug, TLS: env.TLS},
+		out, err := agent.Auto(ctx, agent.Env{Server: env.Server, Servers: env.Servers, Token: env.Token, Job: job, Debug: env.Debug, TLS: env.TLS,
+			Images: env.Params["preboot.images"], ImagesTLS: env.Params["preboot.images.tls"]},
 			agent.AutoOptions{Logger: log, Progress: agentProgressPrinter(os.Stderr)})
 		if errors.Is(err, agent.ErrNoJob) {
 			log.Info("no job assigned: rebooting; the next network boot goes to the local disk")

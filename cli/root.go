@@ -54,6 +54,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 	// The admin commands, over the REST API.
 	root.AddCommand(newDevice(g), newGroup(g), newBundle(g), newAssign(g), newRule(g), newJob(g), newEvent(g),
 		newImage(g), newSession(g), newMenu(g), newSettings(g), newToken(g), newLogin(g), newDHCP(g))
+	root.AddCommand(newSite(g))
 	return root
 }
 

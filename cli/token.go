@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,9 +51,9 @@ func newToken(g *globals) *cobra.Command {
 			}
 			return af.emit(g, raw, func() error {
 				tw := newTable(g.stdout)
-				row(tw, "ID", "NAME", "PREFIX", "CREATED", "LAST USED")
+				row(tw, "ID", "NAME", "SCOPE", "PREFIX", "CREATED", "LAST USED")
 				for _, t := range ts {
-					row(tw, t.ID, t.Name, t.Prefix+"...", when(t.CreatedAt), ago(t.LastUsed))
+					row(tw, t.ID, t.Name, cmp.Or(t.Scope, "admin"), t.Prefix+"...", when(t.CreatedAt), ago(t.LastUsed))
 				}
 				return tw.Flush()
 			})
@@ -60,20 +61,28 @@ func newToken(g *globals) *cobra.Command {
 	})
 
 	var local bool
-	var dataDir string
+	var dataDir, scope string
 	create := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an admin token; it is printed once, the server keeps only its hash",
 		Long: "Create an admin token over the API (on the server host through its admin socket), or with --local\n" +
-			"directly in the server's database (on the server, as the user that runs it).",
+			"directly in the server's database (on the server, as the user that runs it).\n\n" +
+			"--scope replication makes a site server's token: it reads images, manifests and chunks, lists\n" +
+			"images and versions and introspects job tokens, and gets 403 on everything else (docs/scale-out.md).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if scope == "admin" {
+				scope = store.ScopeAdmin
+			}
+			if !api.ValidScope(scope) {
+				return fmt.Errorf("--scope %q: want admin or replication", scope)
+			}
 			var t createdToken
 			var raw []byte
 			base := ""
 			if local {
 				var err error
-				if t, err = createLocalToken(cmd.Context(), g, dataDir, args[0]); err != nil {
+				if t, err = createLocalToken(cmd.Context(), g, dataDir, args[0], scope); err != nil {
 					return err
 				}
 				if raw, err = json.MarshalIndent(t, "", "  "); err != nil {
@@ -87,7 +96,7 @@ func newToken(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if raw, _, err = c.call(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": args[0]}, &t); err != nil {
+				if raw, _, err = c.call(cmd.Context(), "POST", "/api/v1/tokens", map[string]string{"name": args[0], "scope": scope}, &t); err != nil {
 					return err
 				}
 				if c.sock == "" {
@@ -106,6 +115,7 @@ func newToken(g *globals) *cobra.Command {
 			})
 		},
 	}
+	create.Flags().StringVar(&scope, "scope", "admin", "what the token may do: admin (everything) or replication (a site server's: read images, introspect job tokens)")
 	create.Flags().BoolVar(&local, "local", false, "write the token into the server's database directly (reads --config for the store)")
 	create.Flags().StringVar(&dataDir, "data-dir", "", "the server's data directory: with --local its database, else its admin socket (default: the config's data_dir)")
 	cmd.AddCommand(create)
@@ -229,7 +239,7 @@ func tokenText(t string) string {
 
 // createLocalToken writes an admin token into the store the server's
 // configuration names, without the API.
-func createLocalToken(ctx context.Context, g *globals, dataDir, name string) (createdToken, error) {
+func createLocalToken(ctx context.Context, g *globals, dataDir, name, scope string) (createdToken, error) {
 	if err := bundle.ValidName("token", name); err != nil {
 		return createdToken{}, err
 	}
@@ -257,7 +267,7 @@ func createLocalToken(ctx context.Context, g *globals, dataDir, name string) (cr
 	if err != nil {
 		return createdToken{}, err
 	}
-	t, err := st.CreateToken(ctx, store.Token{Name: name, Hash: hash, Prefix: secret[:len(api.AdminTokenPrefix)+6]})
+	t, err := st.CreateToken(ctx, store.Token{Name: name, Hash: hash, Prefix: secret[:len(api.AdminTokenPrefix)+6], Scope: scope})
 	if err != nil {
 		return createdToken{}, fmt.Errorf("create token %s: %w", name, err)
 	}
