@@ -118,14 +118,15 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 }
 
 // freeName returns base, or the first of base-2 ... base-20 that no other
-// device than mac has, in one query.
+// device than mac has, in one query (asking for non-empty names lets it use the
+// partial unique index on names instead of reading every device).
 func (r runner) freeName(ctx context.Context, base, mac string) (string, error) {
 	cands := make([]any, 0, maxNameSuffix+1)
 	cands = append(cands, base)
 	for i := 2; i <= maxNameSuffix; i++ {
 		cands = append(cands, fmt.Sprintf("%s-%d", base, i))
 	}
-	taken, err := r.strings(ctx, `SELECT name FROM devices WHERE name IN (`+placeholders(len(cands))+`) AND mac <> ?`, append(cands, mac)...)
+	taken, err := r.strings(ctx, `SELECT name FROM devices WHERE name <> '' AND name IN (`+placeholders(len(cands))+`) AND mac <> ?`, append(cands, mac)...)
 	if err != nil {
 		return "", err
 	}
