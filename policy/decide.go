@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -60,7 +61,7 @@ type snapshot struct {
 	settings    store.Settings
 	bundles     map[int64]store.Bundle
 	byName      map[string]store.Bundle
-	devAssign   map[string]store.Assignment
+	devAssign   assignIndex
 	groupAssign map[string]store.Assignment
 	groups      []groupEntry   // by priority
 	groupIndex  map[string]int // name → index in groups
@@ -183,9 +184,10 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 }
 
 // follow makes the snapshot of version v from prev when every change
-// between them is to one device, one group's menu, the rules or the
-// settings; ok is false when something else changed (or the log does not
-// cover the versions).
+// between them is to one device, one group (its fields, menu or
+// assignment), one bundle, the rules or the settings; ok is false when
+// something else changed (a rename, a deleted group...) or the log does
+// not cover the versions.
 func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot, bool, error) {
 	cs, err := e.Store.PolicyChanges(ctx, prev.version, v)
 	if err != nil {
@@ -194,10 +196,27 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 	if int64(len(cs)) != v-prev.version {
 		return nil, false, nil
 	}
-	var macs, groupMenus []string
+	var macs, groupMenus, groups, groupAssigns []string
+	var bundles []int64
 	var rulesChanged, settingsChanged bool
 	for _, c := range cs {
 		switch c.Kind {
+		case store.PolicyChangeBundle:
+			id, err := strconv.ParseInt(c.Target, 10, 64)
+			if err != nil {
+				return nil, false, nil
+			}
+			if !slices.Contains(bundles, id) {
+				bundles = append(bundles, id)
+			}
+		case store.PolicyChangeGroup:
+			if !slices.Contains(groups, c.Target) {
+				groups = append(groups, c.Target)
+			}
+		case store.PolicyChangeGroupAssignment:
+			if !slices.Contains(groupAssigns, c.Target) {
+				groupAssigns = append(groupAssigns, c.Target)
+			}
 		case store.PolicyChangeRules:
 			rulesChanged = true
 		case store.PolicyChangeSettings:
@@ -221,6 +240,32 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 			return nil, false, err
 		}
 	}
+	if len(bundles) > 0 {
+		if err := e.followBundles(ctx, &s, bundles); err != nil {
+			return nil, false, err
+		}
+	}
+	if len(groups) > 0 {
+		ok, err := e.followGroups(ctx, &s, groups)
+		if !ok || err != nil {
+			return nil, false, err
+		}
+	}
+	if len(groupAssigns) > 0 {
+		s.groupAssign = maps.Clone(prev.groupAssign)
+		for _, name := range groupAssigns {
+			as, err := e.Store.Assignments(ctx, store.AssignmentFilter{Group: name, Page: store.Page{Limit: 10}})
+			if err != nil {
+				return nil, false, fmt.Errorf("assignment of group %s: %w", name, err)
+			}
+			delete(s.groupAssign, name)
+			for _, a := range as {
+				if a.Group == name {
+					s.groupAssign[name] = a
+				}
+			}
+		}
+	}
 	if rulesChanged {
 		// Nothing else in the snapshot depends on the rules (they name
 		// bundles and groups, looked up at decision time).
@@ -235,22 +280,140 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 		}
 	}
 	if len(macs) > 0 {
-		s.devAssign = maps.Clone(prev.devAssign)
+		s.devAssign = prev.devAssign.edit()
 		for _, mac := range macs {
 			as, err := e.Store.Assignments(ctx, store.AssignmentFilter{MAC: mac, Page: store.Page{Limit: 1000}})
 			if err != nil {
 				return nil, false, fmt.Errorf("assignments of %s: %w", mac, err)
 			}
-			delete(s.devAssign, mac)
+			s.devAssign.set(mac, nil)
 			for _, a := range as {
-				if a.MAC != "" {
-					s.devAssign[a.MAC] = a
+				if a.MAC == mac {
+					s.devAssign.set(mac, &a)
 				}
 			}
 		}
 	}
 	prev.lazy.drop(macs, groupMenus, v)
 	return &s, true, nil
+}
+
+// followBundles reads the bundles ids again into s (a bundle not found
+// was deleted: nothing referenced it).
+func (e *Engine) followBundles(ctx context.Context, s *snapshot, ids []int64) error {
+	s.bundles, s.byName = maps.Clone(s.bundles), maps.Clone(s.byName)
+	for _, id := range ids {
+		if old, ok := s.bundles[id]; ok {
+			delete(s.byName, old.Name)
+			delete(s.bundles, id)
+		}
+		b, err := e.Store.BundleByID(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("bundle #%d: %w", id, err)
+		}
+		s.bundles[id], s.byName[b.Name] = b, b
+	}
+	return nil
+}
+
+// followGroups reads the groups names again into s and puts the groups
+// in priority order again; ok is false when one of them is gone (a
+// deleted group is logged as a change of anything, so this is a group
+// deleted after a later change: load everything).
+func (e *Engine) followGroups(ctx context.Context, s *snapshot, names []string) (bool, error) {
+	prevExprs := s.exprs
+	s.groups, s.exprs = slices.Clone(s.groups), maps.Clone(s.exprs)
+	for _, name := range names {
+		g, err := e.Store.Group(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("group %s: %w", name, err)
+		}
+		ge := groupEntry{g: g}
+		if g.Match != "" {
+			if ge.expr, err = parse(g.Match, prevExprs, s.exprs); err != nil {
+				e.logger().WarnContext(ctx, "group expression does not parse: ignored", "group", g.Name, "err", err)
+				ge.expr = nil
+			}
+		}
+		if i, ok := s.groupIndex[name]; ok {
+			s.groups[i] = ge
+		} else {
+			s.groups = append(s.groups, ge)
+		}
+	}
+	s.index()
+	return true, nil
+}
+
+// index sorts the groups by priority and indexes them by name, and the
+// dynamic ones.
+func (s *snapshot) index() {
+	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
+	s.groupIndex, s.dynamic = make(map[string]int, len(s.groups)), nil
+	for i, ge := range s.groups {
+		s.groupIndex[ge.g.Name] = i
+		if ge.expr != nil {
+			s.dynamic = append(s.dynamic, i)
+		}
+	}
+}
+
+// assignIndex is the devices' assignments by MAC in a snapshot: a base
+// map shared by the snapshots that followed changes since the last full
+// load, and the few assignments changed since (nil: removed), so that
+// following one device's change copies those few, not every device's
+// assignment (a registration would copy 1,000 of them).
+type assignIndex struct {
+	base map[string]store.Assignment // never changed once shared
+	over map[string]*store.Assignment
+}
+
+// maxOverlay is how many changed devices an assignIndex keeps apart
+// before it makes a new base.
+const maxOverlay = 64
+
+func (x assignIndex) get(mac string) (store.Assignment, bool) {
+	if a, ok := x.over[mac]; ok {
+		if a == nil {
+			return store.Assignment{}, false
+		}
+		return *a, true
+	}
+	a, ok := x.base[mac]
+	return a, ok
+}
+
+// edit returns a copy of x to change with set (x itself is unchanged).
+func (x assignIndex) edit() assignIndex {
+	if len(x.over) < maxOverlay {
+		return assignIndex{base: x.base, over: maps.Clone(x.over)}
+	}
+	base := maps.Clone(x.base)
+	for mac, a := range x.over {
+		if a == nil {
+			delete(base, mac)
+		} else {
+			base[mac] = *a
+		}
+	}
+	return assignIndex{base: base}
+}
+
+// set records the assignment of mac (nil: none) in a copy made by edit.
+func (x *assignIndex) set(mac string, a *store.Assignment) {
+	if x.over == nil {
+		x.over = map[string]*store.Assignment{}
+	}
+	if a != nil {
+		a = new(*a)
+	}
+	x.over[mac] = a
 }
 
 // parse returns the parsed expression x, reusing prev's when it has it.
@@ -271,7 +434,7 @@ func parse(x string, prev, next map[string]*rules.Expr) (*rules.Expr, error) {
 // parsed expressions.
 func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, error) {
 	s := &snapshot{version: v, bundles: map[int64]store.Bundle{}, byName: map[string]store.Bundle{},
-		devAssign: map[string]store.Assignment{}, groupAssign: map[string]store.Assignment{},
+		devAssign: assignIndex{base: map[string]store.Assignment{}}, groupAssign: map[string]store.Assignment{},
 		groupIndex: map[string]int{}, exprs: map[string]*rules.Expr{}, lazy: newLazyCache()}
 	var known map[string]*rules.Expr
 	if prev != nil {
@@ -301,7 +464,7 @@ func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, 
 		}
 		for _, a := range as {
 			if a.MAC != "" {
-				s.devAssign[a.MAC] = a
+				s.devAssign.base[a.MAC] = a
 			} else {
 				s.groupAssign[a.Group] = a
 			}
@@ -331,13 +494,7 @@ func (e *Engine) load(ctx context.Context, v int64, prev *snapshot) (*snapshot, 
 			break
 		}
 	}
-	slices.SortStableFunc(s.groups, func(a, b groupEntry) int { return a.g.Priority - b.g.Priority })
-	for i, ge := range s.groups {
-		s.groupIndex[ge.g.Name] = i
-		if ge.expr != nil {
-			s.dynamic = append(s.dynamic, i)
-		}
-	}
+	s.index()
 	if s.rules, err = e.loadRules(ctx, known, s.exprs); err != nil {
 		return nil, err
 	}
@@ -441,7 +598,7 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 		return Decision{}, err
 	}
 
-	if a, ok := s.devAssign[dev.MAC]; ok {
+	if a, ok := s.devAssign.get(dev.MAC); ok {
 		return s.fromAssignment(d, dev, a, "device", e.now()), nil
 	}
 	for _, ge := range groups {

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -9,8 +10,8 @@ import (
 )
 
 // TestSnapshotFollowsDeviceChanges: a change to one device (membership,
-// assignment, menu, deletion), a group's menu, the rules or the settings
-// brings the cached
+// assignment, menu, deletion), a group (its fields, menu or assignment),
+// a bundle, the rules or the settings brings the cached
 // snapshot up to date without a full load — in the engine that decides
 // and in a second engine on the same database (another server), which
 // follows several changes at once — and any other change reloads it.
@@ -125,14 +126,56 @@ func TestSnapshotFollowsDeviceChanges(t *testing.T) {
 	}
 	followed("rules and settings")
 
-	// Anything else: a full load.
+	// Groups (created, changed), their assignments and bundles (created,
+	// changed): followed too.
 	if _, err := st.UpdateGroup(ctx, "vms", func(g *store.Group) error { g.Match = `mac = "02:00:00:00:07:09"`; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	check("group changed", e, d1, want{"none", "always", ""})
 	check("group changed", other, d1, want{"none", "always", ""})
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "all", Priority: 1, Match: `mac ^= "02:00:00:00:07"`}); err != nil {
+		t.Fatal(err)
+	}
+	ga := assign(t, st, store.Assignment{Bundle: "inv2", Group: "all"})
+	if _, err := st.UpdateBundle(ctx, "inv2", func(b *store.Bundle) error { b.Description = "changed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	mkBundle(t, st, "inv3", store.KindInventory, `{}`)
+	for _, en := range []*Engine{e, other} {
+		check("new group, its assignment", en, d1, want{"group:all", "always", "all"})
+		d, err := en.Decide(ctx, store.Device{MAC: d1, Registered: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Bundle == nil || d.Bundle.Description != "changed" || d.Bundle.Version != 2 {
+			t.Errorf("changed bundle: the decision has %+v", d.Bundle)
+		}
+		if _, ok, err := en.bundleByName(ctx, "inv3"); !ok || err != nil {
+			t.Errorf("new bundle inv3 not in the snapshot (%v)", err)
+		}
+	}
+	if err := st.DeleteAssignment(ctx, ga.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DeleteBundle(ctx, "inv3"); err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range []*Engine{e, other} {
+		check("group assignment deleted", en, d1, want{"none", "always", "all"})
+		if _, ok, err := en.bundleByName(ctx, "inv3"); ok || err != nil {
+			t.Errorf("deleted bundle inv3 still in the snapshot (%v)", err)
+		}
+	}
+	followed("groups, a group's assignment, bundles")
+
+	// Anything else (here a renamed group): a full load.
+	if _, err := st.UpdateGroup(ctx, "all", func(g *store.Group) error { g.Name = "every"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	check("group renamed", e, d1, want{"none", "always", "every"})
+	check("group renamed", other, d1, want{"none", "always", "every"})
 	if e.cache.snap.lazy == lazy || other.cache.snap.lazy == otherLazy {
-		t.Error("a group's change did not reload the snapshot")
+		t.Error("a group's rename did not reload the snapshot")
 	}
 }
 
@@ -155,5 +198,53 @@ func TestLazyCacheKeepsNoValueReadBeforeADrop(t *testing.T) {
 	}
 	if !l.keeps(k, 7) || !l.keeps(menuKey{store.ScopeGroup, "lab"}, 1) {
 		t.Error("values read at or after the change (or of other keys) are not kept")
+	}
+}
+
+// TestAssignIndex: a snapshot's device assignments after many followed
+// changes (past the overlay's bound) are the latest, and an older
+// snapshot's stay as they were.
+func TestAssignIndex(t *testing.T) {
+	x := assignIndex{base: map[string]store.Assignment{"a": {ID: 1}, "b": {ID: 2}}}
+	var versions []assignIndex
+	for i := range 3 * maxOverlay {
+		versions = append(versions, x)
+		x = x.edit()
+		x.set(fmt.Sprintf("m%d", i), &store.Assignment{ID: int64(100 + i)})
+		if i == 5 {
+			x.set("a", nil)
+		}
+		if i == maxOverlay+3 {
+			x.set("b", &store.Assignment{ID: 22})
+		}
+	}
+	if _, ok := x.get("a"); ok {
+		t.Error("removed assignment of a is there")
+	}
+	if a, ok := x.get("b"); !ok || a.ID != 22 {
+		t.Errorf("b: %+v %v, want the changed assignment 22", a, ok)
+	}
+	for i := range 3 * maxOverlay {
+		if a, ok := x.get(fmt.Sprintf("m%d", i)); !ok || a.ID != int64(100+i) {
+			t.Fatalf("m%d: %+v %v", i, a, ok)
+		}
+	}
+	// The first snapshot: unchanged.
+	if a, ok := versions[0].get("a"); !ok || a.ID != 1 {
+		t.Errorf("first version lost a: %+v %v", a, ok)
+	}
+	if a, _ := versions[0].get("b"); a.ID != 2 {
+		t.Errorf("first version's b changed: %+v", a)
+	}
+	if _, ok := versions[0].get("m0"); ok {
+		t.Error("first version sees a later change")
+	}
+	// One in the middle sees the changes up to its own.
+	mid := versions[maxOverlay+10]
+	if _, ok := mid.get(fmt.Sprintf("m%d", maxOverlay+9)); !ok {
+		t.Error("middle version lost its own change")
+	}
+	if _, ok := mid.get(fmt.Sprintf("m%d", maxOverlay+10)); ok {
+		t.Error("middle version sees a later change")
 	}
 }

@@ -192,15 +192,16 @@ type BundleFilter struct {
 type PolicyChange struct {
 	Version int64
 	// Kind is PolicyChangeDevice, PolicyChangeGroupMenu,
-	// PolicyChangeRules, PolicyChangeSettings or PolicyChangeAny.
+	// PolicyChangeRules, PolicyChangeSettings, PolicyChangeBundle,
+	// PolicyChangeGroup, PolicyChangeGroupAssignment or PolicyChangeAny.
 	Kind   string
-	Target string // a MAC (device) or a group name (group menu)
+	Target string // a MAC (device), a group name (group, its menu or assignment) or a bundle ID
 }
 
 // Policy change kinds.
 const (
-	// PolicyChangeAny: bundles, groups, a group's assignment or several
-	// things at once: reload everything.
+	// PolicyChangeAny: several things at once (a renamed or deleted
+	// group, a renamed bundle...): reload everything.
 	PolicyChangeAny = ""
 	// PolicyChangeDevice: the assignment, static group memberships or
 	// menu of the device Target (and nothing else).
@@ -211,6 +212,14 @@ const (
 	PolicyChangeRules = "rules"
 	// PolicyChangeSettings: the settings (and nothing else).
 	PolicyChangeSettings = "settings"
+	// PolicyChangeBundle: the bundle whose ID is Target was created,
+	// changed (not renamed) or deleted.
+	PolicyChangeBundle = "bundle"
+	// PolicyChangeGroup: the group Target was created or changed (its
+	// description, priority or expression; not renamed).
+	PolicyChangeGroup = "group"
+	// PolicyChangeGroupAssignment: the assignment of the group Target.
+	PolicyChangeGroupAssignment = "group-assignment"
 )
 
 // Page is the pagination of a list: Limit 0 means the store's default

@@ -65,13 +65,13 @@ func (s *Store) createAssignment(ctx context.Context, a store.Assignment, replac
 	if a.Wake && a.At.IsZero() {
 		return store.Assignment{}, fmt.Errorf("assign to %s: wake needs a time (at): %w", target, store.ErrInvalid)
 	}
-	kind := store.PolicyChangeAny // a group's assignment
+	kind, target := store.PolicyChangeGroupAssignment, a.Group
 	if a.MAC != "" {
-		kind = store.PolicyChangeDevice
+		kind, target = store.PolicyChangeDevice, a.MAC
 	}
 	var created store.Assignment
 	err := s.inTx(ctx, func(r runner) error {
-		if err := r.bumpFor(ctx, kind, a.MAC); err != nil {
+		if err := r.bumpFor(ctx, kind, target); err != nil {
 			return err
 		}
 		var b store.Bundle
@@ -184,19 +184,19 @@ func (s *Store) DeleteAssignment(ctx context.Context, id int64) error {
 	err := s.inTx(ctx, func(r runner) error {
 		// A device's assignment changes only that device's policy. The
 		// target of an assignment never changes.
-		var mac string
-		err := r.queryRow(ctx, `SELECT COALESCE(mac, '') FROM assignments WHERE id = ?`, id).Scan(&mac)
+		var mac, group string
+		err := r.queryRow(ctx, `SELECT COALESCE(a.mac, ''), COALESCE(g.name, '') FROM assignments a LEFT JOIN device_groups g ON g.id = a.group_id WHERE a.id = ?`, id).Scan(&mac, &group)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		kind := store.PolicyChangeAny
+		kind, target := store.PolicyChangeGroupAssignment, group
 		if mac != "" {
-			kind = store.PolicyChangeDevice
+			kind, target = store.PolicyChangeDevice, mac
 		}
-		if err := r.bumpFor(ctx, kind, mac); err != nil {
+		if err := r.bumpFor(ctx, kind, target); err != nil {
 			return err
 		}
 		n, err := r.affected(ctx, `DELETE FROM assignments WHERE id = ?`, id)

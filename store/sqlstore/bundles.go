@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/preboot/preboot/store"
 )
@@ -83,9 +84,12 @@ func (s *Store) CreateBundle(ctx context.Context, b store.Bundle) (store.Bundle,
 		if err := r.bundleNameFree(ctx, b.Name, 0); err != nil {
 			return err
 		}
-		return s.dbErr(r.queryRow(ctx, `INSERT INTO bundles (name, kind, description, params, image, version, created_at, updated_at)
+		if err := s.dbErr(r.queryRow(ctx, `INSERT INTO bundles (name, kind, description, params, image, version, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-			b.Name, b.Kind, b.Description, string(b.Params), image, b.Version, micros(b.CreatedAt), micros(b.UpdatedAt)).Scan(&b.ID))
+			b.Name, b.Kind, b.Description, string(b.Params), image, b.Version, micros(b.CreatedAt), micros(b.UpdatedAt)).Scan(&b.ID)); err != nil {
+			return err
+		}
+		return r.retag(ctx, store.PolicyChangeBundle, strconv.FormatInt(b.ID, 10))
 	})
 	if err != nil {
 		return store.Bundle{}, fmt.Errorf("create bundle %q: %w", b.Name, err)
@@ -174,7 +178,7 @@ func (s *Store) UpdateBundle(ctx context.Context, name string, fn func(*store.Bu
 		if b.Name != old.Name {
 			return r.renameBundleRefs(ctx, old.Name, b.Name)
 		}
-		return nil
+		return r.retag(ctx, store.PolicyChangeBundle, strconv.FormatInt(b.ID, 10))
 	})
 	if err != nil {
 		return store.Bundle{}, fmt.Errorf("update bundle %q: %w", name, err)
@@ -203,8 +207,11 @@ func (s *Store) DeleteBundle(ctx context.Context, name string) error {
 		if len(users) > 0 {
 			return fmt.Errorf("still used by %s: %w", uses(users), store.ErrConflict)
 		}
-		_, err = r.exec(ctx, `DELETE FROM bundles WHERE id = ?`, id)
-		return s.dbErr(err)
+		if _, err = r.exec(ctx, `DELETE FROM bundles WHERE id = ?`, id); err != nil {
+			return s.dbErr(err)
+		}
+		// Nothing referenced it: caches drop this bundle only.
+		return r.retag(ctx, store.PolicyChangeBundle, strconv.FormatInt(id, 10))
 	})
 	if err != nil {
 		return fmt.Errorf("delete bundle %q: %w", name, err)

@@ -101,7 +101,10 @@ func (s *Store) CreateGroup(ctx context.Context, g store.Group) (store.Group, er
 		err := r.queryRow(ctx, `INSERT INTO device_groups (name, description, priority, match_expr, members, created_at, updated_at)
 			VALUES (?, ?, ?, ?, 0, ?, ?) RETURNING id`,
 			g.Name, g.Description, g.Priority, g.Match, micros(g.CreatedAt), micros(g.UpdatedAt)).Scan(&g.ID)
-		return s.dbErr(err)
+		if err != nil {
+			return s.dbErr(err)
+		}
+		return r.retag(ctx, store.PolicyChangeGroup, g.Name)
 	})
 	if err != nil {
 		return store.Group{}, fmt.Errorf("create group %q: %w", g.Name, err)
@@ -150,9 +153,12 @@ func (s *Store) UpdateGroup(ctx context.Context, name string, fn func(*store.Gro
 			return s.dbErr(err)
 		}
 		if g.Name != old.Name {
+			// Renamed: memberships, menus and assignments cached by the
+			// old name; logged as a change of anything.
 			_, err = r.exec(ctx, `UPDATE menus SET target = ? WHERE scope = ? AND target = ?`, g.Name, store.ScopeGroup, old.Name)
+			return err
 		}
-		return err
+		return r.retag(ctx, store.PolicyChangeGroup, g.Name)
 	})
 	if err != nil {
 		return store.Group{}, fmt.Errorf("update group %q: %w", name, err)

@@ -532,6 +532,15 @@ func (r runner) bumpFor(ctx context.Context, kind, target string) error {
 	return nil
 }
 
+// retag says what the change logged by this transaction's bump was,
+// once the transaction knows (e.g. that a bundle was not renamed).
+func (r runner) retag(ctx context.Context, kind, target string) error {
+	if _, err := r.exec(ctx, `UPDATE policy_changes SET kind = ?, target = ? WHERE version = (SELECT version FROM policy WHERE id = 1)`, kind, target); err != nil {
+		return fmt.Errorf("policy change log: %w", err)
+	}
+	return nil
+}
+
 // PolicyVersion implements store.Store.
 func (s *Store) PolicyVersion(ctx context.Context) (int64, error) {
 	var v int64

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/preboot/preboot/store"
@@ -14,7 +15,9 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 	mac := "02:00:00:00:06:01"
 	must[store.Device](t)(st.CreateDevice(ctx, store.Device{MAC: mac}))
 	type want struct{ kind, target string }
-	step := func(what string, w want, fn func() error) {
+	// step checks the changes fn logs; check, when given, replaces the
+	// comparison of the target (known only once fn ran).
+	step := func(what string, w want, fn func() error, check ...func(store.PolicyChange) bool) {
 		t.Helper()
 		before := version(t, st)
 		if err := fn(); err != nil {
@@ -29,6 +32,9 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 			if c.Version != before+int64(i)+1 {
 				t.Errorf("%s: change %d has version %d, want %d", what, i, c.Version, before+int64(i)+1)
 			}
+			if len(check) > 0 && c.Kind == w.kind && check[0](c) {
+				continue
+			}
 			if c.Kind != w.kind || c.Target != w.target {
 				t.Errorf("%s: logged as %q %q, want %q %q", what, c.Kind, c.Target, w.kind, w.target)
 			}
@@ -36,11 +42,32 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 	}
 	any := want{store.PolicyChangeAny, ""}
 	dev := want{store.PolicyChangeDevice, mac}
-	step("create bundle", any, func() error {
-		_, err := st.CreateBundle(ctx, store.Bundle{Name: "b", Kind: store.KindInventory})
+	var bID int64
+	bundleChange := func() want { return want{store.PolicyChangeBundle, strconv.FormatInt(bID, 10)} }
+	for _, name := range []string{"b0", "b"} {
+		b, err := st.CreateBundle(ctx, store.Bundle{Name: name, Kind: store.KindInventory})
+		ok(t, err)
+		bID = b.ID
+	}
+	step("update bundle", bundleChange(), func() error {
+		_, err := st.UpdateBundle(ctx, "b", func(b *store.Bundle) error { b.Description = "d"; return nil })
 		return err
 	})
-	step("create group", any, func() error { _, err := st.CreateGroup(ctx, store.Group{Name: "g"}); return err })
+	step("rename bundle", any, func() error {
+		_, err := st.UpdateBundle(ctx, "b", func(b *store.Bundle) error { b.Name = "b2"; return nil })
+		return err
+	})
+	step("rename bundle back", any, func() error {
+		_, err := st.UpdateBundle(ctx, "b2", func(b *store.Bundle) error { b.Name = "b"; return nil })
+		return err
+	})
+	step("create bundle", want{store.PolicyChangeBundle, ""}, func() error {
+		b, err := st.CreateBundle(ctx, store.Bundle{Name: "c", Kind: store.KindInventory})
+		bID = b.ID
+		return err
+	}, func(c store.PolicyChange) bool { return c.Target == strconv.FormatInt(bID, 10) })
+	step("delete bundle", bundleChange(), func() error { return st.DeleteBundle(ctx, "c") })
+	step("create group", want{store.PolicyChangeGroup, "g"}, func() error { _, err := st.CreateGroup(ctx, store.Group{Name: "g"}); return err })
 	step("add member", dev, func() error { return st.AddMember(ctx, "g", mac) })
 	step("remove member", dev, func() error { return st.RemoveMember(ctx, "g", mac) })
 	var aID int64
@@ -55,12 +82,13 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 		return err
 	})
 	step("delete device assignment", dev, func() error { return st.DeleteAssignment(ctx, aID) })
-	step("group assignment", any, func() error {
+	ga := want{store.PolicyChangeGroupAssignment, "g"}
+	step("group assignment", ga, func() error {
 		a, err := st.CreateAssignment(ctx, store.Assignment{Bundle: "b", Group: "g"})
 		aID = a.ID
 		return err
 	})
-	step("delete group assignment", any, func() error { return st.DeleteAssignment(ctx, aID) })
+	step("delete group assignment", ga, func() error { return st.DeleteAssignment(ctx, aID) })
 	step("device menu", dev, func() error { return st.SetMenu(ctx, store.ScopeDevice, mac, store.Menu{Mode: "never"}) })
 	step("delete device menu", dev, func() error { return st.DeleteMenu(ctx, store.ScopeDevice, mac) })
 	gm := want{store.PolicyChangeGroupMenu, "g"}
@@ -74,8 +102,16 @@ func testPolicyChanges(t *testing.T, st store.Store) {
 		return err
 	})
 	step("delete rule", rules, func() error { return st.DeleteRule(ctx, "r") })
-	step("update group", any, func() error {
+	step("update group", want{store.PolicyChangeGroup, "g"}, func() error {
 		_, err := st.UpdateGroup(ctx, "g", func(g *store.Group) error { g.Priority = 3; return nil })
+		return err
+	})
+	step("rename group", any, func() error {
+		_, err := st.UpdateGroup(ctx, "g", func(g *store.Group) error { g.Name = "g2"; return nil })
+		return err
+	})
+	step("rename group back", any, func() error {
+		_, err := st.UpdateGroup(ctx, "g2", func(g *store.Group) error { g.Name = "g"; return nil })
 		return err
 	})
 	step("add member again", dev, func() error { return st.AddMember(ctx, "g", mac) })
