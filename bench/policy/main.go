@@ -21,6 +21,13 @@
 //   - group: Decide right after a group's change: the whole snapshot is
 //     loaded again.
 //
+// With -concurrency 1,16,64 the decide, script and register measurements
+// run again with that many requests at once (goroutines taking the next
+// request as soon as theirs is answered): a boot storm, of known devices
+// (script) or of new ones (register). Their writes go to the store's
+// group commit (events and registrations of concurrent requests in one
+// commit per batch); the "writes/commit" column is its mean batch.
+//
 // Requests cycle over every device of the fleet in a shuffled order,
 // registered and unregistered mixed (80/20 by default).
 //
@@ -42,6 +49,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -75,6 +84,7 @@ type options struct {
 	newN     int
 	coldN    int
 	procs    int
+	conc     []int
 	cpu      int
 	pgCPU    int
 	profile  string
@@ -98,6 +108,9 @@ type result struct {
 	written      int64         // bytes the process wrote (write system calls, /proc/self/io wchar)
 	writeCalls   int64         // its write system calls
 	changes      int64         // policy version changes during the measurement
+	conc         int           // requests at once
+	batches      int64         // group-commit batches the store committed
+	batchWrites  int64         // writes in them
 }
 
 func (r result) rate() float64 { return float64(r.ops) / r.elapsed.Seconds() }
@@ -125,6 +138,9 @@ func (r result) line() string {
 	if r.changes != 0 {
 		s += fmt.Sprintf(", %d policy changes", r.changes)
 	}
+	if r.batches != 0 {
+		s += ", " + batchCell(r) + " writes/commit"
+	}
 	return s
 }
 
@@ -151,6 +167,7 @@ func run() error {
 	flag.IntVar(&o.newN, "new", 300, "count limit of the register measurement (per round)")
 	flag.IntVar(&o.coldN, "cold", 30, "count limit of the cold, reload and group measurements (per round)")
 	flag.IntVar(&o.procs, "procs", 1, "GOMAXPROCS")
+	concFlag := flag.String("concurrency", "1", "requests at once for decide, script and register: a list (1,16,64) measures each")
 	flag.IntVar(&o.cpu, "cpu", 0, "pin the process to this CPU with taskset (-1: do not pin)")
 	flag.IntVar(&o.pgCPU, "pg-cpu", 1, "pin the PostgreSQL server to this CPU (-1: do not pin; the same as -cpu: share it)")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the measurements to FILE.<store>")
@@ -177,6 +194,13 @@ func run() error {
 		default:
 			return fmt.Errorf("-ops: unknown measurement %q (want decide, script, register, cold, reload, group)", op)
 		}
+	}
+	for _, c := range strings.Split(*concFlag, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 || n > 1024 {
+			return fmt.Errorf("-concurrency: %q: want 1..1024", c)
+		}
+		o.conc = append(o.conc, n)
 	}
 	if o.n <= 0 {
 		o.n = 1_000_000
@@ -424,7 +448,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 		prep      func(i int) error
 		run       func(i int) error
 	}
-	newDevices := 0
+	var newDevices atomic.Int64
 	cold := devs[0].MAC
 	lastRule := fmt.Sprintf("rule-%04d", o.fleet.Rules) // matches no device, enabled or not
 	ops := []op{
@@ -439,8 +463,7 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 			return err
 		}},
 		{"register", "Script, new device a rule registers", min(o.n, o.newN), nil, func(i int) error {
-			s := fleet.NewDevice(newDevices, time.Now())
-			newDevices++
+			s := fleet.NewDevice(int(newDevices.Add(1)-1), time.Now())
 			_, err := e.Script(ctx, base, s.MAC, "", "", s)
 			return err
 		}},
@@ -477,22 +500,32 @@ func benchStore(o options, name, dir string, log io.Writer) ([]result, storeRepo
 			if !o.ops[op.key] {
 				continue
 			}
-			if _, err := changes(); err != nil {
-				return out, rep, err
+			for _, conc := range o.conc {
+				if conc > 1 && op.prep != nil {
+					continue // one change, one decision: not a storm
+				}
+				if _, err := changes(); err != nil {
+					return out, rep, err
+				}
+				b0, w0 := batchStats(st)
+				r, err := measureWith(op.n, o.duration, server, conc, op.prep, op.run)
+				if err != nil {
+					return out, rep, fmt.Errorf("%s: %w", op.name, err)
+				}
+				b1, w1 := batchStats(st)
+				r.store, r.op, r.conc, r.batches, r.batchWrites = name, op.name, conc, b1-b0, w1-w0
+				if conc > 1 {
+					r.op += fmt.Sprintf(" · %d at once", conc)
+				}
+				if r.changes, err = changes(); err != nil {
+					return out, rep, err
+				}
+				if op.prep != nil {
+					r.changes = 0 // the changes are the measurement's own
+				}
+				fmt.Fprintf(log, "  round %d: %s\n", round, r.line())
+				out = append(out, r)
 			}
-			r, err := measureWith(op.n, o.duration, server, op.prep, op.run)
-			if err != nil {
-				return out, rep, fmt.Errorf("%s: %w", op.name, err)
-			}
-			r.store, r.op = name, op.name
-			if r.changes, err = changes(); err != nil {
-				return out, rep, err
-			}
-			if op.prep != nil {
-				r.changes = 0 // the changes are the measurement's own
-			}
-			fmt.Fprintf(log, "  round %d: %s\n", round, r.line())
-			out = append(out, r)
 		}
 	}
 	if name == "sqlite" {
@@ -545,7 +578,11 @@ func tally(m map[string]int, total int) string {
 // measureWith runs op up to n times or until limit has passed, timing
 // each call; prep (may be nil) runs untimed before each op. server is
 // the PID of a database server whose CPU time is measured too (0: none).
-func measureWith(n int, limit time.Duration, server int, prep, op func(i int) error) (result, error) {
+// With conc > 1 (and no prep), conc goroutines run the ops at once.
+func measureWith(n int, limit time.Duration, server, conc int, prep, op func(i int) error) (result, error) {
+	if conc > 1 && prep == nil {
+		return measureConcurrent(n, limit, server, conc, op)
+	}
 	lat := make([]time.Duration, n)
 	runtime.GC()
 	var m0, m1 runtime.MemStats
@@ -594,6 +631,68 @@ func measureWith(n int, limit time.Duration, server int, prep, op func(i int) er
 	return r, nil
 }
 
+// measureConcurrent is measureWith with conc requests at once: each
+// goroutine takes the next request when its own is answered, until n
+// requests were taken or limit has passed. Latency is each request's own.
+func measureConcurrent(n int, limit time.Duration, server, conc int, op func(i int) error) (result, error) {
+	lat := make([]time.Duration, n)
+	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	cpu0, busy0, srv0 := cpuTime(), cpuBusy(), treeCPU(server)
+	w0, wc0 := writes()
+	start := time.Now()
+	end := start.Add(limit)
+	var next atomic.Int64
+	var stop atomic.Bool
+	errs := make(chan error, conc)
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Go(func() {
+			for !stop.Load() {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				t0 := time.Now()
+				if err := op(int(i)); err != nil {
+					stop.Store(true)
+					errs <- fmt.Errorf("op %d: %w", i, err)
+					return
+				}
+				t1 := time.Now()
+				lat[i] = t1.Sub(t0)
+				if t1.After(end) {
+					stop.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return result{}, err
+	}
+	elapsed := time.Since(start)
+	cpu, others := cpuTime()-cpu0, cpuBusy()-busy0-(cpuTime()-cpu0)
+	srv := treeCPU(server) - srv0
+	w1, wc1 := writes()
+	runtime.ReadMemStats(&m1)
+	i := int(min(next.Load(), int64(n)))
+	if i == 0 {
+		return result{}, errors.New("no operation ran")
+	}
+	// Every request taken ran to its end (a goroutine checks stop before
+	// it takes one).
+	lat = lat[:i]
+	slices.Sort(lat)
+	r := result{ops: i, elapsed: elapsed, lat: lat, mallocs: m1.Mallocs - m0.Mallocs, bytes: m1.TotalAlloc - m0.TotalAlloc,
+		cpu: cpu, others: max(others, 0), server: max(srv, 0), written: w1 - w0, writeCalls: wc1 - wc0}
+	r.rates = []float64{r.rate()}
+	r.percentiles()
+	return r, nil
+}
+
 func (r *result) percentiles() {
 	n := len(r.lat)
 	r.p50, r.p99, r.mx = r.lat[(n-1)/2], r.lat[int(math.Ceil(0.99*float64(n)))-1], r.lat[n-1]
@@ -626,6 +725,8 @@ func mergeRounds(rs []result) []result {
 		m.writeCalls += r.writeCalls
 		m.server += r.server
 		m.changes += r.changes
+		m.batches += r.batches
+		m.batchWrites += r.batchWrites
 	}
 	for i := range out {
 		slices.Sort(out[i].lat)
@@ -745,13 +846,31 @@ func rateList(rs []float64) string {
 }
 
 var columns = []string{"store", "operation", "ops", "decisions/s", "per round", "p50 ms", "p99 ms", "max ms", "allocs/op", "alloc KiB/op",
-	"written KiB/op", "writes/op", "CPU ms/op", "server CPU ms/op", "decisions/CPU-s", "CPU taken by others"}
+	"written KiB/op", "writes/op", "CPU ms/op", "server CPU ms/op", "decisions/CPU-s", "CPU taken by others", "writes/commit"}
 
 func cells(r result) []string {
 	return []string{r.store, r.op, strconv.Itoa(r.ops), fmt.Sprintf("%.0f", r.rate()), rateList(r.rates),
 		ms(r.p50), ms(r.p99), ms(r.mx), fmt.Sprintf("%.0f", r.allocs()), fmt.Sprintf("%.1f", r.kib()),
 		fmt.Sprintf("%.1f", float64(r.written)/float64(r.ops)/1024), fmt.Sprintf("%.1f", float64(r.writeCalls)/float64(r.ops)),
-		ms(r.cpuPerOp()), srvCell(r), fmt.Sprintf("%.0f", r.cpuRate()), fmt.Sprintf("%.0f %%", r.othersShare())}
+		ms(r.cpuPerOp()), srvCell(r), fmt.Sprintf("%.0f", r.cpuRate()), fmt.Sprintf("%.0f %%", r.othersShare()), batchCell(r)}
+}
+
+// batchStats returns the group-commit batches and their writes so far, if
+// the store counts them (older trees, for before/after runs, do not).
+func batchStats(st any) (batches, writes int64) {
+	if b, ok := st.(interface{ BatchStats() (int64, int64) }); ok {
+		return b.BatchStats()
+	}
+	return 0, 0
+}
+
+// batchCell is the mean group-commit batch: store writes (events,
+// registrations) per commit.
+func batchCell(r result) string {
+	if r.batches == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", float64(r.batchWrites)/float64(r.batches))
 }
 
 func srvCell(r result) string {
