@@ -18,6 +18,8 @@
 //	preboot.token=TOKEN            per-job bearer token for the agent API
 //	preboot.tls=sha256:HEX         pin of the server's TLS certificate (https servers)
 //	preboot.job=ID                 the job this boot is for
+//	preboot.images=URL             a restore reads manifest and chunks from this site server (the job's server when it lacks them)
+//	preboot.images.tls=sha256:HEX  pin of the site server's TLS certificate
 //	preboot.ip=A.B.C.D             the address the machine booted with: asked for again by DHCP (the token works only from it);
 //	                               an IPv6 address: the environment comes up on IPv6 (router advertisement, DHCPv6 as iPXE's client, or SLAAC)
 //	preboot.mac=MAC                the interface the machine booted from: tried first for DHCP
