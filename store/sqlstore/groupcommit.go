@@ -22,9 +22,10 @@ import (
 // before it is stored. Should a batch fail, each of its writes runs
 // again alone, so that one bad write fails only its own request.
 //
-// No goroutine outlives a batch: the first write that finds no batch
-// running starts one; it ends when the queue is empty. close waits for
-// it.
+// A write that finds nothing running or queued is written at once by its
+// caller (no hand-over); writes that arrive meanwhile queue up, and a
+// goroutine commits them in batches until the queue is empty: no
+// goroutine outlives the batches. close waits for it.
 type groupCommit struct {
 	s        *Store
 	maxBatch int
@@ -68,12 +69,12 @@ func newGroupCommit(s *Store) *groupCommit {
 // committed (or failed). fn may run more than once (retries, or alone
 // after its batch failed): it must not keep state between runs.
 func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, r runner) error) error {
-	return g.submit(&batchOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
+	return g.submit(&batchOp{ctx: ctx, fn: fn})
 }
 
 // addEvent inserts e (its ID set on return) in a batch.
 func (g *groupCommit) addEvent(ctx context.Context, e *store.Event) error {
-	return g.submit(&batchOp{ctx: ctx, event: e, done: make(chan error, 1)})
+	return g.submit(&batchOp{ctx: ctx, event: e})
 }
 
 func (g *groupCommit) submit(op *batchOp) error {
@@ -85,12 +86,31 @@ func (g *groupCommit) submit(op *batchOp) error {
 		g.mu.Unlock()
 		return errStoreClosed
 	}
-	g.queue = append(g.queue, op)
 	if !g.running {
+		// Alone: written now, by this goroutine; whatever arrives
+		// meanwhile queues for the next batch.
 		g.running = true
 		g.wg.Add(1)
-		go g.run(context.WithoutCancel(op.ctx))
+		g.mu.Unlock()
+		err := g.write(op.ctx, []*batchOp{op})
+		g.mu.Lock()
+		if err == nil {
+			g.batches++
+			g.ops++
+		}
+		if len(g.queue) > 0 {
+			go g.run(context.WithoutCancel(op.ctx)) // takes over g.wg's count
+		} else {
+			g.running = false
+			g.wg.Done()
+		}
+		g.mu.Unlock()
+		return err
 	}
+	// A write in flight: queue up; its writer starts a batch for the
+	// queue when it is done.
+	op.done = make(chan error, 1)
+	g.queue = append(g.queue, op)
 	g.mu.Unlock()
 	select {
 	case err := <-op.done:
