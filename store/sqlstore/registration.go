@@ -36,16 +36,11 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 	return out, nil
 }
 
-// register is one registration inside the transaction r.
+// register is one registration inside the transaction r: on PostgreSQL
+// seven round trips from BEGIN to COMMIT (each step one statement), on
+// SQLite a few more statements in the same connection.
 func (r runner) register(ctx context.Context, reg store.Registration) (store.Registered, error) {
 	s := r.s
-	dev, err := scanDevice(r.queryRow(ctx, `SELECT `+deviceCols("d")+` FROM devices d WHERE d.mac = ?`+s.d.forUpdate, reg.MAC), false)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Registered{}, fmt.Errorf("device %s: %w", reg.MAC, store.ErrNotFound)
-	}
-	if err != nil {
-		return store.Registered{}, err
-	}
 	if reg.Group != "" || reg.BundleID != 0 {
 		// Memberships and assignments are policy: one logged change of
 		// this device (and the lock that serialises policy changes).
@@ -53,49 +48,32 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 			return store.Registered{}, err
 		}
 	}
-	name := dev.Name
-	if name == "" && reg.Name != "" {
+	name := ""
+	if reg.Name != "" {
+		var err error
 		if name, err = r.freeName(ctx, reg.Name, reg.MAC); err != nil {
 			return store.Registered{}, err
 		}
 	}
-	if _, err := r.exec(ctx, `UPDATE devices SET name = ?, registered = TRUE WHERE mac = ?`, name, reg.MAC); err != nil {
-		if s.d.unique(err) {
-			return store.Registered{}, fmt.Errorf("name %q is taken: %w", name, store.ErrConflict)
-		}
+	// A name the device has stays.
+	dev, err := scanDevice(r.queryRow(ctx, `UPDATE devices SET registered = TRUE, name = CASE WHEN name = '' THEN ? ELSE name END
+		WHERE mac = ? RETURNING `+deviceCols(""), name, reg.MAC), false)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return store.Registered{}, fmt.Errorf("device %s: %w", reg.MAC, store.ErrNotFound)
+	case s.d.unique(err):
+		return store.Registered{}, fmt.Errorf("name %q is taken: %w", name, store.ErrConflict)
+	case err != nil:
 		return store.Registered{}, err
 	}
-	dev.Name, dev.Registered = name, true
-	out := store.Registered{Device: dev, Name: name}
+	out := store.Registered{Device: dev, Name: dev.Name}
 	if reg.Group != "" {
-		id, err := r.groupID(ctx, reg.Group)
-		if err != nil {
+		if out.Joined, err = r.join(ctx, reg.Group, reg.MAC); err != nil {
 			return store.Registered{}, err
-		}
-		n, err := r.affected(ctx, `INSERT INTO group_members (group_id, mac) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, reg.MAC)
-		if err != nil {
-			return store.Registered{}, s.dbErr(err)
-		}
-		if n > 0 {
-			if _, err := r.exec(ctx, `UPDATE device_groups SET members = members + 1 WHERE id = ?`, id); err != nil {
-				return store.Registered{}, err
-			}
-			out.Joined = true
 		}
 	}
 	if reg.BundleID != 0 {
-		var id int64
-		err := r.queryRow(ctx, `INSERT INTO assignments (bundle_id, mac, group_id, once, force, created_at, not_before, wake)
-			VALUES (?, ?, NULL, TRUE, FALSE, ?, 0, FALSE) RETURNING id`, reg.BundleID, reg.MAC, micros(now())).Scan(&id)
-		switch {
-		case s.d.unique(err):
-			return store.Registered{}, fmt.Errorf("device %s already has an assignment: %w", reg.MAC, store.ErrConflict)
-		case s.d.foreignKey(err):
-			return store.Registered{}, fmt.Errorf("bundle #%d: %w", reg.BundleID, store.ErrNotFound)
-		case err != nil:
-			return store.Registered{}, err
-		}
-		a, err := r.assignment(ctx, id)
+		a, err := r.assignOnce(ctx, reg.BundleID, reg.MAC)
 		if err != nil {
 			return store.Registered{}, err
 		}
@@ -115,6 +93,71 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 		out.Event = e
 	}
 	return out, nil
+}
+
+// joinPostgres adds a device to a group and counts it, in one statement:
+// the group's ID (NULL: no such group) and whether the device joined.
+const joinPostgres = `WITH g AS (SELECT id FROM device_groups WHERE name = ?),
+	ins AS (INSERT INTO group_members (group_id, mac) SELECT id, ? FROM g ON CONFLICT DO NOTHING RETURNING group_id),
+	upd AS (UPDATE device_groups SET members = members + 1 WHERE id IN (SELECT group_id FROM ins))
+	SELECT (SELECT id FROM g), (SELECT count(*) FROM ins)`
+
+// join makes mac a static member of group; joined is false when it was
+// one already.
+func (r runner) join(ctx context.Context, group, mac string) (joined bool, err error) {
+	if r.s.d.name == DriverPostgres {
+		var id sql.NullInt64
+		var n int64
+		if err := r.queryRow(ctx, joinPostgres, group, mac).Scan(&id, &n); err != nil {
+			return false, r.s.dbErr(err)
+		}
+		if !id.Valid {
+			return false, fmt.Errorf("group %q: %w", group, store.ErrNotFound)
+		}
+		return n > 0, nil
+	}
+	id, err := r.groupID(ctx, group)
+	if err != nil {
+		return false, err
+	}
+	n, err := r.affected(ctx, `INSERT INTO group_members (group_id, mac) VALUES (?, ?) ON CONFLICT DO NOTHING`, id, mac)
+	if err != nil || n == 0 {
+		return false, r.s.dbErr(err)
+	}
+	_, err = r.exec(ctx, `UPDATE device_groups SET members = members + 1 WHERE id = ?`, id)
+	return err == nil, err
+}
+
+const insertOnce = `INSERT INTO assignments (bundle_id, mac, group_id, once, force, created_at, not_before, wake)
+	VALUES (?, ?, NULL, TRUE, FALSE, ?, 0, FALSE)`
+
+// assignOncePostgres inserts the assignment and reads it back (with its
+// bundle's name and kind) in one statement.
+const assignOncePostgres = `WITH a AS (` + insertOnce + ` RETURNING *)
+	SELECT a.id, a.bundle_id, b.name, b.kind, COALESCE(a.mac, ''), '', a.once, a.force, a.created_at, a.not_before, a.wake, a.woken_at
+	FROM a JOIN bundles b ON b.id = a.bundle_id`
+
+// assignOnce gives mac a once assignment of bundle id.
+func (r runner) assignOnce(ctx context.Context, bundle int64, mac string) (store.Assignment, error) {
+	var a store.Assignment
+	var err error
+	if r.s.d.name == DriverPostgres {
+		a, err = scanAssignment(r.queryRow(ctx, assignOncePostgres, bundle, mac, micros(now())))
+	} else {
+		var id int64
+		if err = r.queryRow(ctx, insertOnce+` RETURNING id`, bundle, mac, micros(now())).Scan(&id); err == nil {
+			a, err = r.assignment(ctx, id)
+		}
+	}
+	switch {
+	case r.s.d.unique(err):
+		return store.Assignment{}, fmt.Errorf("device %s already has an assignment: %w", mac, store.ErrConflict)
+	case r.s.d.foreignKey(err):
+		return store.Assignment{}, fmt.Errorf("bundle #%d: %w", bundle, store.ErrNotFound)
+	case err != nil:
+		return store.Assignment{}, err
+	}
+	return a, nil
 }
 
 // freeName returns base, or the first of base-2 ... base-20 that no other

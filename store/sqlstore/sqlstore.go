@@ -518,11 +518,19 @@ const changeLogKeep = 10000
 // store.PolicyChange): caches of other servers update that target only.
 func (r runner) bumpFor(ctx context.Context, kind, target string) error {
 	var v int64
-	if err := r.queryRow(ctx, `UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
-		return fmt.Errorf("policy version: %w", err)
-	}
-	if _, err := r.exec(ctx, `INSERT INTO policy_changes (version, kind, target) VALUES (?, ?, ?)`, v, kind, target); err != nil {
-		return fmt.Errorf("policy change log: %w", err)
+	if r.s.d.name == DriverPostgres {
+		// One round trip: the version and its log entry.
+		if err := r.queryRow(ctx, `WITH v AS (UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version)
+			INSERT INTO policy_changes (version, kind, target) SELECT version, ?, ? FROM v RETURNING version`, kind, target).Scan(&v); err != nil {
+			return fmt.Errorf("policy version: %w", err)
+		}
+	} else {
+		if err := r.queryRow(ctx, `UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
+			return fmt.Errorf("policy version: %w", err)
+		}
+		if _, err := r.exec(ctx, `INSERT INTO policy_changes (version, kind, target) VALUES (?, ?, ?)`, v, kind, target); err != nil {
+			return fmt.Errorf("policy change log: %w", err)
+		}
 	}
 	if v%1000 == 0 {
 		if _, err := r.exec(ctx, `DELETE FROM policy_changes WHERE version <= ?`, v-changeLogKeep); err != nil {
