@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 	"unsafe"
@@ -92,22 +93,23 @@ func (l *loop) wake() {
 }
 
 func (l *loop) run() {
+	// The loop spends its life in system calls: it keeps its thread rather than move between
+	// threads each time epoll_wait returns.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	defer close(l.done)
 	defer unix.Close(l.evfd)
 	defer unix.Close(l.epfd)
 	for {
-		for {
-			t := l.timers.expired(time.Now())
-			if t == nil {
-				break
-			}
-			t.onTimeout(time.Now(), &l.out)
+		now := time.Now()
+		for t := l.timers.expired(now); t != nil; t = l.timers.expired(now) {
+			t.onTimeout(now, &l.out)
 			l.settle(t)
 		}
 		wait := -1
 		if at, ok := l.timers.next(); ok {
 			// epoll_wait counts milliseconds: round up, a timer never fires early.
-			wait = int((time.Until(at) + time.Millisecond - 1) / time.Millisecond)
+			wait = int((at.Sub(now) + time.Millisecond - 1) / time.Millisecond)
 			wait = max(wait, 0)
 		}
 		n, err := unix.EpollWait(l.epfd, l.events[:], wait)

@@ -4,7 +4,7 @@
 //
 // Every transfer has its own UDP socket (its TID), bound to the local address the request arrived
 // on. A short-lived goroutine opens it (a Generator may take its time); its data phase then runs
-// in an event loop, one per GOMAXPROCS, over epoll(7): a block costs one recvfrom(2) for the ACK
+// in an event loop (one per 4 CPUs) over epoll(7): a block costs one recvfrom(2) for the ACK
 // and one sendmmsg(2) for what follows, with no goroutine woken per block. Files come from a
 // Generator (consulted first) or from a root directory that no request can leave. A regular file
 // sent in octet mode is mapped into memory and its blocks go out straight from the page cache: no
@@ -94,7 +94,7 @@ type Server struct {
 	MaxTimeout     time.Duration // default 2 s
 	InitialTimeout time.Duration // default 250 ms
 
-	loops int // event loops serving the transfers; 0 = GOMAXPROCS (tests ask for one)
+	loops int // event loops serving the transfers; 0 = one per 4 CPUs (tests choose)
 }
 
 const (
@@ -197,9 +197,12 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 
+	// One loop per 4 CPUs: a loop keeps a CPU busy mostly in the kernel (sending, and on loopback
+	// delivering), and fewer loops wake up less and find more ready sockets per epoll_wait. On 2
+	// CPUs one loop used 25 % less CPU per block than two, at the same throughput.
 	nloops := s.loops
 	if nloops <= 0 {
-		nloops = runtime.GOMAXPROCS(0)
+		nloops = max(1, runtime.GOMAXPROCS(0)/4)
 	}
 	loops := make([]*loop, 0, nloops)
 	defer func() {
