@@ -131,14 +131,19 @@ func writeJSONError(w http.ResponseWriter, code int, msg string) {
 func authenticateJob(w http.ResponseWriter, r *http.Request, js *jobs.Service, tok string) (store.Job, bool) {
 	j, err := js.Authenticate(r.Context(), tok, r.RemoteAddr)
 	if err != nil {
-		code := http.StatusUnauthorized
-		if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
-			code = http.StatusForbidden
-		} else if !errors.Is(err, jobs.ErrUnauthorized) {
-			code = http.StatusInternalServerError
-		}
-		writeJSONError(w, code, err.Error())
+		jobAuthFailed(w, err)
 		return store.Job{}, false
 	}
 	return j, true
+}
+
+// jobAuthFailed answers a failed job token check: 401, 403 or 500.
+func jobAuthFailed(w http.ResponseWriter, err error) {
+	code := http.StatusUnauthorized
+	if errors.Is(err, jobs.ErrJobOver) || errors.Is(err, jobs.ErrWrongClient) {
+		code = http.StatusForbidden
+	} else if !errors.Is(err, jobs.ErrUnauthorized) {
+		code = http.StatusInternalServerError
+	}
+	writeJSONError(w, code, err.Error())
 }

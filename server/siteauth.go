@@ -25,7 +25,8 @@ func authenticateJobOrUpstream(w http.ResponseWriter, r *http.Request, js *jobs.
 		return j, true
 	}
 	if !errors.Is(err, jobs.ErrUnauthorized) {
-		return authenticateJob(w, r, js, tok) // answers as usual
+		jobAuthFailed(w, err) // one of this server's jobs: as usual
+		return store.Job{}, false
 	}
 	ts, err := up.Check(ctx, tok)
 	if err != nil {
