@@ -28,12 +28,16 @@ func authenticateJobOrUpstream(w http.ResponseWriter, r *http.Request, js *jobs.
 		jobAuthFailed(w, err) // one of this server's jobs: as usual
 		return store.Job{}, false
 	}
-	ts, err := up.Check(ctx, tok)
+	from := remoteIP(r.RemoteAddr)
+	ts, err := up.Check(ctx, tok, from)
+	if errors.Is(err, siteauth.ErrThrottled) {
+		writeJSONError(w, http.StatusTooManyRequests, err.Error())
+		return store.Job{}, false
+	}
 	if err != nil {
 		writeJSONError(w, http.StatusBadGateway, "cannot check this job token with the upstream server: "+err.Error())
 		return store.Job{}, false
 	}
-	from := remoteIP(r.RemoteAddr)
 	refuse := func(why string) (store.Job, bool) {
 		js.Security(ctx, ts.MAC, "upstream-token", why)
 		writeJSONError(w, http.StatusForbidden, why)

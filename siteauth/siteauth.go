@@ -7,6 +7,7 @@ package siteauth
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -18,7 +19,16 @@ import (
 const (
 	DefaultTTL        = 30 * time.Second
 	DefaultMaxEntries = 4096
+	// DefaultMaxMisses unknown tokens from one address are asked at the
+	// upstream per DefaultMissWindow; beyond that, Check refuses that
+	// address's unknown tokens without asking until the window ends.
+	DefaultMaxMisses  = 10
+	DefaultMissWindow = time.Minute
 )
+
+// ErrThrottled is Check's answer to an address that sent too many tokens
+// the upstream did not know: it is refused without asking the upstream.
+var ErrThrottled = errors.New("too many unknown job tokens from this address: refused without asking the upstream")
 
 // Upstream asks the upstream's API (httpstore.Client implements it).
 type Upstream interface {
@@ -34,11 +44,18 @@ type Checker struct {
 	TTL time.Duration
 	// MaxEntries bounds the cache (DefaultMaxEntries when 0).
 	MaxEntries int
+	// MaxMisses and MissWindow bound the unknown tokens one address may
+	// have introspected (DefaultMaxMisses per DefaultMissWindow when 0), so
+	// that random tokens sent to a site do not become as many requests to
+	// the upstream.
+	MaxMisses  int
+	MissWindow time.Duration
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 
-	mu    sync.Mutex
-	cache map[string]entry // by the token's SHA-256
+	mu     sync.Mutex
+	cache  map[string]entry  // by the token's SHA-256
+	misses map[string]misses // by the requester's address
 	// Asked counts introspection requests sent to the upstream.
 	asked int64
 }
@@ -48,6 +65,12 @@ type entry struct {
 	until time.Time
 }
 
+// misses counts one address's unknown tokens in the window that started at since.
+type misses struct {
+	n     int
+	since time.Time
+}
+
 func (c *Checker) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
@@ -55,10 +78,11 @@ func (c *Checker) now() time.Time {
 	return time.Now()
 }
 
-// Check returns what token may do, as the upstream says: Active false for
-// a token the upstream does not know or that ended. An error means the
-// upstream could not be asked.
-func (c *Checker) Check(ctx context.Context, token string) (jobs.TokenScope, error) {
+// Check returns what token, presented from the address from, may do, as
+// the upstream says: Active false for a token the upstream does not know or
+// that ended. ErrThrottled means from sent too many such tokens lately;
+// another error, that the upstream could not be asked.
+func (c *Checker) Check(ctx context.Context, token, from string) (jobs.TokenScope, error) {
 	key := jobs.HashToken(token)
 	now := c.now()
 	c.mu.Lock()
@@ -69,6 +93,10 @@ func (c *Checker) Check(ctx context.Context, token string) (jobs.TokenScope, err
 		}
 		delete(c.cache, key)
 	}
+	if m, ok := c.misses[from]; ok && now.Sub(m.since) < c.missWindow() && m.n >= c.maxMisses() {
+		c.mu.Unlock()
+		return jobs.TokenScope{}, ErrThrottled
+	}
 	c.asked++
 	c.mu.Unlock()
 
@@ -77,6 +105,7 @@ func (c *Checker) Check(ctx context.Context, token string) (jobs.TokenScope, err
 		return jobs.TokenScope{}, fmt.Errorf("introspect a job token at the upstream: %w", err)
 	}
 	if !ts.Active {
+		c.miss(from, now)
 		return jobs.TokenScope{}, nil
 	}
 	ttl := c.TTL
@@ -91,6 +120,51 @@ func (c *Checker) Check(ctx context.Context, token string) (jobs.TokenScope, err
 		c.put(key, entry{scope: ts, until: until}, now)
 	}
 	return ts, nil
+}
+
+func (c *Checker) maxMisses() int {
+	if c.MaxMisses > 0 {
+		return c.MaxMisses
+	}
+	return DefaultMaxMisses
+}
+
+func (c *Checker) missWindow() time.Duration {
+	if c.MissWindow > 0 {
+		return c.MissWindow
+	}
+	return DefaultMissWindow
+}
+
+// miss counts an unknown token from an address. The table is bounded like
+// the cache: when full, windows that ended go first, then all of them (an
+// address then gets its full budget again, which only costs upstream calls).
+func (c *Checker) miss(from string, now time.Time) {
+	limit := c.MaxEntries
+	if limit <= 0 {
+		limit = DefaultMaxEntries
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.misses == nil {
+		c.misses = map[string]misses{}
+	}
+	m, ok := c.misses[from]
+	if !ok || now.Sub(m.since) >= c.missWindow() {
+		if !ok && len(c.misses) >= limit {
+			for k, v := range c.misses {
+				if now.Sub(v.since) >= c.missWindow() {
+					delete(c.misses, k)
+				}
+			}
+			if len(c.misses) >= limit {
+				clear(c.misses)
+			}
+		}
+		m = misses{since: now}
+	}
+	m.n++
+	c.misses[from] = m
 }
 
 // put stores an entry, first dropping expired ones when the cache is full,
