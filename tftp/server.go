@@ -42,7 +42,9 @@ type Request struct {
 // Generator returns content for generated files (per-device pxelinux configs, ...). Return an
 // error wrapping fs.ErrNotExist to fall back to the root directory, one wrapping fs.ErrPermission
 // to refuse the request with an access violation. If the returned reader is also an io.Closer it
-// is closed when the transfer ends. A size < 0 means unknown (no tsize is offered).
+// is closed when the transfer ends. A size < 0 means unknown (no tsize is offered). Generate may
+// take its time (it runs in the request's own goroutine), but the reader is read block by block in
+// the event loop that serves many transfers: it must not wait (content in memory, or a file).
 type Generator interface {
 	Generate(ctx context.Context, req Request) (io.ReadSeeker, int64, error)
 }

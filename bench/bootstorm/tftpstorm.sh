@@ -104,7 +104,7 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 col() { awk -F'\t' -v s="$1" -v c="$2" '$2 == s { print $c }' "$RESULTS" | median; }
 echo "TFTP storm: $N clients over $SPREAD, ipxe.efi ($SIZE bytes, $BLOCKS blocks of 1468, lock-step), $ROUNDS interleaved round(s), median shown;"
 echo "$(nproc) cores, load average before $LOAD_BEFORE, after $(cut -d' ' -f1-3 /proc/loadavg)."
