@@ -49,6 +49,10 @@ type Decision struct {
 	// BootPath: for UEFI x64 devices, iPXE or the Secure Boot path
 	// (filled by the API, not by Decide).
 	BootPath *BootPath `json:"boot_path,omitempty"`
+
+	// naming is the naming settings of the snapshot the decision was
+	// made on (for a registration).
+	naming store.Naming
 }
 
 // snapshot is the policy's view of bundles, groups, assignments, rules
@@ -138,6 +142,42 @@ type menuEntry struct {
 type cache struct {
 	mu   sync.Mutex
 	snap *snapshot
+	// own are this engine's registrations by policy version, not yet
+	// followed: following them needs no store query.
+	own map[int64]ownChange
+}
+
+// ownChange is what a registration of this engine changed at its policy
+// version: the device's memberships and, when assigned, its assignment.
+type ownChange struct {
+	mac        string
+	assignment *store.Assignment // nil: the assignment did not change
+}
+
+// noteOwn records a registration's change (version 0: none).
+func (c *cache) noteOwn(v int64, mac string, a *store.Assignment) {
+	if v == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.snap != nil && c.snap.version >= v {
+		return // followed already
+	}
+	if c.own == nil {
+		c.own = map[int64]ownChange{}
+	}
+	c.own[v] = ownChange{mac: mac, assignment: a}
+}
+
+// forget drops the own changes up to version v (followed, or loaded).
+// Called with c.mu held.
+func (c *cache) forget(v int64) {
+	for k := range c.own {
+		if k <= v {
+			delete(c.own, k)
+		}
+	}
 }
 
 // snapshot returns the policy snapshot for the store's current
@@ -172,6 +212,7 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 		}
 		if ok {
 			e.cache.snap = s
+			e.cache.forget(v)
 			return s, nil
 		}
 	}
@@ -180,6 +221,7 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 		return nil, err
 	}
 	e.cache.snap = s
+	e.cache.forget(v)
 	return s, nil
 }
 
@@ -189,6 +231,22 @@ func (e *Engine) snapshot(ctx context.Context) (*snapshot, error) {
 // something else changed (a rename, a deleted group...) or the log does
 // not cover the versions.
 func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot, bool, error) {
+	// This engine's own registrations need no query: what they changed
+	// is known. Called with e.cache.mu held.
+	if own, ok := e.ownChanges(prev.version, v); ok {
+		s := *prev
+		s.version = v
+		s.devAssign = prev.devAssign.edit()
+		macs := make([]string, 0, len(own))
+		for _, c := range own {
+			if c.assignment != nil {
+				s.devAssign.set(c.mac, c.assignment)
+			}
+			macs = append(macs, c.mac)
+		}
+		prev.lazy.drop(macs, nil, v)
+		return &s, true, nil
+	}
 	cs, err := e.Store.PolicyChanges(ctx, prev.version, v)
 	if err != nil {
 		return nil, false, fmt.Errorf("policy changes: %w", err)
@@ -296,6 +354,23 @@ func (e *Engine) follow(ctx context.Context, prev *snapshot, v int64) (*snapshot
 	}
 	prev.lazy.drop(macs, groupMenus, v)
 	return &s, true, nil
+}
+
+// ownChanges returns this engine's registrations of the versions
+// after..v, oldest first, when they are all of those versions.
+func (e *Engine) ownChanges(after, v int64) ([]ownChange, bool) {
+	if v-after > int64(len(e.cache.own)) {
+		return nil, false
+	}
+	out := make([]ownChange, 0, v-after)
+	for k := after + 1; k <= v; k++ {
+		c, ok := e.cache.own[k]
+		if !ok {
+			return nil, false
+		}
+		out = append(out, c)
+	}
+	return out, true
 }
 
 // followBundles reads the bundles ids again into s (a bundle not found
@@ -589,7 +664,7 @@ func (e *Engine) Decide(ctx context.Context, dev store.Device) (Decision, error)
 	for j, i := range idx {
 		groups[j] = s.groups[i]
 	}
-	d := Decision{Groups: make([]string, len(groups))}
+	d := Decision{Groups: make([]string, len(groups)), naming: s.settings.Naming}
 	for i, ge := range groups {
 		d.Groups[i] = ge.g.Name
 	}
@@ -715,7 +790,25 @@ func (e *Engine) effectiveMenu(ctx context.Context, s *snapshot, mac string, gro
 
 // staticGroups returns the names of the groups the device is a static
 // member of, from the snapshot's cache or the store.
+// newDeviceKey marks a request whose sighting created the device: it has
+// no static groups and no menu of its own yet (both need the device to
+// exist first), so its decision asks the store for neither. Not cached:
+// an administrator may add them from now on.
+type newDeviceKey struct{}
+
+func withNewDevice(ctx context.Context, mac string) context.Context {
+	return context.WithValue(ctx, newDeviceKey{}, mac)
+}
+
+func isNewDevice(ctx context.Context, mac string) bool {
+	m, _ := ctx.Value(newDeviceKey{}).(string)
+	return m != "" && m == mac
+}
+
 func (s *snapshot) staticGroups(ctx context.Context, st store.Store, mac string) ([]string, error) {
+	if isNewDevice(ctx, mac) {
+		return nil, nil
+	}
 	l := s.lazy
 	l.mu.Lock()
 	names, ok := l.members[mac]
@@ -740,6 +833,9 @@ func (s *snapshot) staticGroups(ctx context.Context, st store.Store, mac string)
 }
 
 func (s *snapshot) menu(ctx context.Context, st store.Store, scope, target string) (store.Menu, bool, error) {
+	if scope == store.ScopeDevice && isNewDevice(ctx, target) {
+		return store.Menu{}, false, nil
+	}
 	key := menuKey{scope, target}
 	l := s.lazy
 	l.mu.Lock()

@@ -205,6 +205,7 @@ func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, s
 			msg += " (" + hw + ")"
 		}
 		if created {
+			ctx = withNewDevice(ctx, mac)
 			if err := e.event(ctx, mac, store.EventBoot, "first contact: "+msg); err != nil {
 				return "", err
 			}

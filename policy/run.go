@@ -167,11 +167,7 @@ func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (De
 	if !d.Register {
 		return d, nil
 	}
-	set, err := e.Settings(ctx)
-	if err != nil {
-		return d, err
-	}
-	base, err := e.nameBase(ctx, dev, set.Naming)
+	base, err := e.nameBase(ctx, dev, d.naming)
 	if err != nil {
 		return d, err
 	}
@@ -198,6 +194,7 @@ func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (De
 	if err != nil {
 		return d, fmt.Errorf("register %s: %w", dev.MAC, err)
 	}
+	e.cache.noteOwn(r.Version, dev.MAC, r.Assignment)
 	if r.Assignment != nil {
 		d.Assignment = r.Assignment
 	}

@@ -248,3 +248,66 @@ func TestAssignIndex(t *testing.T) {
 		t.Error("middle version sees a later change")
 	}
 }
+
+// TestSnapshotFollowsOwnRegistrations: devices a rule registers through
+// this engine (joined to a group, a once assignment) are decided on with
+// their group and assignment by this engine, which knows its own changes,
+// and by another one on the same database, which reads the change log —
+// with an administrator's change in between.
+func TestSnapshotFollowsOwnRegistrations(t *testing.T) {
+	ctx := context.Background()
+	e := newEngine(t, "never")
+	st := e.Store
+	other := &Engine{Store: st, DefaultSettings: e.DefaultSettings}
+	mkBundle(t, st, "inv", store.KindInventory, `{}`)
+	mkBundle(t, st, "wipe", store.KindWipe, `{"confirm":true}`)
+	if _, err := st.CreateGroup(ctx, store.Group{Name: "new", Priority: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateRule(ctx, store.Rule{Name: "r", Match: `mac ^= "02:00:00:00:0a"`, Bundle: "inv", Group: "new", Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	macs := []string{"02:00:00:00:0a:01", "02:00:00:00:0a:02", "02:00:00:00:0a:03"}
+	for _, en := range []*Engine{e, other} {
+		if _, err := en.Decide(ctx, store.Device{MAC: "02:00:00:00:0b:01"}); err != nil { // a snapshot to follow from
+			t.Fatal(err)
+		}
+	}
+	lazy := e.cache.snap.lazy
+	for i, mac := range macs {
+		if _, err := e.Script(ctx, "http://10.0.0.1:8080", mac, "", "", store.Sighting{MAC: mac, IP: "10.0.0.9"}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			// An administrator's change between two registrations.
+			if _, err := st.UpdateBundle(ctx, "wipe", func(b *store.Bundle) error { b.Description = "x"; return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, en := range []*Engine{e, other} {
+		for _, mac := range macs {
+			dev, err := st.Device(ctx, mac)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := en.Decide(ctx, dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !dev.Registered || strings.Join(d.Groups, ",") != "new" || d.Source != "device" || d.Bundle == nil || d.Bundle.Name != "inv" || d.Assignment == nil || !d.Assignment.Once {
+				t.Errorf("%s after its registration: registered %v, groups %v, source %s, bundle %+v, assignment %+v", mac, dev.Registered, d.Groups, d.Source, d.Bundle, d.Assignment)
+			}
+		}
+	}
+	if e.cache.snap.lazy != lazy {
+		t.Error("the registering engine loaded its snapshot again instead of following")
+	}
+	v, err := st.PolicyVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.cache.snap.version != v || len(e.cache.own) != 0 {
+		t.Errorf("engine at version %d with %d own changes left, the store at %d", e.cache.snap.version, len(e.cache.own), v)
+	}
+}

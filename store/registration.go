@@ -35,6 +35,9 @@ type Registered struct {
 	Assignment *Assignment
 	// Event is the event recorded (zero when Registration.Event is nil).
 	Event Event
+	// Version is the policy version of the registration's change (0:
+	// none, when it joined no group and got no assignment).
+	Version int64
 }
 
 // Registrar registers devices in one transaction (see Registration).

@@ -41,10 +41,12 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 // SQLite a few more statements in the same connection.
 func (r runner) register(ctx context.Context, reg store.Registration) (store.Registered, error) {
 	s := r.s
+	var version int64
 	if reg.Group != "" || reg.BundleID != 0 {
 		// Memberships and assignments are policy: one logged change of
 		// this device (and the lock that serialises policy changes).
-		if err := r.bumpFor(ctx, store.PolicyChangeDevice, reg.MAC); err != nil {
+		var err error
+		if version, err = r.bumpVersion(ctx, store.PolicyChangeDevice, reg.MAC); err != nil {
 			return store.Registered{}, err
 		}
 	}
@@ -66,7 +68,7 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 	case err != nil:
 		return store.Registered{}, err
 	}
-	out := store.Registered{Device: dev, Name: dev.Name}
+	out := store.Registered{Device: dev, Name: dev.Name, Version: version}
 	if reg.Group != "" {
 		if out.Joined, err = r.join(ctx, reg.Group, reg.MAC); err != nil {
 			return store.Registered{}, err

@@ -517,27 +517,33 @@ const changeLogKeep = 10000
 // bumpFor is bump for a change whose kind and target are known (see
 // store.PolicyChange): caches of other servers update that target only.
 func (r runner) bumpFor(ctx context.Context, kind, target string) error {
+	_, err := r.bumpVersion(ctx, kind, target)
+	return err
+}
+
+// bumpVersion is bumpFor that returns the new version.
+func (r runner) bumpVersion(ctx context.Context, kind, target string) (int64, error) {
 	var v int64
 	if r.s.d.name == DriverPostgres {
 		// One round trip: the version and its log entry.
 		if err := r.queryRow(ctx, `WITH v AS (UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version)
 			INSERT INTO policy_changes (version, kind, target) SELECT version, ?, ? FROM v RETURNING version`, kind, target).Scan(&v); err != nil {
-			return fmt.Errorf("policy version: %w", err)
+			return 0, fmt.Errorf("policy version: %w", err)
 		}
 	} else {
 		if err := r.queryRow(ctx, `UPDATE policy SET version = version + 1 WHERE id = 1 RETURNING version`).Scan(&v); err != nil {
-			return fmt.Errorf("policy version: %w", err)
+			return 0, fmt.Errorf("policy version: %w", err)
 		}
 		if _, err := r.exec(ctx, `INSERT INTO policy_changes (version, kind, target) VALUES (?, ?, ?)`, v, kind, target); err != nil {
-			return fmt.Errorf("policy change log: %w", err)
+			return 0, fmt.Errorf("policy change log: %w", err)
 		}
 	}
 	if v%1000 == 0 {
 		if _, err := r.exec(ctx, `DELETE FROM policy_changes WHERE version <= ?`, v-changeLogKeep); err != nil {
-			return fmt.Errorf("policy change log: %w", err)
+			return 0, fmt.Errorf("policy change log: %w", err)
 		}
 	}
-	return nil
+	return v, nil
 }
 
 // retag says what the change logged by this transaction's bump was,

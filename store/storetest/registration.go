@@ -49,6 +49,9 @@ func testRegister(t *testing.T, st store.Store) {
 	}
 	after := version(t, st)
 	cs := must[[]store.PolicyChange](t)(st.PolicyChanges(ctx, v, after))
+	if r.Version != after {
+		t.Errorf("registration says version %d, the store is at %d", r.Version, after)
+	}
 	if after != v+1 || len(cs) != 1 || cs[0].Kind != store.PolicyChangeDevice || cs[0].Target != mac {
 		t.Fatalf("versions %d..%d, changes %+v: want one change of device %s", v, after, cs, mac)
 	}
@@ -63,7 +66,7 @@ func testRegister(t *testing.T, st store.Store) {
 	seen(t, st, plain)
 	v = version(t, st)
 	r = must[store.Registered](t)(st.Register(ctx, store.Registration{MAC: plain}))
-	if r.Name != "" || !r.Device.Registered || version(t, st) != v {
+	if r.Name != "" || !r.Device.Registered || version(t, st) != v || r.Version != 0 {
 		t.Fatalf("plain registration: %+v, version %d -> %d", r, v, version(t, st))
 	}
 	_, err := st.Register(ctx, store.Registration{MAC: "02:00:00:00:0b:09"})
