@@ -188,7 +188,20 @@ const uefiExit = "iseq ${platform} pcbios || exit 1\nexit\n"
 // Script returns the iPXE script for one request of a device and records
 // what it decided.
 // bundle is the menu entry an operator picked (action "bundle").
+//
+// The request's events are written together (with its registration, if
+// any, else in one statement at the end), before the script is returned:
+// also when the request failed, or its client went away.
 func (e *Engine) Script(ctx context.Context, base, mac, action, bundle string, seen store.Sighting) (string, error) {
+	ctx, _ = store.WithEventBuffer(ctx)
+	script, err := e.script(ctx, base, mac, action, bundle, seen)
+	if ferr := e.Store.FlushEvents(context.WithoutCancel(ctx)); ferr != nil && err == nil {
+		return "", ferr
+	}
+	return script, err
+}
+
+func (e *Engine) script(ctx context.Context, base, mac, action, bundle string, seen store.Sighting) (string, error) {
 	ctx = withClient(ctx, seen.IP)
 	ctx = withScriptServer(ctx, hostOnly(base))
 	var dev store.Device

@@ -556,6 +556,8 @@ type Store interface {
 	// Registrar registers a device a rule took charge of in one
 	// transaction.
 	Registrar
+	// EventFlusher writes a request's buffered events (WithEventBuffer).
+	EventFlusher
 
 	// AddEvent stores an event and returns it with its ID.
 	AddEvent(ctx context.Context, e Event) (Event, error)

@@ -21,11 +21,36 @@ func (s *Store) AddEvent(ctx context.Context, e store.Event) (store.Event, error
 		return store.Event{}, fmt.Errorf("add event: a kind is required: %w", store.ErrInvalid)
 	}
 	e.Time = normTime(e.Time)
+	if b := store.BufferOf(ctx); b != nil {
+		b.Add(e) // written with the request's next transaction or flush
+		return e, nil
+	}
 	// Written with the events of concurrent requests (group commit).
 	if err := s.batch.addEvent(ctx, &e); err != nil {
 		return store.Event{}, fmt.Errorf("add %s event for %q: %w", e.Kind, e.MAC, err)
 	}
 	return e, nil
+}
+
+// FlushEvents implements store.EventFlusher: the events buffered in ctx
+// in one statement (with other requests' writes, see groupCommit).
+func (s *Store) FlushEvents(ctx context.Context) error {
+	es := store.BufferOf(ctx).Take()
+	if len(es) == 0 {
+		return nil
+	}
+	if err := s.batch.addEvents(ctx, eventPtrs(es)); err != nil {
+		return fmt.Errorf("add %d events: %w", len(es), err)
+	}
+	return nil
+}
+
+func eventPtrs(es []store.Event) []*store.Event {
+	out := make([]*store.Event, len(es))
+	for i := range es {
+		out[i] = &es[i]
+	}
+	return out
 }
 
 // Events implements store.Store: newest (highest ID) first, or oldest

@@ -55,10 +55,10 @@ var errStoreClosed = errors.New("store closed")
 // batchOp is one request's write: an event, or a function run in the
 // batch's transaction.
 type batchOp struct {
-	ctx   context.Context
-	event *store.Event // set for an event: inserted with the batch's others
-	fn    func(ctx context.Context, r runner) error
-	done  chan error // buffered: the batch never blocks on a caller
+	ctx    context.Context
+	events []*store.Event // events: inserted with the batch's others
+	fn     func(ctx context.Context, r runner) error
+	done   chan error // buffered: the batch never blocks on a caller
 }
 
 func newGroupCommit(s *Store) *groupCommit {
@@ -74,7 +74,12 @@ func (g *groupCommit) do(ctx context.Context, fn func(ctx context.Context, r run
 
 // addEvent inserts e (its ID set on return) in a batch.
 func (g *groupCommit) addEvent(ctx context.Context, e *store.Event) error {
-	return g.submit(&batchOp{ctx: ctx, event: e})
+	return g.submit(&batchOp{ctx: ctx, events: []*store.Event{e}})
+}
+
+// addEvents inserts es (their IDs set on return) in a batch.
+func (g *groupCommit) addEvents(ctx context.Context, es []*store.Event) error {
+	return g.submit(&batchOp{ctx: ctx, events: es})
 }
 
 func (g *groupCommit) submit(op *batchOp) error {
@@ -178,11 +183,10 @@ func (g *groupCommit) write(ctx context.Context, batch []*batchOp) error {
 	var events []*store.Event
 	var fns []func(context.Context, runner) error
 	for _, op := range batch {
-		if op.event != nil {
-			events = append(events, op.event)
-		} else {
+		if op.fn != nil {
 			fns = append(fns, op.fn)
 		}
+		events = append(events, op.events...)
 	}
 	if len(fns) == 0 {
 		return insertEvents(ctx, g.s.r(), events)

@@ -24,13 +24,21 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 		return store.Registered{}, fmt.Errorf("register: %w", err)
 	}
 	reg.MAC = m
+	// The request's buffered events (its first contact...) go first, in
+	// the same transaction.
+	buf := store.BufferOf(ctx)
+	held := buf.Take()
 	var out store.Registered
 	err = s.batch.do(ctx, func(ctx context.Context, r runner) error {
+		if err := insertEvents(ctx, r, eventPtrs(held)); err != nil {
+			return err
+		}
 		var err error
 		out, err = r.register(ctx, reg)
 		return err
 	})
 	if err != nil {
+		buf.Restore(held)
 		return store.Registered{}, fmt.Errorf("register %s: %w", m, err)
 	}
 	return out, nil

@@ -82,6 +82,54 @@ func testRegister(t *testing.T, st store.Store) {
 	is(t, err, store.ErrConflict, "full")
 }
 
+// testEventBuffer checks a request's event buffer: events added with it
+// are held (ID 0) until the request's registration, which writes them
+// first in its transaction, or its flush; a failed registration leaves
+// them held.
+func testEventBuffer(t *testing.T, st store.Store) {
+	mac := "02:00:00:00:10:01"
+	seen(t, st, mac)
+	group(t, st, "lab")
+	count := func() int {
+		t.Helper()
+		return len(must[[]store.Event](t)(st.Events(ctx, store.EventFilter{MAC: mac, Limit: 100})))
+	}
+	bctx, buf := store.WithEventBuffer(ctx)
+	e := must[store.Event](t)(st.AddEvent(bctx, store.Event{MAC: mac, Kind: store.EventBoot, Message: "first"}))
+	if e.ID != 0 || count() != 0 {
+		t.Fatalf("buffered event: ID %d, %d stored; want 0, 0", e.ID, count())
+	}
+	_, err := st.Register(bctx, store.Registration{MAC: mac, Group: "missing"})
+	is(t, err, store.ErrNotFound)
+	if count() != 0 {
+		t.Fatal("a failed registration wrote the buffered event")
+	}
+	r := must[store.Registered](t)(st.Register(bctx, store.Registration{MAC: mac, Group: "lab",
+		Event: func(store.Registered) store.Event { return store.Event{Kind: store.EventPolicy, Message: "registered"} }}))
+	es := must[[]store.Event](t)(st.Events(ctx, store.EventFilter{MAC: mac, Limit: 100}))
+	if len(es) != 2 || es[1].Message != "first" || es[0].Message != "registered" || es[0].ID != r.Event.ID || es[1].ID > es[0].ID {
+		t.Fatalf("after the registration: %+v, want first then registered", es)
+	}
+	must[store.Event](t)(st.AddEvent(bctx, store.Event{MAC: mac, Kind: store.EventWork, Message: "a"}))
+	must[store.Event](t)(st.AddEvent(bctx, store.Event{MAC: mac, Kind: store.EventWork, Message: "b"}))
+	if count() != 2 {
+		t.Fatal("events written before the flush")
+	}
+	ok(t, st.FlushEvents(bctx))
+	es = must[[]store.Event](t)(st.Events(ctx, store.EventFilter{MAC: mac, Limit: 100}))
+	if len(es) != 4 || es[1].Message != "a" || es[0].Message != "b" {
+		t.Fatalf("after the flush: %+v", es)
+	}
+	if len(buf.Take()) != 0 {
+		t.Error("the buffer holds events after the flush")
+	}
+	ok(t, st.FlushEvents(bctx)) // nothing held: nothing written
+	ok(t, st.FlushEvents(ctx))  // no buffer
+	if count() != 4 {
+		t.Errorf("%d events after empty flushes, want 4", count())
+	}
+}
+
 // testRegisterAtomic checks that a registration that fails leaves nothing
 // of itself: no name, no registered flag, no membership, no assignment,
 // no event, no policy change.

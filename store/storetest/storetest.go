@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentWakeClaims", testConcurrentWakeClaims},
 		{"Register", testRegister},
 		{"RegisterAtomic", testRegisterAtomic},
+		{"EventBuffer", testEventBuffer},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
 	for _, tc := range tests {
