@@ -30,12 +30,19 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 	held := buf.Take()
 	var out store.Registered
 	err = s.batch.do(ctx, func(ctx context.Context, r runner) error {
-		if err := insertEvents(ctx, r, eventPtrs(held)); err != nil {
+		var err error
+		if out, err = r.register(ctx, reg); err != nil {
 			return err
 		}
-		var err error
-		out, err = r.register(ctx, reg)
-		return err
+		// The held events, then the registration's, in one statement.
+		es := eventPtrs(held)
+		if reg.Event != nil {
+			es = append(es, &out.Event)
+		}
+		if err := insertEvents(ctx, r, es); err != nil {
+			return fmt.Errorf("registration events: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		buf.Restore(held)
@@ -44,9 +51,10 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 	return out, nil
 }
 
-// register is one registration inside the transaction r: on PostgreSQL
-// seven round trips from BEGIN to COMMIT (each step one statement), on
-// SQLite a few more statements in the same connection.
+// register is one registration inside the transaction r, but for its
+// event (out.Event, which the caller inserts): on PostgreSQL seven round
+// trips from BEGIN to COMMIT with the events' INSERT (each step one
+// statement), on SQLite a few more statements in the same connection.
 func (r runner) register(ctx context.Context, reg store.Registration) (store.Registered, error) {
 	s := r.s
 	var version int64
@@ -96,11 +104,7 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 			return store.Registered{}, fmt.Errorf("registration event: a kind is required: %w", store.ErrInvalid)
 		}
 		e.Time = normTime(e.Time)
-		if err := r.queryRow(ctx, `INSERT INTO events (mac, time, kind, message, job, actor) VALUES (?, ?, ?, ?, ?, ?) RETURNING id`,
-			e.MAC, micros(e.Time), e.Kind, e.Message, e.Job, e.Actor).Scan(&e.ID); err != nil {
-			return store.Registered{}, fmt.Errorf("registration event: %w", err)
-		}
-		out.Event = e
+		out.Event = e // inserted by the caller, after the request's held events
 	}
 	return out, nil
 }
