@@ -118,7 +118,7 @@ func (l *loop) run() {
 				continue
 			}
 			// Cannot happen with a valid epoll instance and buffer; end the transfers rather than spin.
-			l.abortAll(fmt.Errorf("epoll_wait: %w", err))
+			l.fatal(fmt.Errorf("epoll_wait: %w", err))
 			return
 		}
 		for i := range n {
@@ -216,6 +216,20 @@ func (l *loop) settle(t *transfer) {
 	l.timers.remove(t)
 	delete(l.transfers, int32(t.fd))
 	t.end() // closing the socket takes it out of the epoll set
+}
+
+// fatal ends every transfer, those handed over but not started too, and refuses new ones.
+func (l *loop) fatal(err error) {
+	l.mu.Lock()
+	l.stopping = true
+	in := l.incoming
+	l.incoming = nil
+	l.mu.Unlock()
+	for _, t := range in {
+		t.fail(err)
+		t.end()
+	}
+	l.abortAll(err)
 }
 
 func (l *loop) abortAll(err error) {
