@@ -8,6 +8,8 @@
 #   ROUNDS=1 DURATION=5s bench/policy/run.sh
 #
 # Env: STORE (both | sqlite | postgres), ROUNDS (3), DURATION (10s per measurement and round),
+#      CONCURRENCY (1,16,64: requests at once for the decide, script and register rows — a boot
+#      storm of known or of new devices; the store commits concurrent writes in batches),
 #      ARGS (more flags for `go run ./bench/policy`, e.g. "-devices 20000"),
 #      OUT_MD (docs/benchmarks-policy.md).
 #
@@ -24,6 +26,7 @@ OUT_MD=${OUT_MD:-$REPO/docs/benchmarks-policy.md}
 STORE=${STORE:-both}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
+CONCURRENCY=${CONCURRENCY:-1,16,64}
 ARGS=${ARGS:-}
 
 if [[ $STORE != sqlite ]] && ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
@@ -38,7 +41,7 @@ go build -o "$BIN/policybench" ./bench/policy
 
 REPORT=$BIN/report.md
 # shellcheck disable=SC2086
-"$BIN/policybench" -md -store "$STORE" -rounds "$ROUNDS" -duration "$DURATION" $ARGS > "$REPORT"
+"$BIN/policybench" -md -store "$STORE" -rounds "$ROUNDS" -duration "$DURATION" -concurrency "$CONCURRENCY" $ARGS > "$REPORT"
 
 NOTES=""
 if [[ -f $OUT_MD ]] && grep -q '^<!-- notes -->' "$OUT_MD"; then
