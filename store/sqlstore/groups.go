@@ -24,7 +24,7 @@ func scanGroup(r scanner) (store.Group, error) {
 	return g, nil
 }
 
-func scanGroups(rows *sql.Rows, err error) ([]store.Group, error) {
+func scanGroups(rows *rows, err error) ([]store.Group, error) {
 	if err != nil {
 		return nil, err
 	}

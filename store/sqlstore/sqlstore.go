@@ -100,6 +100,7 @@ type Store struct {
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared statements by query (SQLite)
 
+	gate        *fifo         // SQLite only: its one connection, to waiters in arrival order
 	checkpoints *checkpointer // SQLite only
 	walSync     *groupSync    // SQLite only: fsyncs the WAL for durable lease commits
 	batch       *groupCommit  // events and registrations of concurrent requests, one commit per batch
@@ -154,7 +155,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
 	}
-	s := &Store{db: db, d: &sqliteDialect, stmts: map[string]*sql.Stmt{}, walSync: newGroupSync(path + "-wal")}
+	s := &Store{db: db, d: &sqliteDialect, stmts: map[string]*sql.Stmt{}, walSync: newGroupSync(path + "-wal"), gate: newFIFO()}
 	s.batch = newGroupCommit(s)
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -368,7 +369,11 @@ func (s *Store) stmt(ctx context.Context, q string) *sql.Stmt {
 	}
 	// Prepared without s.mu held: preparing waits for the connection,
 	// which a transaction looking up its statements (txStmt) may hold.
+	if err := s.gate.lock(ctx); err != nil {
+		return nil
+	}
 	st, err := s.db.PrepareContext(ctx, q)
+	s.gate.unlock()
 	if err != nil {
 		return nil // the plain query reports the error
 	}
@@ -420,38 +425,59 @@ func (r runner) exec(ctx context.Context, q string, args ...any) (sql.Result, er
 		}
 		return r.tx.ExecContext(ctx, q, args...)
 	}
-	if st := r.s.stmt(ctx, q); st != nil {
+	st := r.s.stmt(ctx, q)
+	if err := r.s.gate.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer r.s.gate.unlock()
+	if st != nil {
 		return st.ExecContext(ctx, args...)
 	}
 	return r.s.db.ExecContext(ctx, q, args...)
 }
 
-func (r runner) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+func (r runner) query(ctx context.Context, q string, args ...any) (*rows, error) {
 	q = r.s.rebind(q)
 	if r.tx != nil {
 		if st := r.txStmt(ctx, q); st != nil {
-			return st.QueryContext(ctx, args...)
+			return wrapRows(st.QueryContext(ctx, args...))
 		}
-		return r.tx.QueryContext(ctx, q, args...)
+		return wrapRows(r.tx.QueryContext(ctx, q, args...))
 	}
-	if st := r.s.stmt(ctx, q); st != nil {
-		return st.QueryContext(ctx, args...)
+	st := r.s.stmt(ctx, q)
+	if err := r.s.gate.lock(ctx); err != nil {
+		return nil, err
 	}
-	return r.s.db.QueryContext(ctx, q, args...)
+	var rs *sql.Rows
+	var err error
+	if st != nil {
+		rs, err = st.QueryContext(ctx, args...)
+	} else {
+		rs, err = r.s.db.QueryContext(ctx, q, args...)
+	}
+	if err != nil {
+		r.s.gate.unlock()
+		return nil, err
+	}
+	return &rows{Rows: rs, gate: r.s.gate}, nil
 }
 
-func (r runner) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+func (r runner) queryRow(ctx context.Context, q string, args ...any) *row {
 	q = r.s.rebind(q)
 	if r.tx != nil {
 		if st := r.txStmt(ctx, q); st != nil {
-			return st.QueryRowContext(ctx, args...)
+			return &row{row: st.QueryRowContext(ctx, args...)}
 		}
-		return r.tx.QueryRowContext(ctx, q, args...)
+		return &row{row: r.tx.QueryRowContext(ctx, q, args...)}
 	}
-	if st := r.s.stmt(ctx, q); st != nil {
-		return st.QueryRowContext(ctx, args...)
+	st := r.s.stmt(ctx, q)
+	if err := r.s.gate.lock(ctx); err != nil {
+		return &row{err: err}
 	}
-	return r.s.db.QueryRowContext(ctx, q, args...)
+	if st != nil {
+		return &row{row: st.QueryRowContext(ctx, args...), gate: r.s.gate}
+	}
+	return &row{row: r.s.db.QueryRowContext(ctx, q, args...), gate: r.s.gate}
 }
 
 // affected runs an UPDATE/DELETE and returns how many rows it touched.
@@ -484,16 +510,20 @@ func (s *Store) inTx(ctx context.Context, fn func(r runner) error) error {
 }
 
 func (s *Store) tx1(ctx context.Context, fn func(r runner) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
 	var missed []string
 	defer func() {
 		for _, q := range missed {
 			s.stmt(ctx, q) // the next transaction runs it prepared
 		}
 	}()
+	if err := s.gate.lock(ctx); err != nil {
+		return err
+	}
+	defer s.gate.unlock()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
 	if err := fn(runner{s: s, tx: tx, missed: &missed}); err != nil {
 		tx.Rollback()
 		if errors.Is(err, errNoChange) {
