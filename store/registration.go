@@ -22,6 +22,17 @@ type Registration struct {
 	// Event, when set, returns the event recorded with the registration,
 	// given what it did (Time zero: now; MAC: the device's).
 	Event func(Registered) Event
+	// Job, when set, is a job (with its token's hash) created with the
+	// registration, in its transaction, unless the device has an open
+	// job (then none is created and Registered.Job is nil: the caller
+	// claims one as usual). Its MAC is the device's and, when the
+	// registration creates a once assignment, its AssignmentID that
+	// assignment's. A failure to create it fails the whole registration.
+	Job *Job
+	// JobEvents, when set, returns the events recorded with the job
+	// created (given the job as stored, its ID set; Time zero: now; MAC:
+	// the device's; Job: the job's), after the registration's event.
+	JobEvents func(Job) []Event
 }
 
 // Registered is what a Registration did.
@@ -35,6 +46,9 @@ type Registered struct {
 	Assignment *Assignment
 	// Event is the event recorded (zero when Registration.Event is nil).
 	Event Event
+	// Job is the job created (nil when Registration.Job is nil or the
+	// device had an open job).
+	Job *Job
 	// Version is the policy version of the registration's change (0:
 	// none, when it joined no group and got no assignment).
 	Version int64

@@ -40,6 +40,18 @@ func scanJob(r scanner) (store.Job, error) {
 // CreateJob implements store.Store: a token hash is required; State
 // defaults to pending, CreatedAt to now.
 func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
+	j, err := prepJob(j)
+	if err != nil {
+		return store.Job{}, err
+	}
+	if err := s.r().insertJob(ctx, &j); err != nil {
+		return store.Job{}, err
+	}
+	return j, nil
+}
+
+// prepJob checks a job to create and fills in its defaults.
+func prepJob(j store.Job) (store.Job, error) {
 	mac, err := normMAC(j.MAC)
 	if err != nil {
 		return store.Job{}, fmt.Errorf("create job: %w", err)
@@ -68,7 +80,12 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 	if !j.TokenIssuedAt.IsZero() {
 		j.TokenIssuedAt = normTime(j.TokenIssuedAt)
 	}
-	err = s.r().queryRow(ctx, `INSERT INTO jobs (mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
+	return j, nil
+}
+
+// insertJob inserts a job checked by prepJob and sets its ID.
+func (r runner) insertJob(ctx context.Context, j *store.Job) error {
+	err := r.queryRow(ctx, `INSERT INTO jobs (mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
 		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
 		client_ip, boots, token_issued_at, timing)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
@@ -77,9 +94,9 @@ func (s *Store) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt),
 		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), string(j.Timing)).Scan(&j.ID)
 	if err != nil {
-		return store.Job{}, fmt.Errorf("create job for %s: %w", mac, s.dbErr(err))
+		return fmt.Errorf("create job for %s: %w", j.MAC, r.s.dbErr(err))
 	}
-	return j, nil
+	return nil
 }
 
 func (r runner) jobWhere(ctx context.Context, where string, arg any) (store.Job, error) {

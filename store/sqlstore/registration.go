@@ -39,6 +39,13 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 		if reg.Event != nil {
 			es = append(es, &out.Event)
 		}
+		if out.Job != nil {
+			jes, err := jobEvents(reg, *out.Job)
+			if err != nil {
+				return err
+			}
+			es = append(es, eventPtrs(jes)...)
+		}
 		if err := insertEvents(ctx, r, es); err != nil {
 			return fmt.Errorf("registration events: %w", err)
 		}
@@ -73,9 +80,27 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 			return store.Registered{}, err
 		}
 	}
-	// A name the device has stays.
-	dev, err := scanDevice(r.queryRow(ctx, `UPDATE devices SET registered = TRUE, name = CASE WHEN name = '' THEN ? ELSE name END
-		WHERE mac = ? RETURNING `+deviceCols(""), name, reg.MAC), false)
+	var job store.Job
+	if reg.Job != nil {
+		job = *reg.Job
+		job.MAC = reg.MAC
+		var err error
+		if job, err = prepJob(job); err != nil {
+			return store.Registered{}, err
+		}
+	}
+	// A name the device has stays. With a job to create, the same
+	// statement says whether the device has an open job.
+	q := `UPDATE devices SET registered = TRUE, name = CASE WHEN name = '' THEN ? ELSE name END
+		WHERE mac = ? RETURNING ` + deviceCols("")
+	var open bool
+	var sc scanner
+	if reg.Job != nil {
+		sc = extraScan{r.queryRow(ctx, q+openJobCol, name, reg.MAC), []any{&open}}
+	} else {
+		sc = r.queryRow(ctx, q, name, reg.MAC)
+	}
+	dev, err := scanDevice(sc, false)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Registered{}, fmt.Errorf("device %s: %w", reg.MAC, store.ErrNotFound)
@@ -97,6 +122,15 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 		}
 		out.Assignment = &a
 	}
+	if reg.Job != nil && !open {
+		if out.Assignment != nil {
+			job.AssignmentID = out.Assignment.ID
+		}
+		if err := r.insertJob(ctx, &job); err != nil {
+			return store.Registered{}, err
+		}
+		out.Job = &job
+	}
 	if reg.Event != nil {
 		e := reg.Event(out)
 		e.MAC = reg.MAC
@@ -107,6 +141,37 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 		out.Event = e // inserted by the caller, after the request's held events
 	}
 	return out, nil
+}
+
+// openJobCol is a column of the device's UPDATE ... RETURNING: whether the
+// device has an open job.
+var openJobCol = fmt.Sprintf(`, EXISTS (SELECT 1 FROM jobs WHERE jobs.mac = devices.mac AND jobs.state NOT IN ('%s', '%s', '%s'))`,
+	store.JobSucceeded, store.JobFailed, store.JobCancelled)
+
+// extraScan scans the columns of a row past what its scanner's caller
+// asks for into extra.
+type extraScan struct {
+	scanner
+	extra []any
+}
+
+func (e extraScan) Scan(dest ...any) error {
+	return e.scanner.Scan(append(dest, e.extra...)...)
+}
+
+// jobEvents returns the events of a job created with a registration.
+func jobEvents(reg store.Registration, j store.Job) ([]store.Event, error) {
+	if reg.JobEvents == nil {
+		return nil, nil
+	}
+	es := reg.JobEvents(j)
+	for i := range es {
+		es[i].MAC, es[i].Job, es[i].Time = j.MAC, j.ID, normTime(es[i].Time)
+		if es[i].Kind == "" {
+			return nil, fmt.Errorf("job event: a kind is required: %w", store.ErrInvalid)
+		}
+	}
+	return es, nil
 }
 
 // joinPostgres adds a device to a group and counts it, in one statement:

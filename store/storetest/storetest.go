@@ -67,6 +67,7 @@ func Run(t *testing.T, open Opener) {
 		{"ConcurrentWakeClaims", testConcurrentWakeClaims},
 		{"Register", testRegister},
 		{"RegisterAtomic", testRegisterAtomic},
+		{"RegisterJob", testRegisterJob},
 		{"EventBuffer", testEventBuffer},
 		{"ConcurrentWrites", testConcurrentWrites},
 	}
