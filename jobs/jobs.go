@@ -266,8 +266,53 @@ func (s *Service) Start(ctx context.Context, r StartRequest) (store.Job, string,
 	if j, err = s.Store.CreateJob(ctx, j); err != nil {
 		return store.Job{}, "", err
 	}
-	s.event(ctx, j, fmt.Sprintf("job %d created: bundle %s (%s%s), handed to %s — %s", j.ID, j.Bundle, j.Kind, imageNote(j), orUnknown(j.ClientIP), r.Why))
+	s.event(ctx, j, createdMessage(j, r.Why))
 	return j, token, nil
+}
+
+func createdMessage(j store.Job, why string) string {
+	return fmt.Sprintf("job %d created: bundle %s (%s%s), handed to %s — %s", j.ID, j.Bundle, j.Kind, imageNote(j), orUnknown(j.ClientIP), why)
+}
+
+// Prepared is a job made ready for the store to create in the
+// transaction of its device's registration (store.Registration.Job).
+type Prepared struct {
+	Job   store.Job // to create: its token's hash set, no ID yet
+	Token string    // the job's token, shown once
+	Why   string
+}
+
+// Prepare makes the job Start would create for r ready for a device its
+// boot request just created: such a device has no job to hand out again,
+// supersede or wait for, so of Start's claim rules only the rate limit
+// applies (ErrRateLimited; the hand-out counts now). The store creates
+// the job with the device's registration, in one transaction, unless the
+// device has an open job after all (a MAC whose device was deleted and
+// seen again): then the caller calls Start, which checks everything (and
+// counts the hand-out again).
+func (s *Service) Prepare(ctx context.Context, r StartRequest) (Prepared, error) {
+	j, err := s.newJob(r)
+	if err != nil {
+		return Prepared{}, err
+	}
+	if !s.guard.allowClaim(r.MAC, s.now(), s.claimBurst()) {
+		s.Security(ctx, r.MAC, "rate", fmt.Sprintf("boot request for %s from %s refused: more than %d job hand-outs for this device within %s",
+			r.MAC, orUnknown(clientAddr(r.ClientIP)), s.claimBurst(), claimWindow))
+		return Prepared{}, fmt.Errorf("%s: %w", r.MAC, ErrRateLimited)
+	}
+	token, err := newToken()
+	if err != nil {
+		return Prepared{}, err
+	}
+	now := s.now()
+	j.TokenHash, j.ClientIP, j.Boots, j.TokenIssuedAt, j.CreatedAt = HashToken(token), clientAddr(r.ClientIP), 1, now, now
+	return Prepared{Job: j, Token: token, Why: r.Why}, nil
+}
+
+// CreatedEvent is the event of a prepared job the store created (j: as
+// stored, its ID set): what Start records for a job it creates.
+func (p Prepared) CreatedEvent(j store.Job) store.Event {
+	return store.Event{MAC: j.MAC, Job: j.ID, Kind: store.EventJob, Message: createdMessage(j, p.Why)}
 }
 
 // claim decides whether a device may get a new job for r: it expires the
@@ -275,14 +320,9 @@ func (s *Service) Start(ctx context.Context, r StartRequest) (store.Job, string,
 // (ErrBusy), and returns either the job to create or the ID of a pending
 // job of the same bundle and address to hand out again.
 func (s *Service) claim(ctx context.Context, r StartRequest) (store.Job, int64, error) {
-	j, err := r.job()
+	j, err := s.newJob(r)
 	if err != nil {
 		return store.Job{}, 0, err
-	}
-	if s.ResolveImage != nil && j.Image != "" && (j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast) {
-		if j.Image, err = s.ResolveImage(j.Image); err != nil {
-			return store.Job{}, 0, fmt.Errorf("bundle %s: image %s: %w", r.Bundle.Name, j.Image, err)
-		}
 	}
 	open, err := s.Store.Jobs(ctx, store.JobFilter{MAC: r.MAC, Open: true})
 	if err != nil {
@@ -325,6 +365,20 @@ func (s *Service) claim(ctx context.Context, r StartRequest) (store.Job, int64, 
 		return store.Job{}, 0, fmt.Errorf("%s: %w", r.MAC, ErrRateLimited)
 	}
 	return j, reuse, nil
+}
+
+// newJob is the job of r, its image pinned (ResolveImage).
+func (s *Service) newJob(r StartRequest) (store.Job, error) {
+	j, err := r.job()
+	if err != nil {
+		return store.Job{}, err
+	}
+	if s.ResolveImage != nil && j.Image != "" && (j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast) {
+		if j.Image, err = s.ResolveImage(j.Image); err != nil {
+			return store.Job{}, fmt.Errorf("bundle %s: image %s: %w", r.Bundle.Name, j.Image, err)
+		}
+	}
+	return j, nil
 }
 
 // BusyError is the refusal of a claim for a device whose job is open.

@@ -369,7 +369,7 @@ func (g grubCtx) run(ctx context.Context, dev store.Device, d Decision, why stri
 		}
 		return g.kernel(fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Expand(p.Cmdline)), nil
 	case store.RunsAgent(b.Kind):
-		spec, err := e.imagingBoot(ctx, g.base(), dev, d)
+		spec, err := e.imagingBoot(ctx, g.base(), dev, d, nil)
 		if refused, cfg := g.refusal(ctx, err); refused {
 			return cfg, nil
 		}

@@ -20,7 +20,18 @@ import (
 // the bundle needs — the imaging environment with a job token for agent
 // kinds, the installer for os-install.
 func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decision, why string) (string, error) {
-	d, err := e.register(ctx, dev, d)
+	// A new device's job is created with its registration (one
+	// transaction), with the job's and the work's events.
+	pre := e.prepareJob(ctx, dev, d)
+	var work func(store.Job) store.Event
+	if pre != nil {
+		b, source := d.Bundle.Name, d.Source
+		work = func(j store.Job) store.Event {
+			return store.Event{Time: e.now(), Kind: store.EventWork,
+				Message: fmt.Sprintf("%s: bundle %s in the imaging environment (job %d, %s)", why, b, j.ID, source)}
+		}
+	}
+	d, created, err := e.registerWith(ctx, dev, d, pre, work)
 	if err != nil {
 		return "", err
 	}
@@ -59,15 +70,17 @@ func (e *Engine) run(ctx context.Context, base string, dev store.Device, d Decis
 		}
 		return e.kernelScript(base, fmt.Sprintf("job %d: bundle %s", job.ID, b.Name), p.Kernel, p.Initrd, p.Expand(p.Cmdline)), nil
 	case store.RunsAgent(b.Kind):
-		spec, err := e.imagingBoot(ctx, base, dev, d)
+		spec, err := e.imagingBoot(ctx, base, dev, d, created)
 		if refused, script := e.refusal(ctx, base, dev.MAC, err); refused {
 			return script, nil
 		}
 		if err != nil {
 			return e.localScript(ctx, dev.MAC, err.Error())
 		}
-		if err := e.event(ctx, dev.MAC, store.EventWork, fmt.Sprintf("%s: bundle %s in the imaging environment (job %d, %s)", why, b.Name, spec.Job, d.Source)); err != nil {
-			return "", err
+		if created == nil { // else recorded with the registration
+			if err := e.event(ctx, dev.MAC, store.EventWork, fmt.Sprintf("%s: bundle %s in the imaging environment (job %d, %s)", why, b.Name, spec.Job, d.Source)); err != nil {
+				return "", err
+			}
 		}
 		return e.kernelScript(base, fmt.Sprintf("job %d: %s %s", spec.Job, b.Kind, b.Name), spec.Kernel, spec.Initrd, spec.Cmdline), nil
 	}
@@ -164,12 +177,45 @@ func (e *Engine) handOut(ctx context.Context, dev store.Device, d Decision, why 
 // store transaction (Store.Register): a failure leaves no half-registered
 // device.
 func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (Decision, error) {
+	d, _, err := e.registerWith(ctx, dev, d, nil, nil)
+	return d, err
+}
+
+// prepareJob returns the job of a decision to register a device this
+// request created and run a bundle the imaging agent carries out, ready
+// to be created with the registration (nil for any other decision, when
+// the imaging environment is missing — the job fails with a message
+// then — or when the job service refuses: then the usual path refuses
+// again and says why).
+func (e *Engine) prepareJob(ctx context.Context, dev store.Device, d Decision) *jobs.Prepared {
+	if !d.Register || d.Bundle == nil || !store.RunsAgent(d.Bundle.Kind) || e.Jobs == nil || !isNewDevice(ctx, dev.MAC) ||
+		!e.exists(e.Imaging.Kernel) || !e.exists(e.Imaging.Initrd) {
+		return nil
+	}
+	p, err := e.Jobs.Prepare(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason, ClientIP: clientFrom(ctx)})
+	if err != nil {
+		return nil
+	}
+	return &p
+}
+
+// createdJob is a job created with its device's registration.
+type createdJob struct {
+	job   store.Job
+	token string
+}
+
+// registerWith is register, and creates the prepared job pre (when not
+// nil) in the registration's transaction with its event and work's; the
+// job created is nil when there was none to create or the device had an
+// open job.
+func (e *Engine) registerWith(ctx context.Context, dev store.Device, d Decision, pre *jobs.Prepared, work func(store.Job) store.Event) (Decision, *createdJob, error) {
 	if !d.Register {
-		return d, nil
+		return d, nil, nil
 	}
 	base, err := e.nameBase(ctx, dev, d.naming)
 	if err != nil {
-		return d, err
+		return d, nil, err
 	}
 	reg := store.Registration{MAC: dev.MAC, Name: base, Group: d.JoinGroup}
 	if d.Bundle != nil && d.Assignment == nil && d.Bundle.Kind != store.KindLocalBoot {
@@ -190,16 +236,30 @@ func (e *Engine) register(ctx context.Context, dev store.Device, d Decision) (De
 		}
 		return store.Event{Time: at, Kind: store.EventPolicy, Message: note + msg}
 	}
+	if pre != nil {
+		reg.Job = &pre.Job
+		reg.JobEvents = func(j store.Job) []store.Event {
+			es := []store.Event{pre.CreatedEvent(j)}
+			if work != nil {
+				es = append(es, work(j))
+			}
+			return es
+		}
+	}
 	r, err := e.Store.Register(ctx, reg)
 	if err != nil {
-		return d, fmt.Errorf("register %s: %w", dev.MAC, err)
+		return d, nil, fmt.Errorf("register %s: %w", dev.MAC, err)
 	}
 	e.cache.noteOwn(r.Version, dev.MAC, r.Assignment)
 	if r.Assignment != nil {
 		d.Assignment = r.Assignment
 	}
 	e.logger().InfoContext(ctx, "device registered", "mac", dev.MAC, "source", d.Source, "name", r.Name, "group", d.JoinGroup)
-	return d, nil
+	var created *createdJob
+	if r.Job != nil {
+		created = &createdJob{job: *r.Job, token: pre.Token}
+	}
+	return d, created, nil
 }
 
 var nameUnsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -247,13 +307,21 @@ type imagingBootSpec struct {
 // environment's kernel, initrd and command line carrying the server URL and
 // the job's token (the seed's phase 8). When the environment has not been
 // built the job fails at once with a message that says what to do.
-func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device, d Decision) (imagingBootSpec, error) {
+func (e *Engine) imagingBoot(ctx context.Context, base string, dev store.Device, d Decision, created *createdJob) (imagingBootSpec, error) {
 	if e.Jobs == nil {
 		return imagingBootSpec{}, fmt.Errorf("bundle %s for %s, but this server runs no job service", d.Bundle.Name, dev.MAC)
 	}
-	job, token, err := e.Jobs.Start(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason, ClientIP: clientFrom(ctx)})
-	if err != nil {
-		return imagingBootSpec{}, fmt.Errorf("start %s job for %s: %w", d.Bundle.Kind, dev.MAC, err)
+	var job store.Job
+	var token string
+	if created != nil {
+		// Created with the device's registration.
+		job, token = created.job, created.token
+	} else {
+		var err error
+		job, token, err = e.Jobs.Start(ctx, jobs.StartRequest{MAC: dev.MAC, Bundle: *d.Bundle, Assignment: d.Assignment, Why: d.Reason, ClientIP: clientFrom(ctx)})
+		if err != nil {
+			return imagingBootSpec{}, fmt.Errorf("start %s job for %s: %w", d.Bundle.Kind, dev.MAC, err)
+		}
 	}
 	kernel, initrd := e.Imaging.Kernel, e.Imaging.Initrd
 	for _, f := range []string{kernel, initrd} {
