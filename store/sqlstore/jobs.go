@@ -85,18 +85,32 @@ func prepJob(j store.Job) (store.Job, error) {
 
 // insertJob inserts a job checked by prepJob and sets its ID.
 func (r runner) insertJob(ctx context.Context, j *store.Job) error {
-	err := r.queryRow(ctx, `INSERT INTO jobs (mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
-		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
-		client_ip, boots, token_issued_at, timing)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id`,
-		j.MAC, j.Kind, j.BundleID, j.Bundle, j.BundleVersion, j.AssignmentID, string(j.Params), j.Image, j.Device, j.After,
-		j.Compression, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error, j.TokenHash,
-		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt),
-		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), string(j.Timing)).Scan(&j.ID)
+	err := r.queryRow(ctx, `INSERT INTO jobs (`+jobInsertCols+`)
+		VALUES (`+placeholders(len(jobInsertTypes))+`) RETURNING id`, jobArgs(j)...).Scan(&j.ID)
 	if err != nil {
 		return fmt.Errorf("create job for %s: %w", j.MAC, r.s.dbErr(err))
 	}
 	return nil
+}
+
+// jobInsertCols are the columns a new job is inserted with (jobArgs its
+// values), jobInsertTypes their SQL types.
+const jobInsertCols = `mac, kind, bundle_id, bundle, bundle_version, assignment_id, params, image, device, after,
+		compression, state, phase, bytes_done, bytes_total, rate, message, error, token_hash, created_at, started_at, updated_at, finished_at,
+		client_ip, boots, token_issued_at, timing`
+
+var jobInsertTypes = []string{"TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT",
+	"BIGINT", "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT",
+	"TEXT", "BIGINT", "BIGINT", "TEXT"}
+
+// jobAssignmentArg is the index of assignment_id in jobInsertCols.
+const jobAssignmentArg = 5
+
+func jobArgs(j *store.Job) []any {
+	return []any{j.MAC, j.Kind, j.BundleID, j.Bundle, j.BundleVersion, j.AssignmentID, string(j.Params), j.Image, j.Device, j.After,
+		j.Compression, j.State, j.Phase, j.BytesDone, j.BytesTotal, j.Rate, j.Message, j.Error, j.TokenHash,
+		micros(j.CreatedAt), optMicros(j.StartedAt), micros(j.UpdatedAt), optMicros(j.FinishedAt),
+		j.ClientIP, j.Boots, optMicros(j.TokenIssuedAt), string(j.Timing)}
 }
 
 func (r runner) jobWhere(ctx context.Context, where string, arg any) (store.Job, error) {

@@ -64,6 +64,9 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 // statement), on SQLite a few more statements in the same connection.
 func (r runner) register(ctx context.Context, reg store.Registration) (store.Registered, error) {
 	s := r.s
+	if s.d.name == DriverPostgres {
+		return r.registerPostgres(ctx, reg)
+	}
 	var version int64
 	if reg.Group != "" || reg.BundleID != 0 {
 		// Memberships and assignments are policy: one logged change of
@@ -131,6 +134,12 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 		}
 		out.Job = &job
 	}
+	return registrationEvent(reg, out)
+}
+
+// registrationEvent sets out.Event (which the caller inserts, after the
+// request's held events).
+func registrationEvent(reg store.Registration, out store.Registered) (store.Registered, error) {
 	if reg.Event != nil {
 		e := reg.Event(out)
 		e.MAC = reg.MAC
@@ -138,7 +147,7 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 			return store.Registered{}, fmt.Errorf("registration event: a kind is required: %w", store.ErrInvalid)
 		}
 		e.Time = normTime(e.Time)
-		out.Event = e // inserted by the caller, after the request's held events
+		out.Event = e
 	}
 	return out, nil
 }
