@@ -13,9 +13,11 @@
 #   sudo bench/bootstorm/run.sh
 #   N=200 SPREAD=5 RUNS="preboot-sqlite classic" bench/bootstorm/run.sh
 #
-# Env: N (1000, at most 2000), SPREAD (10 s), TIMEOUT (120 s per client), RUNS (all three),
+# Env: N (1000, at most 2000), SPREAD (10 s), TIMEOUT (120 s per client), RUNS (all three, in this
+#      order; a stack may be named more than once, e.g. for alternating runs, one row each),
 #      BLKSIZE (1468), WINDOW (0: lock-step), OUT (docs/benchmarks-bootstorm.md; text after a
-#      "<!-- notes -->" line of an existing OUT is kept).
+#      "<!-- notes -->" line of an existing OUT is kept), PERF_DIR (unset; a directory: `perf record -g`
+#      of the servers during each storm goes there, one file per run, for `perf report -i`).
 # Needs root, dnsmasq, busybox, iproute2, PostgreSQL (Debian's postgresql), ipxe, Go.
 # Everything runs in preboot-bs-* network namespaces joined by a bridge, with no route out;
 # every process is stopped by its PID, the namespaces are removed at the end.
@@ -27,6 +29,7 @@ TIMEOUT=${TIMEOUT:-120}
 RUNS=${RUNS:-"preboot-sqlite preboot-2x-pg classic"}
 BLKSIZE=${BLKSIZE:-1468}
 WINDOW=${WINDOW:-0}
+PERF_DIR=${PERF_DIR:-}
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
 OUT=${OUT:-$REPO/docs/benchmarks-bootstorm.md}
@@ -137,13 +140,17 @@ wait_ready() { # NS URL
 	return 1
 }
 
-cpu_seconds() { # PID...: user+system CPU seconds of these processes and their children (PostgreSQL's backends)
+cpu_seconds() { # PID...: user+system CPU seconds of these processes and their children (PostgreSQL's backends, busybox httpd's, ended ones included)
 	local t=0 p
 	for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
 		[ -r "/proc/$p/stat" ] || continue
-		t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+		t=$((t + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$p/stat")))
 	done
 	awk -v t="$t" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }'
+}
+
+host_busy_seconds() { # CPU seconds the whole host has been busy (all CPUs; /proc/stat: user nice system irq softirq steal)
+	awk -v hz="$(getconf CLK_TCK)" '/^cpu / { printf "%.2f", ($2 + $3 + $4 + $7 + $8 + $9) / hz }' /proc/stat
 }
 
 start_preboot() { # NS IP DATA [store flags...]
@@ -157,6 +164,14 @@ start_preboot() { # NS IP DATA [store flags...]
 	SERVER_PIDS+=("$!")
 	wait_ready "$ns" "http://$ip:8080/readyz"
 	for _ in $(seq 1 100); do [ -s "$data/tftp/ipxe.efi" ] && break; sleep 0.1; done
+	# A fresh server stages Debian's signed shim and GRUB in the background (apt-get download +
+	# dpkg -x when they are not installed; the namespaces have no route out, so it fails and logs
+	# why). A server in service did that long before a storm: wait for it (60 s at most), so its
+	# CPU is not taken from the storm.
+	for _ in $(seq 1 600); do
+		{ [ -s "$data/tftp/shimx64.efi" ] || grep -q 'Secure Boot path' "$data/server.log"; } && break
+		sleep 0.1
+	done
 }
 
 storm_rule() { # DATA: the rule that registers the storm's new devices
@@ -182,22 +197,42 @@ rcvbuf_errors() {
 }
 
 storm() { # LABEL: run the clients, add a row
-	local label=$1 cpu0 cpu1 out s0 a0 c0
+	local label=$1 cpu0 cpu1 out s0 a0 c0 load0 host0 host1 gen perf_pid= p
+	load0=$(cut -d' ' -f1 /proc/loadavg)
 	s0=$(rcvbuf_errors "$SITE") a0=$(rcvbuf_errors "$SA" "$SB") c0=$(rcvbuf_errors "$CLI")
 	cpu0=$(cpu_seconds "${SERVER_PIDS[@]}")
+	for p in "${SERVER_PIDS[@]}"; do echo "$p $(cpu_seconds "$p") $(cat "/proc/$p/comm" 2>/dev/null)"; done >"$WORK/cpu0"
+	if [ -n "$PERF_DIR" ]; then # a CPU profile of the servers (and their threads) for the storm
+		perf record -q -F 499 -g -o "$PERF_DIR/$K-$(echo "$label" | tr -c 'A-Za-z0-9\n' '-' | cut -c1-20).data" \
+			-p "$(for p in "${SERVER_PIDS[@]}"; do echo "$p"; pgrep -P "$p" || true; done | paste -sd,)" 2>>"$WORK/perf.log" &
+		perf_pid=$!
+		PIDS+=("$perf_pid")
+	fi
+	host0=$(host_busy_seconds)
 	echo "== $label: $N clients over ${SPREAD}s" >&2
-	out=$(ip netns exec "$CLI" "$WORK/stormclient" -iface eth0 -n "$N" -spread "${SPREAD}s" -timeout "${TIMEOUT}s" \
-		-blksize "$BLKSIZE" -windowsize "$WINDOW" -name "$label")
+	out=$(ip netns exec "$CLI" /usr/bin/time -f '%U %S' -o "$WORK/gen.time" "$WORK/stormclient" -iface eth0 -n "$N" \
+		-spread "${SPREAD}s" -timeout "${TIMEOUT}s" -blksize "$BLKSIZE" -windowsize "$WINDOW" -name "$label")
+	host1=$(host_busy_seconds)
 	cpu1=$(cpu_seconds "${SERVER_PIDS[@]}")
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+	fi
+	while read -r p c name; do
+		echo "  $name ($p): $(awk -v a="$c" -v b="$(cpu_seconds "$p")" 'BEGIN { printf "%.1f", b - a }') CPU s" >&2
+	done <"$WORK/cpu0"
+	gen=$(awk '{ printf "%.1f", $1 + $2 }' "$WORK/gen.time")
 	echo "| $label | $(($(rcvbuf_errors "$SITE") - s0)) | $(($(rcvbuf_errors "$SA" "$SB") - a0)) | $(($(rcvbuf_errors "$CLI") - c0)) |" >>"$WORK/drops"
 	echo "$out" >"$WORK/$label.json"
 	echo "$out" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 cpu = float(sys.argv[2]) - float(sys.argv[1])
-print("| %s | %d | %d | %.2f | %.2f | %.2f | %.1f | %.1f | %d / %d |" % (s["name"], s["clients"], s["failures"],
-      s["p50_s"], s["p99_s"], s["max_s"], s["total_s"], cpu, s["dhcp_retries"], s["tftp_timeouts"]))
-' "$cpu0" "$cpu1" | tee -a "$ROWS"
+gen = float(sys.argv[4])
+rest = float(sys.argv[6]) - float(sys.argv[5]) - cpu - gen
+print("| %s | %d | %d | %.2f | %.2f | %.2f | %.1f | %.1f | %d / %d | %s | %.1f | %.1f |" % (s["name"], s["clients"], s["failures"],
+      s["p50_s"], s["p99_s"], s["max_s"], s["total_s"], cpu, s["dhcp_retries"], s["tftp_timeouts"], sys.argv[3], gen, rest))
+' "$cpu0" "$cpu1" "$load0" "$gen" "$host0" "$host1" | tee -a "$ROWS"
 	echo "$out" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
@@ -213,14 +248,16 @@ print("- %s: `%s`" % (s["name"], s.get("final_script_sample", "")))
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+K=0
 for run in $RUNS; do
+	K=$((K + 1)) # each run its own data directories: a stack named twice in RUNS starts afresh
 	SERVER_PIDS=()
 	start_site
 	SERVER_PIDS+=("$SITE_PID")
 	case $run in
 	preboot-sqlite)
-		start_preboot "$SA" 10.217.0.3 "$WORK/sqlite-a"
-		storm_rule "$WORK/sqlite-a"
+		start_preboot "$SA" 10.217.0.3 "$WORK/sqlite-a-$K"
+		storm_rule "$WORK/sqlite-a-$K"
 		storm "preboot (SQLite)"
 		ip netns exec "$SA" curl -s http://10.217.0.3:8080/metrics | grep -E '^preboot_(boot_requests_total|devices |tftp_transfers_total)' >&2 || true
 		;;
@@ -233,9 +270,9 @@ for run in $RUNS; do
 		SERVER_PIDS+=("$(awk '/postgres pid/ { print $4 }' "$WORK/pg.log")")
 		export PREBOOT_STORE_DSN
 		PREBOOT_STORE_DSN=$(cat "$DSN")
-		start_preboot "$SA" 10.217.0.3 "$WORK/pg-a" --store-driver postgres
-		start_preboot "$SB" 10.217.0.4 "$WORK/pg-b" --store-driver postgres
-		storm_rule "$WORK/pg-a"
+		start_preboot "$SA" 10.217.0.3 "$WORK/pg-a-$K" --store-driver postgres
+		start_preboot "$SB" 10.217.0.4 "$WORK/pg-b-$K" --store-driver postgres
+		storm_rule "$WORK/pg-a-$K"
 		storm "preboot ×2 (PostgreSQL)"
 		;;
 	classic)
@@ -296,9 +333,11 @@ fi
 	fi
 	echo "Host: $(nproc) CPUs, kernel $(uname -r), shared with other work; load average before $LOAD_BEFORE, after $LOAD_AFTER."
 	echo
-	echo "| stack | clients | failures | p50 s | p99 s | max s | total s | server CPU s | DHCP retransmits / TFTP timeouts |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| stack | clients | failures | p50 s | p99 s | max s | total s | server CPU s | DHCP retransmits / TFTP timeouts | load average (1 min) before | load generator CPU s | rest of the host CPU s |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	cat "$ROWS"
+	echo
+	echo "Rows are in the order the stacks ran (RUNS)."
 	echo
 	echo "Phases, p50 / p99 seconds (successful clients), and the most frequent errors:"
 	echo
@@ -312,7 +351,11 @@ fi
 	echo "|---|---:|---:|---:|"
 	cat "$WORK/drops"
 	echo
-	echo "\"server CPU s\" adds the user+system CPU time of the servers of the run (the site's dnsmasq and PostgreSQL included)."
+	echo "\"server CPU s\" adds the user+system CPU time of the servers of the run (the site's dnsmasq and PostgreSQL included);"
+	echo "\"load generator CPU s\" is the simulated clients' (stormclient); \"rest of the host\" is the CPU time the whole host was"
+	echo "busy during the storm (/proc/stat, both CPUs) less those two: the kernel's packet work outside these processes (softirq) and"
+	echo "everything else running on the shared host. The storm's own CPU need against the host's 2 × total s shows how close to"
+	echo "the host's limit a run was."
 	echo
 	echo "The last script each stack sent (a sample; lines joined by \" | \"):"
 	echo
