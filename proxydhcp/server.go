@@ -43,14 +43,17 @@ type Server struct {
 	// sends option 60 "PXEClient" so that clients ask again on 4011).
 	PXEOnly bool
 	// Workers is the number of goroutines serving each socket (default
-	// 2×GOMAXPROCS, at least 4). One of them reads at a time and answers
-	// what it read itself, so a request costs no hand-over between
-	// goroutines; when an answer takes longer than HandOver (a slow
-	// Booter), the next worker takes over reading, so a slow Booter only
-	// holds up one of them.
+	// 2×GOMAXPROCS, at least 4). On a UDP socket every idle worker waits
+	// in recvmsg(2) on the socket itself, a datagram wakes one of them
+	// and that one answers it, so a request costs no hand-over between
+	// goroutines or threads and a slow Booter only holds up one worker.
+	// On other PacketConns one worker reads at a time and answers what it
+	// read itself; when an answer takes longer than HandOver (a slow
+	// Booter), the next worker takes over reading.
 	Workers int
 	// HandOver is how long a worker may spend on one request before the
-	// next worker starts reading in its place; default 500 µs.
+	// next worker starts reading in its place (PacketConns other than a
+	// UDP socket); default 500 µs.
 	HandOver time.Duration
 	// Interfaces, when not empty, are the only interfaces (by name) whose
 	// requests are answered. Empty: every interface that has an IPv4
@@ -180,6 +183,11 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 		}
 		c, err := newConn(pc.c, pc.port)
 		if err != nil {
+			for _, c := range conns {
+				if c.raw != nil {
+					c.raw.close()
+				}
+			}
 			if dhcpConn != nil {
 				dhcpConn.Close()
 			}
@@ -204,6 +212,19 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 		handOver = defaultHandOver
 	}
 	for _, c := range conns {
+		if c.raw != nil {
+			for range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := s.rawLoop(ctx, c); err != nil {
+						errOnce.Do(func() { firstErr = err })
+						cancel()
+					}
+				}()
+			}
+			continue
+		}
 		// One token per socket: the worker holding it is the one reading.
 		token := make(chan struct{}, 1)
 		token <- struct{}{}
@@ -220,9 +241,17 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 	}
 	<-ctx.Done()
 	for _, c := range conns {
+		if c.raw != nil {
+			c.raw.shutdown()
+		}
 		c.pc.Close()
 	}
 	wg.Wait()
+	for _, c := range conns {
+		if c.raw != nil {
+			c.raw.close()
+		}
+	}
 	return firstErr
 }
 
@@ -233,37 +262,34 @@ func (s *Server) logger() *slog.Logger {
 	return slog.Default()
 }
 
-// conn wraps a PacketConn, with IP_PKTINFO when it is a UDP socket.
+// conn wraps a PacketConn; a UDP socket is served through raw (with
+// IP_PKTINFO), any other PacketConn through its methods.
 type conn struct {
 	pc   net.PacketConn
-	p4   *ipv4.PacketConn // nil when pc is not a UDP socket
-	port int              // logical port: DHCPPort or PXEPort
+	raw  *rawSock // nil when pc is not a UDP socket
+	port int      // logical port: DHCPPort or PXEPort
 }
 
 func newConn(pc net.PacketConn, port int) (*conn, error) {
 	c := &conn{pc: pc, port: port}
-	if _, ok := pc.(*net.UDPConn); ok {
-		p4 := ipv4.NewPacketConn(pc)
-		if err := p4.SetControlMessage(ipv4.FlagInterface|ipv4.FlagDst, true); err != nil {
-			return nil, fmt.Errorf("proxydhcp: IP_PKTINFO on %s: %w", pc.LocalAddr(), err)
+	if uc, ok := pc.(*net.UDPConn); ok {
+		raw, err := newRawSock(uc)
+		if err != nil {
+			return nil, err
 		}
-		c.p4 = p4
+		c.raw = raw
 	}
 	return c, nil
 }
 
 func (c *conn) read(b []byte) (int, *ipv4.ControlMessage, net.Addr, error) {
-	if c.p4 != nil {
-		return c.p4.ReadFrom(b)
-	}
 	n, src, err := c.pc.ReadFrom(b)
 	return n, nil, src, err
 }
 
-func (c *conn) write(b []byte, cm *ipv4.ControlMessage, dst net.Addr) error {
-	if c.p4 != nil {
-		_, err := c.p4.WriteTo(b, cm, dst)
-		return err
+func (c *conn) write(b []byte, cm *ipv4.ControlMessage, dst *net.UDPAddr) error {
+	if c.raw != nil {
+		return c.raw.send(b, cm, dst)
 	}
 	_, err := c.pc.WriteTo(b, dst)
 	return err
@@ -324,6 +350,31 @@ func (s *Server) readLoop(ctx context.Context, c *conn, token chan struct{}, han
 		// Stop reports whether the timer was still pending: if it fired,
 		// the token went to another worker.
 		holding = passOn.Stop()
+	}
+}
+
+// rawLoop is one worker of a UDP socket: it waits in recvmsg(2) and
+// answers what it read, until the socket is shut down.
+func (s *Server) rawLoop(ctx context.Context, c *conn) error {
+	// One byte more than accepted, to detect oversized datagrams.
+	buf := make([]byte, MaxRequestLen+1)
+	var r rawReader
+	for {
+		n, src, ifIndex, dst, err := r.recv(c.raw.fd, buf)
+		if c.raw.closing.Load() || ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if errors.Is(err, unix.EBADF) || errors.Is(err, unix.ENOTSOCK) {
+				return fmt.Errorf("proxydhcp: port %d: %w", c.port, err)
+			}
+			// Transient errors (ICMP-induced ECONNREFUSED and the like):
+			// log and keep serving.
+			s.logger().Debug("proxydhcp read error", "port", c.port, "err", err)
+			time.Sleep(time.Millisecond) // never spin on a persistent error
+			continue
+		}
+		s.serveOne(ctx, c, inbound{port: c.port, data: buf[:n], src: src, ifIndex: ifIndex, dst: dst})
 	}
 }
 

@@ -5,6 +5,7 @@
 #
 #   sudo bench/dhcp/run.sh                  # default rates and duration
 #   RATES="1000 10000" DURATION=3 bench/dhcp/run.sh
+#   BEFORE=/tmp/dhcp-before bench/dhcp/run.sh  # also Preboot built from another checkout
 #
 # Prints a markdown table and writes it to docs/benchmarks-dhcp.md.
 # Needs root, perfdhcp (kea-admin), dnsmasq (dnsmasq-base), iproute2, Go.
@@ -19,6 +20,7 @@ REPEAT=${REPEAT:-3}         # interleaved rounds; per rate the best run (fewest 
 # up with receiving; GEN_NICE=0 to turn off.
 GEN_NICE=${GEN_NICE:--5}
 OUT=${OUT:-docs/benchmarks-dhcp.md}
+BEFORE=${BEFORE:-}          # a checkout of another commit: its proxydhcp runs alongside as "preboot proxydhcp (before)"
 VENDOR="PXEClient:Arch:00000:UNDI:002001"
 
 cd "$(dirname "$0")/../.."
@@ -47,6 +49,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 go build -o "$WORK/proxyserve" ./bench/dhcp/proxyserve
+if [ -n "$BEFORE" ]; then
+	(cd "$BEFORE" && go build -o "$WORK/proxyserve-before" ./bench/dhcp/proxyserve)
+fi
 
 ip netns add "$SRV"
 ip netns add "$CLI"
@@ -113,10 +118,15 @@ measure() {
 declare -A RES ALLAVG
 DNSMASQ_NAME="dnsmasq $(dnsmasq --version | awk 'NR==1 {print $3}') proxy"
 NAMES=("preboot proxydhcp" "$DNSMASQ_NAME")
+if [ -n "$BEFORE" ]; then
+	NAMES+=("preboot proxydhcp (before)")
+fi
 
 start_named() { # NAME
 	if [ "$1" = "preboot proxydhcp" ]; then
 		ip netns exec "$SRV" "$WORK/proxyserve" -iface "$SIF" 2>>"$WORK/proxyserve.log" &
+	elif [ "$1" = "preboot proxydhcp (before)" ]; then
+		ip netns exec "$SRV" "$WORK/proxyserve-before" -iface "$SIF" 2>>"$WORK/proxyserve.log" &
 	else
 		ip netns exec "$SRV" dnsmasq --keep-in-foreground --port=0 --conf-file=/dev/null --no-resolv --no-hosts \
 			--interface="$SIF" --bind-interfaces --dhcp-range=10.215.0.0,proxy,255.255.0.0 \
@@ -145,8 +155,11 @@ keep() {
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 for round in $(seq 1 "$REPEAT"); do
-	order=("${NAMES[@]}")
-	if [ $((round % 2)) = 0 ]; then order=("${NAMES[1]}" "${NAMES[0]}"); fi
+	# Rotate the order from round to round, so that no server always goes first.
+	order=()
+	for i in "${!NAMES[@]}"; do
+		order+=("${NAMES[$(((i + round - 1) % ${#NAMES[@]}))]}")
+	done
 	for name in "${order[@]}"; do
 		echo "== round $round: $name" >&2
 		start_named "$name"
