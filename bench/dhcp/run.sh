@@ -92,7 +92,7 @@ ROWS="$WORK/rows"
 : >"$ROWS"
 declare -A BEST
 
-# measure RATE: one perfdhcp run; sets M_SENT M_RECV M_DROPS M_AVG M_MAX M_SRVD M_CLID.
+# measure RATE: one perfdhcp run; sets M_SENT M_RECV M_DROPS M_MIN M_AVG M_MAX M_SRVD M_CLID.
 measure() {
 	local rate=$1 srv0 cli0 out
 	srv0=$(udp_rcvbuf_errors "$SRV")
@@ -104,12 +104,13 @@ measure() {
 	M_SENT=$(awk '/^sent packets:/ {print $3; exit}' <<<"$out")
 	M_RECV=$(awk '/^received packets:/ {print $3; exit}' <<<"$out")
 	M_DROPS=$(awk '/^drops:/ {print $2; exit}' <<<"$out")
+	M_MIN=$(awk '/^min delay:/ {print $3; exit}' <<<"$out")
 	M_AVG=$(awk '/^avg delay:/ {print $3; exit}' <<<"$out")
 	M_MAX=$(awk '/^max delay:/ {print $3; exit}' <<<"$out")
 	if [ -z "$M_SENT" ] || [ -z "$M_RECV" ] || [ -z "$M_DROPS" ]; then
 		echo "run.sh: perfdhcp failed at $rate/s:" >&2
 		echo "$out" >&2
-		M_SENT=0 M_RECV=0 M_DROPS=999999999 M_AVG=- M_MAX=-
+		M_SENT=0 M_RECV=0 M_DROPS=999999999 M_MIN=- M_AVG=- M_MAX=-
 	fi
 }
 
@@ -149,7 +150,7 @@ keep() {
 		if [ "$M_DROPS" -gt "$pd" ]; then return; fi
 		if [ "$M_DROPS" = "$pd" ] && awk -v a="$M_AVG" -v b="$pa" 'BEGIN { exit !(a == "-" || (b != "-" && a + 0 >= b + 0)) }'; then return; fi
 	fi
-	RES[$k]="$M_SENT $M_RECV $M_DROPS $M_AVG $M_MAX $M_SRVD $M_CLID"
+	RES[$k]="$M_SENT $M_RECV $M_DROPS $M_AVG $M_MAX $M_SRVD $M_CLID $M_MIN"
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -176,12 +177,12 @@ cat "$WORK/proxyserve.log" >&2
 for name in "${NAMES[@]}"; do
 	best=0
 	for rate in $RATES; do
-		read -r b_sent b_recv b_drops b_avg b_max b_srvd b_clid <<<"${RES[$name|$rate]}"
+		read -r b_sent b_recv b_drops b_avg b_max b_srvd b_clid b_min <<<"${RES[$name|$rate]}"
 		pct=$(awk -v d="$b_drops" -v s="$b_sent" 'BEGIN { if (s > 0) printf "%.2f", 100 * d / s; else print "-" }')
 		offers=$(awk -v r="$b_recv" -v t="$DURATION" 'BEGIN { printf "%.0f", r / t }')
 		if [ "$b_drops" = 0 ] && [ "$b_sent" -gt 0 ] && [ "$rate" -gt "$best" ]; then best=$rate; fi
-		printf '| %s | %s | %s | %s | %s | %s %% | %s | %s | %s / %s | %s |\n' \
-			"$name" "$rate" "$b_sent" "$b_recv" "$offers" "$pct" "$b_srvd" "$b_clid" "$b_avg" "$b_max" "${ALLAVG[$name|$rate]}" | tee -a "$ROWS"
+		printf '| %s | %s | %s | %s | %s | %s %% | %s | %s | %s / %s / %s | %s |\n' \
+			"$name" "$rate" "$b_sent" "$b_recv" "$offers" "$pct" "$b_srvd" "$b_clid" "$b_min" "$b_avg" "$b_max" "${ALLAVG[$name|$rate]}" | tee -a "$ROWS"
 	done
 	BEST[$name]=$best
 done
@@ -202,7 +203,7 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	echo "Host: $(nproc) CPUs, kernel $(uname -r); load average before $LOAD_BEFORE, after $LOAD_AFTER"
 	echo "(the load generator, the server and anything else running share these CPUs)."
 	echo
-	echo "| server | target rate /s | DISCOVERs sent | OFFERs received | OFFERs /s | drops | server rcvbuf drops | perfdhcp rcvbuf drops | avg / max delay ms | avg delay, every run, ms |"
+	echo "| server | target rate /s | DISCOVERs sent | OFFERs received | OFFERs /s | drops | server rcvbuf drops | perfdhcp rcvbuf drops | min / avg / max delay ms | avg delay, every run, ms |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
 	cat "$ROWS"
 	echo
