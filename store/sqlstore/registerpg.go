@@ -5,16 +5,20 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/preboot/preboot/store"
 )
 
 // registerPostgres is register on PostgreSQL in two statements (round
-// trips) but for the events: the policy version and its log entry, a free
-// name, the device, its membership and whether it has an open job in one;
-// the once assignment and the job (from it) in the other.
-func (r runner) registerPostgres(ctx context.Context, reg store.Registration) (store.Registered, error) {
+// trips), with the request's held events: the policy version and its log
+// entry, a free name, the device, its membership, whether it has an open
+// job and the IDs of the assignment and the job to create in one; the
+// once assignment, the job and all the events in the other.
+func (r runner) registerPostgres(ctx context.Context, reg store.Registration, held []*store.Event) (store.Registered, error) {
 	var job store.Job
 	if reg.Job != nil {
 		job = *reg.Job
@@ -84,16 +88,29 @@ func (r runner) registerPostgres(ctx context.Context, reg store.Registration) (s
 		q.WriteString("CAST(0 AS BIGINT), CAST(0 AS BIGINT), ")
 	}
 	if reg.Job != nil {
+		// Whether the device has an open job, and the ID of the job to
+		// create (so that its events go with it in the next statement).
 		q.WriteString(strings.Replace(strings.TrimPrefix(openJobCol, ", "), "devices.mac", "d.mac", 1))
+		q.WriteString(", nextval(pg_get_serial_sequence('jobs', 'id'))")
 	} else {
-		q.WriteString("FALSE")
+		q.WriteString("FALSE, CAST(0 AS BIGINT)")
 	}
-	q.WriteString(" FROM d")
+	if reg.BundleID != 0 {
+		// The assignment's ID and its bundle's name and kind (NULL: no
+		// such bundle).
+		q.WriteString(", nextval(pg_get_serial_sequence('assignments', 'id')), b.name, b.kind FROM d LEFT JOIN bundles b ON b.id = ?")
+		args = append(args, reg.BundleID)
+	} else {
+		q.WriteString(", CAST(0 AS BIGINT), CAST(NULL AS TEXT), CAST(NULL AS TEXT) FROM d")
+	}
 
 	var version, joined sql.NullInt64
 	var group sql.NullInt64
 	var free, open bool
-	dev, err := scanDevice(extraScan{r.queryRow(ctx, q.String(), args...), []any{&version, &free, &group, &joined, &open}}, false)
+	var jobID, assignmentID int64
+	var bundleName, bundleKind sql.NullString
+	dev, err := scanDevice(extraScan{r.queryRow(ctx, q.String(), args...),
+		[]any{&version, &free, &group, &joined, &open, &jobID, &assignmentID, &bundleName, &bundleKind}}, false)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return store.Registered{}, fmt.Errorf("device %s: %w", reg.MAC, store.ErrNotFound)
@@ -114,58 +131,113 @@ func (r runner) registerPostgres(ctx context.Context, reg store.Registration) (s
 		}
 	}
 	out := store.Registered{Device: dev, Name: dev.Name, Version: version.Int64, Joined: joined.Int64 > 0}
-	withJob := reg.Job != nil && !open
 	if reg.BundleID != 0 {
-		a, id, err := r.assignOncePostgres(ctx, reg.BundleID, reg.MAC, job, withJob)
-		if err != nil {
-			return store.Registered{}, err
+		if !bundleName.Valid {
+			return store.Registered{}, fmt.Errorf("bundle #%d: %w", reg.BundleID, store.ErrNotFound)
 		}
-		out.Assignment = &a
-		if withJob {
-			job.ID, job.AssignmentID = id, a.ID
-			out.Job = &job
-		}
-	} else if withJob {
-		if err := r.insertJob(ctx, &job); err != nil {
-			return store.Registered{}, err
+		out.Assignment = &store.Assignment{ID: assignmentID, BundleID: reg.BundleID, Bundle: bundleName.String, BundleKind: bundleKind.String,
+			MAC: reg.MAC, Once: true, CreatedAt: fromMicros(micros(now()))}
+	}
+	if reg.Job != nil && !open {
+		job.ID = jobID
+		if out.Assignment != nil {
+			job.AssignmentID = out.Assignment.ID
 		}
 		out.Job = &job
 	}
-	return registrationEvent(reg, out)
+	out, err = registrationEvent(reg, out)
+	if err != nil {
+		return store.Registered{}, err
+	}
+	// The assignment, the job and the events in one statement.
+	es := append([]*store.Event(nil), held...)
+	if reg.Event != nil {
+		es = append(es, &out.Event)
+	}
+	if out.Job != nil {
+		jes, err := jobEvents(reg, *out.Job)
+		if err != nil {
+			return store.Registered{}, err
+		}
+		es = append(es, eventPtrs(jes)...)
+	}
+	if err := r.writeRegistrationPostgres(ctx, out, es); err != nil {
+		return store.Registered{}, err
+	}
+	return out, nil
 }
 
-// assignOncePostgres gives mac a once assignment of bundle and, withJob,
-// creates job from it, in one statement: the assignment (with its
-// bundle's name and kind) and the job's ID.
-func (r runner) assignOncePostgres(ctx context.Context, bundle int64, mac string, job store.Job, withJob bool) (store.Assignment, int64, error) {
-	q := `WITH a AS (` + insertOnce + ` RETURNING *)`
-	args := []any{bundle, mac, micros(now())}
-	jobCol := "CAST(0 AS BIGINT)"
-	if withJob {
-		cols := make([]string, len(jobInsertTypes))
-		for i, t := range jobInsertTypes {
-			cols[i] = "CAST(? AS " + t + ")"
+// writeRegistrationPostgres inserts a registration's once assignment, its
+// job and the events es (their IDs set) in one statement.
+func (r runner) writeRegistrationPostgres(ctx context.Context, out store.Registered, es []*store.Event) error {
+	var ctes []string
+	var args []any
+	if a := out.Assignment; a != nil {
+		ctes = append(ctes, `a AS (INSERT INTO assignments (id, bundle_id, mac, group_id, once, force, created_at, not_before, wake)
+			VALUES (?, ?, ?, NULL, TRUE, FALSE, ?, 0, FALSE))`)
+		args = append(args, a.ID, a.BundleID, a.MAC, micros(a.CreatedAt))
+	}
+	if j := out.Job; j != nil {
+		ctes = append(ctes, `j AS (INSERT INTO jobs (id, `+jobInsertCols+`) VALUES (?, `+placeholders(len(jobInsertTypes))+`))`)
+		args = append(args, j.ID)
+		args = append(args, jobArgs(j)...)
+	}
+	if len(es) == 0 && len(ctes) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	if len(ctes) > 0 {
+		q.WriteString("WITH " + strings.Join(ctes, ",\n") + "\n")
+	}
+	if len(es) == 0 {
+		q.WriteString("SELECT CAST(0 AS BIGINT) WHERE FALSE")
+	} else {
+		q.WriteString(`INSERT INTO events (mac, time, kind, message, job, actor) VALUES `)
+		for i, e := range es {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?)")
+			args = append(args, e.MAC, micros(e.Time), e.Kind, e.Message, e.Job, e.Actor)
 		}
-		cols[jobAssignmentArg] = "a.id"
-		ja := jobArgs(&job)
-		ja = append(ja[:jobAssignmentArg:jobAssignmentArg], ja[jobAssignmentArg+1:]...)
-		q += `, j AS (INSERT INTO jobs (` + jobInsertCols + `) SELECT ` + strings.Join(cols, ", ") + ` FROM a RETURNING id)`
-		args = append(args, ja...)
-		jobCol = "(SELECT id FROM j)"
+		q.WriteString(" RETURNING id")
 	}
-	q += ` SELECT a.id, a.bundle_id, b.name, b.kind, COALESCE(a.mac, ''), '', a.once, a.force, a.created_at, a.not_before, a.wake, a.woken_at, ` + jobCol + `
-	FROM a JOIN bundles b ON b.id = a.bundle_id`
-	var id int64
-	a, err := scanAssignment(extraScan{r.queryRow(ctx, q, args...), []any{&id}})
+	rows, err := r.query(ctx, q.String(), args...)
+	if err != nil {
+		return r.registrationErr(out, err)
+	}
+	defer rows.Close()
+	ids := make([]int64, 0, len(es))
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return r.registrationErr(out, err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return r.registrationErr(out, err)
+	}
+	if len(ids) != len(es) {
+		return fmt.Errorf("registration events: %d inserted, %d returned", len(es), len(ids))
+	}
+	slices.Sort(ids) // RETURNING's order is not promised; the IDs' is
+	for i, e := range es {
+		e.ID = ids[i]
+	}
+	return nil
+}
+
+// registrationErr says which part of a registration's statement failed.
+func (r runner) registrationErr(out store.Registered, err error) error {
+	var pe *pgconn.PgError
 	switch {
-	case r.s.d.unique(err) && withJob && strings.Contains(err.Error(), "token_hash"):
-		return store.Assignment{}, 0, fmt.Errorf("create job for %s: %w", mac, r.s.dbErr(err))
-	case r.s.d.unique(err):
-		return store.Assignment{}, 0, fmt.Errorf("device %s already has an assignment: %w", mac, store.ErrConflict)
-	case r.s.d.foreignKey(err):
-		return store.Assignment{}, 0, fmt.Errorf("bundle #%d: %w", bundle, store.ErrNotFound)
-	case err != nil:
-		return store.Assignment{}, 0, err
+	case errors.As(err, &pe) && pe.Code == "23505" && strings.HasPrefix(pe.ConstraintName, "assignments"):
+		return fmt.Errorf("device %s already has an assignment: %w", out.Device.MAC, store.ErrConflict)
+	case r.s.d.foreignKey(err) && out.Assignment != nil:
+		return fmt.Errorf("bundle #%d: %w", out.Assignment.BundleID, store.ErrNotFound)
+	case out.Job != nil && r.s.d.unique(err):
+		return fmt.Errorf("create job for %s: %w", out.Device.MAC, r.s.dbErr(err))
 	}
-	return a, id, nil
+	return fmt.Errorf("register: %w", r.s.dbErr(err))
 }

@@ -31,6 +31,11 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 	var out store.Registered
 	err = s.batch.do(ctx, func(ctx context.Context, r runner) error {
 		var err error
+		if s.d.name == DriverPostgres {
+			// With the events, in two statements.
+			out, err = r.registerPostgres(ctx, reg, eventPtrs(held))
+			return err
+		}
 		if out, err = r.register(ctx, reg); err != nil {
 			return err
 		}
@@ -58,15 +63,12 @@ func (s *Store) Register(ctx context.Context, reg store.Registration) (store.Reg
 	return out, nil
 }
 
-// register is one registration inside the transaction r, but for its
-// event (out.Event, which the caller inserts): on PostgreSQL seven round
-// trips from BEGIN to COMMIT with the events' INSERT (each step one
-// statement), on SQLite a few more statements in the same connection.
+// register is one registration on SQLite inside the transaction r, but
+// for its events (out.Event, which the caller inserts): a statement or two
+// per step in the same connection (PostgreSQL: registerPostgres, two
+// statements with the events).
 func (r runner) register(ctx context.Context, reg store.Registration) (store.Registered, error) {
 	s := r.s
-	if s.d.name == DriverPostgres {
-		return r.registerPostgres(ctx, reg)
-	}
 	var version int64
 	if reg.Group != "" || reg.BundleID != 0 {
 		// Memberships and assignments are policy: one logged change of
