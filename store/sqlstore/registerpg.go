@@ -112,12 +112,13 @@ func (r runner) registerPostgres(ctx context.Context, reg store.Registration, he
 	dev, err := scanDevice(extraScan{r.queryRow(ctx, q.String(), args...),
 		[]any{&version, &free, &group, &joined, &open, &jobID, &assignmentID, &bundleName, &bundleKind}}, false)
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
+	case errors.Is(err, sql.ErrNoRows), r.s.d.foreignKey(err):
+		// No such device (the membership's insert may say so first).
 		return store.Registered{}, fmt.Errorf("device %s: %w", reg.MAC, store.ErrNotFound)
 	case r.s.d.unique(err):
 		return store.Registered{}, fmt.Errorf("name %q (or a suffix of it) is taken: %w", reg.Name, store.ErrConflict)
 	case err != nil:
-		return store.Registered{}, err
+		return store.Registered{}, r.s.dbErr(err)
 	}
 	if reg.Group != "" && !group.Valid {
 		return store.Registered{}, fmt.Errorf("group %q: %w", reg.Group, store.ErrNotFound)

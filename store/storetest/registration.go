@@ -71,6 +71,8 @@ func testRegister(t *testing.T, st store.Store) {
 	}
 	_, err := st.Register(ctx, store.Registration{MAC: "02:00:00:00:0b:09"})
 	is(t, err, store.ErrNotFound, "02:00:00:00:0b:09")
+	_, err = st.Register(ctx, store.Registration{MAC: "02:00:00:00:0b:09", Name: "x", Group: "lab", BundleID: b.ID})
+	is(t, err, store.ErrNotFound, "02:00:00:00:0b:09")
 	// Every suffix taken.
 	for i := 2; i <= 20; i++ {
 		must[store.Device](t)(st.CreateDevice(ctx, store.Device{MAC: fmt.Sprintf("02:00:00:00:0c:%02x", i), Name: fmt.Sprintf("full-%d", i)}))
