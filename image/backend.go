@@ -101,13 +101,19 @@ func (d *dirBackend) Put(ctx context.Context, key string, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return d.write(key, data, writeFileSync)
+}
+
+// write stores data at key's path with put (writeFileSync or
+// createFileSync), making the key's directory when it does not exist.
+func (d *dirBackend) write(key string, data []byte, put func(p string, data []byte) error) error {
 	p := d.path(key)
-	err := writeFileSync(p, data)
+	err := put(p, data)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			return err
 		}
-		err = writeFileSync(p, data)
+		err = put(p, data)
 	}
 	return err
 }

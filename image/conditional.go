@@ -135,41 +135,11 @@ func (d *dirBackend) Create(ctx context.Context, key string, data []byte) error 
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	p := d.path(key)
-	err := createFileSync(p, data)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		err = createFileSync(p, data)
-	}
+	err := d.write(key, data, createFileSync)
 	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("%s: %w", key, ErrConflict)
 	}
 	return err
-}
-
-// createFileSync writes data to a temporary file next to p, fsyncs it and
-// links it to p (fs.ErrExist when p exists).
-func createFileSync(p string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Link(tmp, p)
 }
 
 // ReadTag reads the file; its tag is the SHA-256 of the content.

@@ -280,16 +280,24 @@ func (r *Repo) Put(ctx context.Context, h Hash, data []byte) error {
 
 // writeFileSync writes data to a temp file next to p, fsyncs it and renames
 // it to p. The directory is not synced (Publish does that).
-func writeFileSync(p string, data []byte) (err error) {
+func writeFileSync(p string, data []byte) error { return placeFileSync(p, data, os.Rename) }
+
+// createFileSync is writeFileSync that never replaces p: link(2) fails
+// with fs.ErrExist where a file exists, so of two writers one wins, whole.
+func createFileSync(p string, data []byte) error { return placeFileSync(p, data, os.Link) }
+
+// placeFileSync writes data to a temp file next to p, fsyncs it and puts
+// it at p with place (os.Rename or os.Link); the temp name never stays.
+func placeFileSync(p string, data []byte, place func(oldpath, newpath string) error) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
+	defer os.Remove(tmp) // after a rename: already gone
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp)
 		}
 	}()
 	if _, err = f.Write(data); err != nil {
@@ -301,7 +309,7 @@ func writeFileSync(p string, data []byte) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	return place(tmp, p)
 }
 
 // OpenChunk opens a stored chunk for streaming (e.g. straight to a network

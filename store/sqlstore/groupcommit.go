@@ -201,15 +201,10 @@ func (g *groupCommit) write(ctx context.Context, batch []*batchOp) error {
 	})
 }
 
-// insertEvents inserts events in one statement and sets their IDs (in
-// the order given: IDs grow with insertion).
-func insertEvents(ctx context.Context, r runner, events []*store.Event) error {
-	if len(events) == 0 {
-		return nil
-	}
-	var q strings.Builder
+// writeInsertEvents writes to q one INSERT of events (RETURNING their
+// IDs, in order) and returns args with its arguments appended.
+func writeInsertEvents(q *strings.Builder, args []any, events []*store.Event) []any {
 	q.WriteString(`INSERT INTO events (mac, time, kind, message, job, actor) VALUES `)
-	args := make([]any, 0, 6*len(events))
 	for i, e := range events {
 		if i > 0 {
 			q.WriteString(", ")
@@ -218,6 +213,17 @@ func insertEvents(ctx context.Context, r runner, events []*store.Event) error {
 		args = append(args, e.MAC, micros(e.Time), e.Kind, e.Message, e.Job, e.Actor)
 	}
 	q.WriteString(" RETURNING id")
+	return args
+}
+
+// insertEvents inserts events in one statement and sets their IDs (in
+// the order given: IDs grow with insertion).
+func insertEvents(ctx context.Context, r runner, events []*store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	args := writeInsertEvents(&q, make([]any, 0, 6*len(events)), events)
 	rows, err := r.query(ctx, q.String(), args...)
 	if err != nil {
 		return fmt.Errorf("add events: %w", err)

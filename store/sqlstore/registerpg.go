@@ -193,15 +193,7 @@ func (r runner) writeRegistrationPostgres(ctx context.Context, out store.Registe
 	if len(es) == 0 {
 		q.WriteString("SELECT CAST(0 AS BIGINT) WHERE FALSE")
 	} else {
-		q.WriteString(`INSERT INTO events (mac, time, kind, message, job, actor) VALUES `)
-		for i, e := range es {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			q.WriteString("(?, ?, ?, ?, ?, ?)")
-			args = append(args, e.MAC, micros(e.Time), e.Kind, e.Message, e.Job, e.Actor)
-		}
-		q.WriteString(" RETURNING id")
+		args = writeInsertEvents(&q, args, es)
 	}
 	rows, err := r.query(ctx, q.String(), args...)
 	if err != nil {
