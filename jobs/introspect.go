@@ -44,22 +44,7 @@ func (s *Service) Introspect(ctx context.Context, token string) (TokenScope, err
 	}
 	ts := TokenScope{Active: true, Job: j.ID, MAC: j.MAC, Kind: j.Kind, Image: j.Image, ClientIP: j.ClientIP,
 		Read: j.Kind == store.KindImageRestore || j.Kind == store.KindMulticast}
-	if j.State == store.JobPending {
-		ttl := s.PendingTTL
-		if ttl <= 0 {
-			ttl = DefaultPendingTTL
-		}
-		since := j.TokenIssuedAt
-		if since.IsZero() {
-			since = j.UpdatedAt
-		}
-		ts.ExpiresAt = since.Add(ttl)
-	} else {
-		ttl := s.StaleAfter
-		if ttl <= 0 {
-			ttl = DefaultStaleAfter
-		}
-		ts.ExpiresAt = j.UpdatedAt.Add(ttl)
-	}
+	since, ttl := s.lifetime(j)
+	ts.ExpiresAt = since.Add(ttl)
 	return ts, nil
 }

@@ -83,36 +83,45 @@ func (s *Service) claimBurst() int {
 	return DefaultClaimBurst
 }
 
+// lifetime returns when an open job's clock started and how long it may
+// stay silent from then: a pending job from its token's hand-out
+// (PendingTTL), a started one from its agent's last word (StaleAfter).
+func (s *Service) lifetime(j store.Job) (since time.Time, ttl time.Duration) {
+	if j.State == store.JobPending {
+		ttl = s.PendingTTL
+		if ttl <= 0 {
+			ttl = DefaultPendingTTL
+		}
+		since = j.TokenIssuedAt
+		if since.IsZero() {
+			since = j.UpdatedAt
+		}
+		return since, ttl
+	}
+	ttl = s.StaleAfter
+	if ttl <= 0 {
+		ttl = DefaultStaleAfter
+	}
+	return j.UpdatedAt, ttl
+}
+
 // stale says why an open job has expired, or "" while it is alive.
 func (s *Service) stale(j store.Job) string {
 	if store.JobFinished(j.State) {
 		return ""
 	}
-	now := s.now()
-	if j.State == store.JobPending {
-		ttl := s.PendingTTL
-		if ttl <= 0 {
-			ttl = DefaultPendingTTL
-		}
-		since := j.TokenIssuedAt
-		if since.IsZero() {
-			since = j.UpdatedAt
-		}
-		if now.Sub(since) > ttl {
-			return fmt.Sprintf("expired: handed out %s ago, its agent never started (a pending job and its token expire after %s)",
-				now.Sub(since).Round(time.Second), ttl)
-		}
+	since, ttl := s.lifetime(j)
+	silent := s.now().Sub(since)
+	switch {
+	case silent <= ttl:
 		return ""
-	}
-	ttl := s.StaleAfter
-	if ttl <= 0 {
-		ttl = DefaultStaleAfter
-	}
-	if now.Sub(j.UpdatedAt) > ttl {
+	case j.State == store.JobPending:
+		return fmt.Sprintf("expired: handed out %s ago, its agent never started (a pending job and its token expire after %s)",
+			silent.Round(time.Second), ttl)
+	default:
 		return fmt.Sprintf("expired: no word from its agent for %s (a started job and its token expire after %s of silence)",
-			now.Sub(j.UpdatedAt).Round(time.Second), ttl)
+			silent.Round(time.Second), ttl)
 	}
-	return ""
 }
 
 // ExpireStale fails every open job that went silent (see PendingTTL and

@@ -19,14 +19,9 @@ import (
 // job and the IDs of the assignment and the job to create in one; the
 // once assignment, the job and all the events in the other.
 func (r runner) registerPostgres(ctx context.Context, reg store.Registration, held []*store.Event) (store.Registered, error) {
-	var job store.Job
-	if reg.Job != nil {
-		job = *reg.Job
-		job.MAC = reg.MAC
-		var err error
-		if job, err = prepJob(job); err != nil {
-			return store.Registered{}, err
-		}
+	job, err := registrationJob(reg)
+	if err != nil {
+		return store.Registered{}, err
 	}
 	bump := reg.Group != "" || reg.BundleID != 0
 	var q strings.Builder

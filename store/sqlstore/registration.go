@@ -85,14 +85,9 @@ func (r runner) register(ctx context.Context, reg store.Registration) (store.Reg
 			return store.Registered{}, err
 		}
 	}
-	var job store.Job
-	if reg.Job != nil {
-		job = *reg.Job
-		job.MAC = reg.MAC
-		var err error
-		if job, err = prepJob(job); err != nil {
-			return store.Registered{}, err
-		}
+	job, err := registrationJob(reg)
+	if err != nil {
+		return store.Registered{}, err
 	}
 	// A name the device has stays. With a job to create, the same
 	// statement says whether the device has an open job.
@@ -269,4 +264,15 @@ func (r runner) freeName(ctx context.Context, base, mac string) (string, error) 
 		}
 	}
 	return "", fmt.Errorf("names %s..%s-%d are all taken: %w", base, base, maxNameSuffix, store.ErrConflict)
+}
+
+// registrationJob is the job reg creates, ready to insert (the zero Job
+// when it creates none).
+func registrationJob(reg store.Registration) (store.Job, error) {
+	if reg.Job == nil {
+		return store.Job{}, nil
+	}
+	job := *reg.Job
+	job.MAC = reg.MAC
+	return prepJob(job)
 }
